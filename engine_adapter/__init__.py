@@ -1,0 +1,1 @@
+"""The engine side: vNIC profile flags and checked migrations via ovirtsdk4."""

@@ -1,0 +1,1 @@
+"""The per-host ``sriov-migrationd`` JSON-RPC service and its CLI."""

@@ -1,0 +1,214 @@
+"""The host configuration file, read once at the edges.
+
+``/etc/vdsm/sriov-migration.conf`` unless ``$SRIOV_MIGRATION_CONF``
+names another (so one machine can hold two lab hosts). Unknown sections
+or keys are errors: a typo in a production config should not silently
+fall back to a default.
+"""
+
+from __future__ import annotations
+
+import configparser
+import os
+from dataclasses import dataclass, field
+from typing import Optional
+
+from .errors import ConfigError
+from .policy import parse_bool
+
+DEFAULT_PATH = "/etc/vdsm/sriov-migration.conf"
+ENV_VAR = "SRIOV_MIGRATION_CONF"
+
+VDSM_CERT = "/etc/pki/vdsm/certs/vdsmcert.pem"
+VDSM_KEY = "/etc/pki/vdsm/keys/vdsmkey.pem"
+VDSM_CA = "/etc/pki/vdsm/certs/cacert.pem"
+
+_SCHEMA = {
+    "libvirt": {"uri", "username", "password_file"},
+    "ledger": {"path"},
+    "inventory": {"source"},
+    "vf": {"device", "model"},
+    "policy": {"migratable_by_default"},
+    "timeouts": {"unplug", "plug", "reservation_ttl", "rollback_grace", "reconcile_interval"},
+    "server": {"listen", "port", "tls", "cert", "key", "ca", "workers", "max_request_bytes",
+               "client_timeout"},
+    "networks": None,  # free-form: NAME = pf1, pf2
+}
+
+
+@dataclass
+class Config:
+    libvirt_uri: str = "qemu:///system"
+    libvirt_username: Optional[str] = None
+    libvirt_password_file: Optional[str] = None
+    ledger_path: str = "/var/lib/vdsm/sriov-migration/ledger.sqlite"
+    inventory_source: str = "libvirt"
+    vf_device: str = "hostdev"
+    vf_model: str = "virtio"
+    migratable_by_default: bool = False
+    unplug_timeout: float = 10.0
+    plug_timeout: float = 10.0
+    reservation_ttl: int = 300
+    rollback_grace: float = 30.0
+    reconcile_interval: float = 5.0
+    networks: dict = field(default_factory=dict)
+    listen: Optional[str] = None
+    port: int = 54325
+    tls: bool = True
+    cert: str = VDSM_CERT
+    key: str = VDSM_KEY
+    ca: str = VDSM_CA
+    workers: int = 8
+    max_request_bytes: int = 1024 * 1024
+    client_timeout: float = 10.0
+    path: Optional[str] = None
+
+    @property
+    def nodedev_xml_path(self) -> Optional[str]:
+        if self.inventory_source.startswith("nodedev-xml:"):
+            return self.inventory_source[len("nodedev-xml:"):]
+        return None
+
+    @property
+    def listen_address(self) -> str:
+        """Plain HTTP binds to loopback unless told otherwise."""
+        if self.listen:
+            return self.listen
+        return "0.0.0.0" if self.tls else "127.0.0.1"
+
+
+def config_path(path: Optional[str] = None) -> str:
+    return path or os.environ.get(ENV_VAR) or DEFAULT_PATH
+
+
+def load(path: Optional[str] = None, required: bool = False) -> Config:
+    """Read the config; a missing default file means defaults."""
+    path = config_path(path)
+    parser = configparser.ConfigParser(interpolation=None)
+    try:
+        with open(path, encoding="utf-8") as f:
+            parser.read_file(f)
+    except FileNotFoundError:
+        if required or os.environ.get(ENV_VAR):
+            raise ConfigError("config file %s does not exist" % path) from None
+        return Config(path=None)
+    except OSError as e:
+        raise ConfigError("cannot read config file %s: %s" % (path, e.strerror)) from None
+    except configparser.Error as e:
+        raise ConfigError("config file %s is malformed: %s" % (path, " ".join(str(e).split()))) from None
+    return from_parser(parser, path)
+
+
+def loads(text: str, path: str = "<string>") -> Config:
+    parser = configparser.ConfigParser(interpolation=None)
+    try:
+        parser.read_string(text)
+    except configparser.Error as e:
+        raise ConfigError("config %s is malformed: %s" % (path, " ".join(str(e).split()))) from None
+    return from_parser(parser, path)
+
+
+def from_parser(parser, path: str) -> Config:
+    _check_schema(parser, path)
+    cfg = Config(path=path)
+    get = _Getter(parser, path)
+    cfg.libvirt_uri = get.str("libvirt", "uri", cfg.libvirt_uri)
+    cfg.libvirt_username = get.str("libvirt", "username", None)
+    cfg.libvirt_password_file = get.str("libvirt", "password_file", None)
+    cfg.ledger_path = get.str("ledger", "path", cfg.ledger_path)
+    cfg.inventory_source = get.str("inventory", "source", cfg.inventory_source)
+    if cfg.inventory_source != "libvirt" and not cfg.nodedev_xml_path:
+        raise ConfigError("%s: [inventory] source must be 'libvirt' or 'nodedev-xml:PATH', got %r"
+                          % (path, cfg.inventory_source))
+    cfg.vf_device = get.choice("vf", "device", cfg.vf_device, ("hostdev", "emulated"))
+    cfg.vf_model = get.choice("vf", "model", cfg.vf_model, ("virtio", "e1000e"))
+    cfg.migratable_by_default = get.bool("policy", "migratable_by_default", False)
+    cfg.unplug_timeout = get.number("timeouts", "unplug", cfg.unplug_timeout)
+    cfg.plug_timeout = get.number("timeouts", "plug", cfg.plug_timeout)
+    cfg.reservation_ttl = int(get.number("timeouts", "reservation_ttl", cfg.reservation_ttl))
+    cfg.rollback_grace = get.number("timeouts", "rollback_grace", cfg.rollback_grace)
+    cfg.reconcile_interval = get.number("timeouts", "reconcile_interval", cfg.reconcile_interval)
+    cfg.networks = _networks(parser, path)
+    cfg.listen = get.str("server", "listen", None)
+    cfg.port = int(get.number("server", "port", cfg.port, upper=65535))
+    cfg.tls = get.bool("server", "tls", True)
+    cfg.cert = get.str("server", "cert", cfg.cert)
+    cfg.key = get.str("server", "key", cfg.key)
+    cfg.ca = get.str("server", "ca", cfg.ca)
+    cfg.workers = int(get.number("server", "workers", cfg.workers, upper=256))
+    cfg.max_request_bytes = int(get.number("server", "max_request_bytes", cfg.max_request_bytes))
+    cfg.client_timeout = get.number("server", "client_timeout", cfg.client_timeout)
+    return cfg
+
+
+def _check_schema(parser, path):
+    for section in parser.sections():
+        if section not in _SCHEMA:
+            raise ConfigError("%s: unknown section [%s] (known: %s)"
+                              % (path, section, ", ".join(sorted(_SCHEMA))))
+        keys = _SCHEMA[section]
+        if keys is None:
+            continue
+        for key in parser[section]:
+            if key not in keys:
+                raise ConfigError("%s: unknown key %r in [%s] (known: %s)"
+                                  % (path, key, section, ", ".join(sorted(keys))))
+
+
+def _networks(parser, path) -> dict:
+    if not parser.has_section("networks"):
+        return {}
+    out = {}
+    for name, value in parser["networks"].items():
+        pfs = [p.strip() for p in value.split(",") if p.strip()]
+        if not pfs:
+            raise ConfigError("%s: [networks] %s names no PF" % (path, name))
+        out[name] = pfs
+    return out
+
+
+class _Getter:
+    def __init__(self, parser, path):
+        self.parser = parser
+        self.path = path
+
+    def _raw(self, section, key):
+        if self.parser.has_option(section, key):
+            return self.parser.get(section, key).strip()
+        return None
+
+    def str(self, section, key, default):
+        raw = self._raw(section, key)
+        return raw if raw else default
+
+    def bool(self, section, key, default):
+        raw = self._raw(section, key)
+        if raw is None:
+            return default
+        value = parse_bool(raw)
+        if value is None:
+            raise ConfigError("%s: [%s] %s must be true/false/yes/no/1/0, got %r"
+                              % (self.path, section, key, raw))
+        return value
+
+    def number(self, section, key, default, upper=None):
+        raw = self._raw(section, key)
+        if raw is None:
+            return default
+        try:
+            value = float(raw)
+        except ValueError:
+            raise ConfigError("%s: [%s] %s must be a number, got %r"
+                              % (self.path, section, key, raw)) from None
+        if value <= 0 or (upper is not None and value > upper):
+            raise ConfigError("%s: [%s] %s out of range: %r" % (self.path, section, key, raw))
+        return value
+
+    def choice(self, section, key, default, choices):
+        raw = self._raw(section, key)
+        if raw is None:
+            return default
+        if raw not in choices:
+            raise ConfigError("%s: [%s] %s must be one of %s, got %r"
+                              % (self.path, section, key, "/".join(choices), raw))
+        return raw

@@ -1,0 +1,284 @@
+"""The domain XML model: find a VM's SR-IOV vNICs, strip them, re-render them.
+
+Everything here is pure: functions take an lxml tree (parsed once by
+:func:`parse_domain`) and return data or the same tree, so the hooks do
+one parse and one serialize per run.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from typing import Iterable, Optional
+
+from lxml import etree
+
+from . import metadata
+from .errors import BadDomainXml
+from .pci import PciAddress
+from .xmlsafe import parse_xml
+
+OVIRT_VM_NS = "http://ovirt.org/vm/1.0"
+_OV = "{%s}" % OVIRT_VM_NS
+
+MAC_RE = re.compile(r"^[0-9a-f]{2}(:[0-9a-f]{2}){5}$")
+
+KIND_INTERFACE = "interface"
+KIND_HOSTDEV = "hostdev"
+MODE_HOSTDEV = "hostdev"
+MODE_EMULATED = "emulated"
+EMULATED_MODELS = ("virtio", "e1000e")
+
+
+@dataclass(frozen=True)
+class Vnic:
+    """One SR-IOV vNIC as the domain (or our record) describes it."""
+
+    alias: Optional[str]
+    mac: Optional[str]
+    kind: str = KIND_INTERFACE
+    vf_address: Optional[str] = None
+    vlan: Optional[int] = None
+    teaming: Optional[str] = None
+    network: Optional[str] = None
+    pf: Optional[str] = None
+    extra: dict = field(default_factory=dict, compare=False, hash=False)
+
+    @property
+    def key(self) -> str:
+        """Identity used to match a vNIC across unplug and re-plug."""
+        return self.alias or ("vf:%s" % self.vf_address)
+
+
+def parse_domain(data) -> etree._Element:
+    root = parse_xml(data, "domain XML")
+    if root.tag != "domain":
+        raise BadDomainXml("domain XML root is <%s>, expected <domain>" % root.tag)
+    return root
+
+
+def domain_uuid(root) -> Optional[str]:
+    return (root.findtext("uuid") or "").strip() or None
+
+
+def normalize_mac(text) -> str:
+    mac = (text or "").strip().lower()
+    if not MAC_RE.match(mac):
+        raise BadDomainXml("bad MAC address %r in domain XML" % (text,))
+    return mac
+
+
+def _alias(elem) -> Optional[str]:
+    a = elem.find("alias")
+    return a.get("name") if a is not None else None
+
+
+def _source_address(elem) -> Optional[str]:
+    addr = elem.find("source/address")
+    if addr is None or addr.get("type", "pci") != "pci":
+        return None
+    try:
+        return str(PciAddress.from_attrs(addr.attrib))
+    except ValueError as e:
+        raise BadDomainXml(str(e)) from e
+
+
+def _vlan(elem) -> Optional[int]:
+    tag = elem.find("vlan/tag")
+    if tag is None:
+        return None
+    try:
+        vlan = int(tag.get("id", ""))
+    except ValueError:
+        raise BadDomainXml("bad VLAN tag %r in domain XML" % tag.get("id")) from None
+    if not 0 <= vlan <= 4094:
+        raise BadDomainXml("VLAN tag %d out of range 0..4094" % vlan)
+    return vlan
+
+
+def _teaming_peer(elem) -> Optional[str]:
+    t = elem.find("teaming")
+    if t is not None and t.get("type") == "transient":
+        return t.get("persistent")
+    return None
+
+
+def _hostdev_interfaces(root, networks) -> list:
+    vnics = []
+    for elem in root.iterfind("devices/interface[@type='hostdev']"):
+        mac = normalize_mac(elem.find("mac").get("address")) if elem.find("mac") is not None else None
+        vnics.append(Vnic(
+            alias=_alias(elem), mac=mac, kind=KIND_INTERFACE,
+            vf_address=_source_address(elem), vlan=_vlan(elem),
+            teaming=_teaming_peer(elem), network=networks.get(mac),
+        ))
+    return vnics
+
+
+def _plain_hostdevs(root, vf_addresses) -> list:
+    vnics = []
+    for elem in root.iterfind("devices/hostdev[@mode='subsystem'][@type='pci']"):
+        addr = _source_address(elem)
+        if addr is not None and addr in vf_addresses:
+            vnics.append(Vnic(alias=_alias(elem), mac=None, kind=KIND_HOSTDEV, vf_address=addr))
+    return vnics
+
+
+def _emulated_interfaces(root, record, networks) -> list:
+    """In emulated mode a vNIC is an ordinary NIC that our record names."""
+    by_alias = {r.alias: r for r in record.vnics} if record else {}
+    vnics = []
+    for elem in root.iterfind("devices/interface"):
+        rec = by_alias.get(_alias(elem))
+        if rec is None:
+            continue
+        mac_el = elem.find("mac")
+        mac = normalize_mac(mac_el.get("address")) if mac_el is not None else rec.mac
+        vnics.append(Vnic(
+            alias=rec.alias, mac=mac, kind=rec.kind, vf_address=rec.vf_address,
+            vlan=rec.vlan, teaming=rec.teaming, pf=rec.pf,
+            network=rec.network or networks.get(mac),
+        ))
+    return vnics
+
+
+def find_vnics(root, mode: str = MODE_HOSTDEV, vf_addresses: Iterable[str] = ()) -> list:
+    """Return the SR-IOV vNICs attached to the domain right now.
+
+    In ``hostdev`` mode these are ``<interface type='hostdev'>`` and any
+    ``<hostdev>`` whose source is a known VF. In ``emulated`` mode the
+    VF identity comes from our own metadata record instead.
+    """
+    networks = vdsm_device_networks(root)
+    if mode == MODE_EMULATED:
+        return _emulated_interfaces(root, metadata.read_record(root), networks)
+    return _hostdev_interfaces(root, networks) + _plain_hostdevs(root, set(vf_addresses))
+
+
+def _vdsm_devices(root):
+    return root.iterfind("metadata/%svm/%sdevice" % (_OV, _OV))
+
+
+def vdsm_device_custom(root) -> dict:
+    """Device custom properties VDSM keeps per MAC: ``{mac: {name: value}}``."""
+    out = {}
+    for dev in _vdsm_devices(root):
+        mac = (dev.get("mac_address") or "").strip().lower()
+        custom = dev.find(_OV + "custom")
+        if not mac or custom is None:
+            continue
+        out[mac] = {etree.QName(c).localname: (c.text or "").strip() for c in custom
+                    if isinstance(c.tag, str)}
+    return out
+
+
+def vdsm_device_networks(root) -> dict:
+    out = {}
+    for dev in _vdsm_devices(root):
+        mac = (dev.get("mac_address") or "").strip().lower()
+        net = (dev.findtext(_OV + "network") or "").strip()
+        if mac and net:
+            out[mac] = net
+    return out
+
+
+def vdsm_vm_custom(root) -> dict:
+    custom = root.find("metadata/%svm/%scustom" % (_OV, _OV))
+    if custom is None:
+        return {}
+    return {etree.QName(c).localname: (c.text or "").strip() for c in custom
+            if isinstance(c.tag, str)}
+
+
+def _device_elements(root):
+    for elem in root.iterfind("devices/*"):
+        if elem.tag in ("interface", "hostdev"):
+            yield elem
+
+
+def strip_vnics(root, vnics) -> etree._Element:
+    """Remove the given vNICs from the tree (matched by alias, else VF address)."""
+    keys = {v.key for v in vnics}
+    for elem in list(_device_elements(root)):
+        alias = _alias(elem)
+        key = alias or ("vf:%s" % _source_address(elem))
+        if key in keys:
+            elem.getparent().remove(elem)
+    return root
+
+
+def attached_keys(root) -> set:
+    """Aliases (or VF keys) of every interface/hostdev in a live domain."""
+    keys = set()
+    for elem in _device_elements(root):
+        alias = _alias(elem)
+        keys.add(alias or "vf:%s" % _source_address(elem))
+    return keys
+
+
+def render_attach(vnic: Vnic, vf_address: str, mode: str = MODE_HOSTDEV,
+                  model: str = "virtio") -> str:
+    """The device XML that plugs *vnic* on the VF at *vf_address*."""
+    if mode == MODE_EMULATED:
+        return _render_emulated(vnic, model)
+    if vnic.kind == KIND_HOSTDEV:
+        elem = etree.Element("hostdev", mode="subsystem", type="pci", managed="no")
+        etree.SubElement(etree.SubElement(elem, "source"), "address",
+                         PciAddress.parse(vf_address).xml_attrs())
+    else:
+        elem = etree.Element("interface", type="hostdev", managed="no")
+        if vnic.mac:
+            etree.SubElement(elem, "mac", address=vnic.mac)
+        etree.SubElement(etree.SubElement(elem, "source"), "address",
+                         PciAddress.parse(vf_address).xml_attrs())
+        if vnic.vlan is not None:
+            etree.SubElement(etree.SubElement(elem, "vlan"), "tag", id=str(vnic.vlan))
+        etree.SubElement(elem, "driver", name="vfio")
+    if vnic.alias:
+        etree.SubElement(elem, "alias", name=vnic.alias)
+    if vnic.teaming and vnic.kind == KIND_INTERFACE:
+        etree.SubElement(elem, "teaming", type="transient", persistent=vnic.teaming)
+    return etree.tostring(elem, encoding="unicode")
+
+
+def _render_emulated(vnic: Vnic, model: str) -> str:
+    """An emulated PCIe NIC standing in for a VF (lab only: no SR-IOV here).
+
+    libvirt accepts VLAN tags and a transient teaming member only on real
+    hostdev interfaces, so those stay in our metadata record instead.
+    """
+    if model not in EMULATED_MODELS:
+        raise ValueError("emulated VF model must be one of %s" % ", ".join(EMULATED_MODELS))
+    elem = etree.Element("interface", type="user")
+    if vnic.mac:
+        etree.SubElement(elem, "mac", address=vnic.mac)
+    etree.SubElement(elem, "model", type=model)
+    if vnic.alias:
+        etree.SubElement(elem, "alias", name=vnic.alias)
+    return etree.tostring(elem, encoding="unicode")
+
+
+def referenced_vf_addresses(root, host_id: Optional[str] = None) -> set:
+    """VF addresses a domain holds: hostdev sources, plus our record's VFs.
+
+    Used to treat VFs the engine placed on VMs this service never saw as
+    taken. Record entries count too (that is how emulated VFs are seen,
+    and a VF unplugged for a migration still belongs to its VM), but only
+    when the record's VFs live on *host_id*: an incoming VM carries the
+    source host's addresses until the destination plugs its own.
+    """
+    refs = set()
+    for elem in root.iterfind("devices/interface[@type='hostdev']"):
+        addr = _source_address(elem)
+        if addr:
+            refs.add(addr)
+    for elem in root.iterfind("devices/hostdev[@type='pci']"):
+        addr = _source_address(elem)
+        if addr:
+            refs.add(addr)
+    record = metadata.read_record(root)
+    if record is not None and (host_id is None or record.host in (None, host_id)):
+        for rec in record.vnics:
+            if rec.vf_address and rec.state in (metadata.PLUGGED, metadata.UNPLUGGED):
+                refs.add(rec.vf_address)
+    return refs

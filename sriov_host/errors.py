@@ -1,0 +1,56 @@
+"""Errors with stable numeric codes shared by hooks, service and CLI.
+
+The codes are the JSON-RPC ones of DESIGN.md; ``expected`` errors are
+user or environment problems that are logged without a traceback.
+"""
+
+from __future__ import annotations
+
+INVALID_PARAMS = -32602
+NO_FREE_VF = 2001
+NO_SUCH_VM = 2002
+LIBVIRT_FAILURE = 2003
+RESERVATION_EXPIRED = 2004
+
+
+class SriovError(Exception):
+    code = 2000
+    expected = True
+
+    def __init__(self, message: str, data: dict | None = None):
+        super().__init__(message)
+        self.message = message
+        self.data = data or {}
+
+
+class InvalidParams(SriovError):
+    code = INVALID_PARAMS
+
+
+class NoFreeVf(SriovError):
+    code = NO_FREE_VF
+
+
+class NoSuchVm(SriovError):
+    code = NO_SUCH_VM
+
+
+class LibvirtFailure(SriovError):
+    code = LIBVIRT_FAILURE
+    expected = False
+
+
+class ReservationExpired(SriovError):
+    code = RESERVATION_EXPIRED
+
+
+class BadDomainXml(SriovError):
+    """The domain XML handed to us is malformed or hostile."""
+
+
+class ConfigError(SriovError):
+    """The configuration file is unreadable or holds a bad value."""
+
+
+class InventoryError(SriovError):
+    """The VF inventory source cannot be read."""

@@ -1,0 +1,1 @@
+"""VDSM hook points for SR-IOV live migration (thin entry points)."""
