@@ -1,0 +1,312 @@
+"""The reservation ledger: which VF belongs to which VM, in sqlite.
+
+Shared by the hooks and the service on one host. Every allocation is
+one ``BEGIN IMMEDIATE`` transaction and the VF address is the primary
+key, so two processes can never hold the same VF; a process killed at
+any point leaves either the whole transaction or none of it, and a
+reservation it made but never used expires after its TTL.
+"""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+import time
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Callable, Optional
+
+from . import allocation
+from .errors import InvalidParams, NoSuchVm, ReservationExpired, SriovError
+
+SCHEMA_VERSION = 1
+
+RESERVED = "reserved"
+IN_USE = "in_use"
+UNPLUGGED = "unplugged-for-migration"
+STATES = (RESERVED, IN_USE, UNPLUGGED)
+
+_TOMBSTONE_SECONDS = 24 * 3600
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS claims (
+    vf_address TEXT PRIMARY KEY,
+    vf_name TEXT NOT NULL,
+    pf TEXT NOT NULL,
+    vf_index INTEGER NOT NULL,
+    vm_id TEXT NOT NULL,
+    mac TEXT,
+    alias TEXT,
+    vlan INTEGER,
+    network TEXT,
+    state TEXT NOT NULL CHECK (state IN ('reserved', 'in_use', 'unplugged-for-migration')),
+    expires REAL,
+    updated REAL NOT NULL
+);
+CREATE INDEX IF NOT EXISTS claims_vm ON claims (vm_id);
+CREATE TABLE IF NOT EXISTS expired (vm_id TEXT PRIMARY KEY, at REAL NOT NULL);
+CREATE TABLE IF NOT EXISTS vm_status (
+    vm_id TEXT PRIMARY KEY, phase TEXT NOT NULL, updated REAL NOT NULL);
+CREATE TABLE IF NOT EXISTS vnic_status (
+    vm_id TEXT NOT NULL, vnic TEXT NOT NULL, mac TEXT, state TEXT NOT NULL,
+    unplug_ms REAL, plug_ms REAL, rollback_ms REAL, error TEXT, updated REAL NOT NULL,
+    PRIMARY KEY (vm_id, vnic));
+"""
+
+
+class LedgerConflict(SriovError):
+    """A VF is already held by another VM in the ledger."""
+
+    code = 2005
+
+
+@dataclass(frozen=True)
+class Claim:
+    vf_address: str
+    vf_name: str
+    pf: str
+    vf_index: int
+    vm_id: str
+    mac: Optional[str]
+    alias: Optional[str]
+    vlan: Optional[int]
+    network: Optional[str]
+    state: str
+    expires: Optional[float]
+    updated: float
+
+    def vf_json(self) -> dict:
+        return {"name": self.vf_name, "address": self.vf_address, "pf": self.pf,
+                "index": self.vf_index}
+
+
+@dataclass(frozen=True)
+class Reservation:
+    vm_id: str
+    expires: float
+    claims: tuple
+
+    def to_json(self) -> dict:
+        return {"vmID": self.vm_id, "expires": int(self.expires),
+                "nics": [{"mac": c.mac, "alias": c.alias, "vf": c.vf_json()} for c in self.claims]}
+
+
+class Ledger:
+    def __init__(self, path: str, busy_timeout: float = 30.0,
+                 clock: Callable[[], float] = time.time):
+        self.path = path
+        self.clock = clock
+        if path != ":memory:":
+            os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+        self._db = sqlite3.connect(path, timeout=busy_timeout, isolation_level=None,
+                                   check_same_thread=False)
+        self._db.row_factory = sqlite3.Row
+        self._init_schema()
+
+    def close(self):
+        self._db.close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+    def _init_schema(self):
+        if self.path != ":memory:":
+            self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute("PRAGMA synchronous=NORMAL")
+        with self._write() as db:
+            for stmt in _SCHEMA.split(";"):
+                if stmt.strip():
+                    db.execute(stmt)
+            row = db.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()
+            if row is None:
+                db.execute("INSERT INTO meta VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),))
+            elif int(row["value"]) != SCHEMA_VERSION:
+                raise SriovError("ledger %s has schema version %s; this code needs %d"
+                                 % (self.path, row["value"], SCHEMA_VERSION))
+
+    @contextmanager
+    def _write(self):
+        """One write transaction, taken up front so allocations serialize."""
+        self._db.execute("BEGIN IMMEDIATE")
+        try:
+            yield self._db
+        except BaseException:
+            self._db.execute("ROLLBACK")
+            raise
+        self._db.execute("COMMIT")
+
+    # -- reservations -------------------------------------------------
+
+    def reserve(self, vm_id: str, nics: list, inventory, taken_by_domains=frozenset(),
+                networks: Optional[dict] = None, ttl: float = 300) -> Reservation:
+        """Reserve one VF per NIC for *vm_id*, all or nothing.
+
+        A retry with the same NICs returns the same VFs with a new expiry;
+        a different set replaces the VM's earlier reservation.
+        """
+        nics = [dict(n, mac=n["mac"].lower()) for n in nics]
+        if not nics:
+            raise InvalidParams("nics: at least one NIC is required")
+        now = self.clock()
+        with self._write() as db:
+            self._expire(db, now)
+            mine = self._rows(db, "vm_id=? AND state=?", (vm_id, RESERVED))
+            if mine and _same_nics(mine, nics):
+                db.execute("UPDATE claims SET expires=?, updated=? WHERE vm_id=? AND state=?",
+                           (now + ttl, now, vm_id, RESERVED))
+                return Reservation(vm_id, now + ttl, tuple(self._ordered(db, vm_id, nics)))
+            db.execute("DELETE FROM claims WHERE vm_id=? AND state=?", (vm_id, RESERVED))
+            held = {r["vf_address"] for r in db.execute("SELECT vf_address FROM claims")}
+            free = [vf for vf in inventory.vfs
+                    if vf.address not in held and vf.address not in taken_by_domains]
+            vfs = allocation.pick_vfs(nics, free, networks or {})
+            for nic, vf in zip(nics, vfs):
+                db.execute("INSERT INTO claims VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
+                           (vf.address, vf.name, vf.pf, vf.index, vm_id, nic["mac"],
+                            nic.get("alias"), nic.get("vlan"), nic.get("network"),
+                            RESERVED, now + ttl, now))
+            db.execute("DELETE FROM expired WHERE vm_id=?", (vm_id,))
+            return Reservation(vm_id, now + ttl, tuple(self._ordered(db, vm_id, nics)))
+
+    def get_reservation(self, vm_id: str) -> Reservation:
+        with self._write() as db:
+            self._expire(db, self.clock())
+            rows = self._rows(db, "vm_id=? AND state=?", (vm_id, RESERVED))
+            if rows:
+                return Reservation(vm_id, min(r.expires for r in rows), tuple(rows))
+            if db.execute("SELECT 1 FROM expired WHERE vm_id=?", (vm_id,)).fetchone():
+                raise ReservationExpired("the reservation for VM %s has expired" % vm_id,
+                                         {"vmID": vm_id})
+        raise NoSuchVm("no reservation for VM %s on this host" % vm_id, {"vmID": vm_id})
+
+    def release(self, vm_id: str, states=STATES) -> int:
+        """Drop the VM's claims in the given states; returns how many."""
+        marks = ",".join("?" * len(states))
+        with self._write() as db:
+            cur = db.execute("DELETE FROM claims WHERE vm_id=? AND state IN (%s)" % marks,
+                             (vm_id, *states))
+            db.execute("DELETE FROM expired WHERE vm_id=?", (vm_id,))
+            return cur.rowcount
+
+    def release_vf(self, vm_id: str, vf_address: str) -> int:
+        with self._write() as db:
+            return db.execute("DELETE FROM claims WHERE vm_id=? AND vf_address=?",
+                              (vm_id, vf_address)).rowcount
+
+    def set_state(self, vm_id: str, vf_address: str, state: str) -> None:
+        """Move one of the VM's claims to *state* (in_use and unplugged never expire)."""
+        if state not in STATES:
+            raise ValueError("unknown ledger state %r" % state)
+        with self._write() as db:
+            cur = db.execute(
+                "UPDATE claims SET state=?, expires=CASE WHEN ?='reserved' THEN expires END,"
+                " updated=? WHERE vm_id=? AND vf_address=?",
+                (state, state, self.clock(), vm_id, vf_address))
+            if cur.rowcount != 1:
+                raise NoSuchVm("VM %s holds no VF %s in the ledger" % (vm_id, vf_address),
+                               {"vmID": vm_id, "vf": vf_address})
+
+    def hold(self, vm_id: str, entries: list, state: str) -> None:
+        """Record VFs a VM already uses (placed by the engine, not by us).
+
+        *entries* are dicts with ``vf`` (an inventory Vf) and mac/alias/
+        vlan/network. A VF the ledger gives to another VM is a conflict
+        and nothing is written.
+        """
+        now = self.clock()
+        with self._write() as db:
+            for e in entries:
+                vf = e["vf"]
+                row = db.execute("SELECT vm_id FROM claims WHERE vf_address=?",
+                                 (vf.address,)).fetchone()
+                if row is not None and row["vm_id"] != vm_id:
+                    raise LedgerConflict("VF %s of VM %s is held by VM %s in the ledger"
+                                         % (vf.address, vm_id, row["vm_id"]),
+                                         {"vf": vf.address, "holder": row["vm_id"]})
+                db.execute("INSERT OR REPLACE INTO claims VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
+                           (vf.address, vf.name, vf.pf, vf.index, vm_id, e.get("mac"),
+                            e.get("alias"), e.get("vlan"), e.get("network"), state, None, now))
+
+    def claims(self, vm_id: Optional[str] = None, pf: Optional[str] = None) -> list:
+        where, args = ["1=1"], []
+        if vm_id is not None:
+            where.append("vm_id=?")
+            args.append(vm_id)
+        if pf is not None:
+            where.append("pf=?")
+            args.append(pf)
+        with self._write() as db:
+            self._expire(db, self.clock())
+            return self._rows(db, " AND ".join(where), tuple(args))
+
+    def expire(self) -> list:
+        """Reclaim reservations past their TTL; returns the claims dropped."""
+        with self._write() as db:
+            return self._expire(db, self.clock())
+
+    # -- migration status --------------------------------------------
+
+    def set_status(self, vm_id: str, phase: str, vnics=()) -> None:
+        """Record this host's view of a migration (for ``migrationStatus``).
+
+        *vnics* are metadata.VnicRecord-like objects; timings are merged,
+        so a later phase does not erase an earlier one's figures.
+        """
+        now = self.clock()
+        with self._write() as db:
+            db.execute("INSERT OR REPLACE INTO vm_status VALUES (?,?,?)", (vm_id, phase, now))
+            for v in vnics:
+                db.execute(
+                    "INSERT INTO vnic_status VALUES (?,?,?,?,?,?,?,?,?)"
+                    " ON CONFLICT (vm_id, vnic) DO UPDATE SET mac=excluded.mac,"
+                    " state=excluded.state, unplug_ms=COALESCE(excluded.unplug_ms, unplug_ms),"
+                    " plug_ms=COALESCE(excluded.plug_ms, plug_ms),"
+                    " rollback_ms=COALESCE(excluded.rollback_ms, rollback_ms),"
+                    " error=excluded.error, updated=excluded.updated",
+                    (vm_id, v.key, v.mac, v.state, v.unplug_ms, v.plug_ms, v.rollback_ms,
+                     v.error, now))
+
+    def status(self, vm_id: str) -> Optional[dict]:
+        row = self._db.execute("SELECT * FROM vm_status WHERE vm_id=?", (vm_id,)).fetchone()
+        if row is None:
+            return None
+        vnics = [dict(r) for r in self._db.execute(
+            "SELECT vnic, mac, state, unplug_ms, plug_ms, rollback_ms, error, updated"
+            " FROM vnic_status WHERE vm_id=? ORDER BY vnic", (vm_id,))]
+        return {"vmID": vm_id, "phase": row["phase"], "updated": row["updated"], "vnics": vnics}
+
+    def forget_status(self, vm_id: str) -> None:
+        with self._write() as db:
+            db.execute("DELETE FROM vm_status WHERE vm_id=?", (vm_id,))
+            db.execute("DELETE FROM vnic_status WHERE vm_id=?", (vm_id,))
+
+    # -- helpers -------------------------------------------------------
+
+    def _expire(self, db, now: float) -> list:
+        dead = self._rows(db, "state=? AND expires IS NOT NULL AND expires <= ?", (RESERVED, now))
+        if dead:
+            db.execute("DELETE FROM claims WHERE state=? AND expires <= ?", (RESERVED, now))
+            for vm_id in {c.vm_id for c in dead}:
+                db.execute("INSERT OR REPLACE INTO expired VALUES (?, ?)", (vm_id, now))
+        db.execute("DELETE FROM expired WHERE at < ?", (now - _TOMBSTONE_SECONDS,))
+        return dead
+
+    @staticmethod
+    def _rows(db, where: str, args: tuple) -> list:
+        cur = db.execute("SELECT * FROM claims WHERE %s ORDER BY pf, vf_index" % where, args)
+        return [Claim(**dict(r)) for r in cur]
+
+    def _ordered(self, db, vm_id: str, nics: list) -> list:
+        """The VM's reserved claims in the order the NICs were asked for."""
+        rows = {r.mac: r for r in self._rows(db, "vm_id=? AND state=?", (vm_id, RESERVED))}
+        return [rows[n["mac"]] for n in nics if n["mac"] in rows]
+
+
+def _same_nics(rows: list, nics: list) -> bool:
+    have = sorted((r.mac, r.alias or None) for r in rows)
+    want = sorted((n["mac"], n.get("alias") or None) for n in nics)
+    return have == want

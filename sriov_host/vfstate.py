@@ -1,0 +1,75 @@
+"""Which VFs are free: the ledger's claims plus what running domains hold.
+
+The engine puts VFs on VMs this service never saw, so a VF counts as
+taken when the ledger has it *or* any domain on the host references it.
+"""
+
+from __future__ import annotations
+
+from typing import Optional
+
+from . import domxml
+from .errors import BadDomainXml, LibvirtFailure
+from .ledger import IN_USE
+
+FREE = "free"
+RESERVED = "reserved"
+
+
+def vf_table(inventory, claims, domain_refs: dict, pf: Optional[str] = None) -> list:
+    """Rows for ``SRIOV.listVfs``; *domain_refs* maps VF address to VM UUID."""
+    by_addr = {c.vf_address: c for c in claims}
+    rows = []
+    for vf in inventory.vfs:
+        if pf is not None and vf.pf != pf:
+            continue
+        row = dict(vf.to_json(), state=FREE, vm_id=None, mac=None, vlan=None)
+        claim = by_addr.get(vf.address)
+        if claim is not None:
+            state = RESERVED if claim.state == RESERVED else IN_USE
+            row.update(state=state, vm_id=claim.vm_id, mac=claim.mac, vlan=claim.vlan)
+        elif vf.address in domain_refs:
+            row.update(state=IN_USE, vm_id=domain_refs[vf.address])
+        rows.append(row)
+    return rows
+
+
+def scan_domain_refs(conn, host_id: Optional[str] = None) -> dict:
+    """VF address -> VM UUID for every domain libvirt knows on this host.
+
+    A domain whose XML cannot be read is skipped with its UUID noted by
+    the caller's logs; an unreadable libvirt is an error, since treating
+    its VFs as free could hand one VF to two VMs.
+    """
+    import libvirt
+
+    refs = {}
+    try:
+        domains = conn.listAllDomains(0)
+    except libvirt.libvirtError as e:
+        raise LibvirtFailure("cannot list domains: %s" % e) from e
+    for dom in domains:
+        try:
+            xml = dom.XMLDesc(0)
+            root = domxml.parse_domain(xml)
+        except libvirt.libvirtError as e:
+            if e.get_error_code() == libvirt.VIR_ERR_NO_DOMAIN:
+                continue  # went away while we looked
+            raise LibvirtFailure("cannot read domain %s: %s" % (dom.UUIDString(), e)) from e
+        except BadDomainXml:
+            continue
+        for addr in domxml.referenced_vf_addresses(root, host_id):
+            refs[addr] = dom.UUIDString()
+    return refs
+
+
+def host_uuid(conn) -> Optional[str]:
+    """The libvirt host UUID (``host_uuid`` in libvirtd.conf, else SMBIOS)."""
+    from lxml import etree
+
+    try:
+        caps = etree.fromstring(conn.getCapabilities().encode(),
+                                etree.XMLParser(resolve_entities=False, no_network=True))
+    except Exception as e:  # noqa: BLE001 - any failure means "unknown host"
+        raise LibvirtFailure("cannot read host capabilities: %s" % e) from e
+    return (caps.findtext("host/uuid") or "").strip() or None
