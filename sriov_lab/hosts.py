@@ -1,0 +1,347 @@
+"""Lab hosts: isolated libvirtd instances on one machine.
+
+Each host is a real ``/usr/sbin/libvirtd`` started in its own mount
+namespace (``unshare --mount``), with per-host directories bind-mounted
+over ``/run``, ``/var/lib/libvirt``, ``/var/cache/libvirt``,
+``/var/log/libvirt`` and ``/etc/libvirt``, and its own random
+``host_uuid`` so libvirt agrees to migrate between them. The mounts live
+only in that namespace, so they vanish with the last process in it: the
+daemon, and the QEMU processes it spawned. :meth:`LabHost.stop` therefore
+ends those by PID (domains first, then the daemon, then any QEMU left).
+"""
+
+from __future__ import annotations
+
+import glob
+import logging
+import os
+import shutil
+import signal
+import subprocess
+import time
+import uuid
+from dataclasses import dataclass, field
+from typing import Optional
+
+from .errors import LabError
+
+log = logging.getLogger(__name__)
+
+LIBVIRTD = "/usr/sbin/libvirtd"
+BIND_TARGETS = {
+    "run": "/run",
+    "lib": "/var/lib/libvirt",
+    "cache": "/var/cache/libvirt",
+    "log": "/var/log/libvirt",
+    "etc": "/etc/libvirt",
+}
+QEMU_CONF = """\
+user = "root"
+group = "root"
+dynamic_ownership = 0
+remember_owner = 0
+security_driver = "none"
+cgroup_controllers = [ ]
+namespaces = [ ]
+stdio_handler = "file"
+"""
+LIBVIRTD_CONF = """\
+host_uuid = "{host_uuid}"
+auth_unix_rw = "none"
+auth_unix_ro = "none"
+unix_sock_group = "root"
+log_outputs = "3:file:/var/log/libvirt/libvirtd.log"
+"""
+# Mount inside the new namespace, then become libvirtd (same PID).
+_WRAPPER = "set -e\n%s\nexec %s\n"
+
+
+@dataclass
+class LabHost:
+    """One running lab host. ``uri`` is what clients connect to."""
+
+    name: str
+    root: str
+    host_uuid: str
+    proc: Optional[subprocess.Popen] = None
+    extra: dict = field(default_factory=dict)
+
+    @property
+    def socket(self) -> str:
+        return os.path.join(self.root, "run", "libvirt", "libvirt-sock")
+
+    @property
+    def uri(self) -> str:
+        return "qemu+unix:///system?socket=%s" % self.socket
+
+    @property
+    def pid(self) -> Optional[int]:
+        return self.proc.pid if self.proc else None
+
+    @property
+    def log_path(self) -> str:
+        return os.path.join(self.root, "log", "libvirtd.log")
+
+    @property
+    def config_path(self) -> Optional[str]:
+        """The host's sriov-migration.conf (see :mod:`sriov_lab.inventory`)."""
+        return self.extra.get("config")
+
+    def hook_env(self) -> dict:
+        """What this host's hooks and service need to find its config."""
+        return {"SRIOV_MIGRATION_CONF": self.config_path} if self.config_path else {}
+
+    def vf_addresses(self) -> list:
+        """This host's VF addresses, in inventory order."""
+        return [str(vf) for pf in self.extra.get("layout", ()) for vf in pf.vfs]
+
+    def outside_path(self, inside: str) -> str:
+        """Map a path as the daemon sees it to where it is on this machine."""
+        for sub, target in BIND_TARGETS.items():
+            if inside == target or inside.startswith(target + "/"):
+                return os.path.join(self.root, sub) + inside[len(target):]
+        return inside
+
+    def qemu_log(self, vm_name: str) -> str:
+        return os.path.join(self.root, "log", "qemu", "%s.log" % vm_name)
+
+    def log_tail(self, lines: int = 30) -> str:
+        """The end of the daemon's logs, for an error message."""
+        out = []
+        for path in (self.log_path, os.path.join(self.root, "stderr.log")):
+            try:
+                with open(path, encoding="utf-8", errors="replace") as f:
+                    tail = f.read().splitlines()[-lines:]
+            except OSError:
+                continue
+            out.append("--- %s\n%s" % (path, "\n".join(tail)))
+        return "\n".join(out) or "(no log)"
+
+    def qemu_pids(self) -> list:
+        """PIDs of this host's QEMU processes, from libvirt's pid files."""
+        pids = []
+        for path in glob.glob(os.path.join(self.root, "run", "libvirt", "qemu", "*.pid")):
+            try:
+                with open(path) as f:
+                    pids.append(int(f.read().strip()))
+            except (OSError, ValueError):
+                continue
+        return [p for p in pids if _alive(p)]
+
+    def alive(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+
+def prepare_host(name: str, root: str, caps_cache: Optional[str] = None) -> LabHost:
+    """Lay out a host's directories and config; start nothing."""
+    host = LabHost(name=name, root=root, host_uuid=str(uuid.uuid4()))
+    for sub in BIND_TARGETS:
+        os.makedirs(os.path.join(root, sub), exist_ok=True)
+    etc = os.path.join(root, "etc")
+    shutil.rmtree(etc)
+    shutil.copytree("/etc/libvirt", etc, symlinks=True)
+    for path in glob.glob(os.path.join(etc, "qemu", "networks", "autostart", "*")):
+        os.unlink(path)
+    with open(os.path.join(etc, "libvirtd.conf"), "w") as f:
+        f.write(LIBVIRTD_CONF.format(host_uuid=host.host_uuid))
+    with open(os.path.join(etc, "qemu.conf"), "w") as f:
+        f.write(QEMU_CONF)
+    os.makedirs(os.path.join(root, "cache", "qemu"), exist_ok=True)
+    if caps_cache and os.path.isdir(caps_cache):
+        shutil.copytree(caps_cache, _caps_dir(host), dirs_exist_ok=True)
+    return host
+
+
+def _caps_dir(host: LabHost) -> str:
+    return os.path.join(host.root, "cache", "qemu", "capabilities")
+
+
+def _wrapper_script(root: str) -> str:
+    mounts = "\n".join(
+        "mount --bind %s %s" % (os.path.join(root, sub), target)
+        for sub, target in BIND_TARGETS.items()
+    )
+    return _WRAPPER % (mounts, LIBVIRTD)
+
+
+def launch(host: LabHost) -> LabHost:
+    """Start the host's libvirtd in a private mount namespace."""
+    script = _wrapper_script(host.root)
+    stderr = open(os.path.join(host.root, "stderr.log"), "ab")
+    try:
+        host.proc = subprocess.Popen(
+            ["unshare", "--mount", "--propagation", "private", "sh", "-c", script],
+            stdin=subprocess.DEVNULL, stdout=stderr, stderr=stderr,
+            start_new_session=True, close_fds=True,
+        )
+    finally:
+        stderr.close()
+    _write_pidfile(host)
+    log.info("lab host %s: libvirtd pid %s, uuid %s", host.name, host.pid, host.host_uuid)
+    return host
+
+
+def _write_pidfile(host: LabHost) -> None:
+    with open(os.path.join(host.root, "libvirtd.lab.pid"), "w") as f:
+        f.write("%d\n" % host.pid)
+
+
+def wait_ready(host: LabHost, timeout: float = 60.0) -> None:
+    """Wait until the daemon answers on its socket; show its log if it died."""
+    import libvirt
+
+    deadline = time.monotonic() + timeout
+    last = None
+    while time.monotonic() < deadline:
+        if not host.alive():
+            raise LabError("lab host %s: libvirtd exited with rc %s\n%s"
+                           % (host.name, host.proc.returncode if host.proc else None,
+                              host.log_tail()))
+        if os.path.exists(host.socket):
+            try:
+                conn = libvirt.open(host.uri)
+            except libvirt.libvirtError as e:
+                last = e
+            else:
+                try:
+                    conn.getCapabilities()  # answers once the QEMU driver is up
+                    return
+                finally:
+                    conn.close()
+        time.sleep(0.05)
+    raise LabError("lab host %s: libvirtd did not answer within %.0f s (%s)\n%s"
+                   % (host.name, timeout, last, host.log_tail()))
+
+
+def save_caps_cache(host: LabHost, caps_cache: str) -> None:
+    """Keep QEMU's probed capabilities so the next start skips the probe."""
+    src = _caps_dir(host)
+    if os.path.isdir(src) and os.listdir(src):
+        os.makedirs(caps_cache, exist_ok=True)
+        shutil.copytree(src, caps_cache, dirs_exist_ok=True)
+
+
+def destroy_domains(host: LabHost) -> None:
+    """Destroy every running domain so no QEMU outlives its daemon."""
+    import libvirt
+
+    try:
+        conn = libvirt.open(host.uri)
+    except libvirt.libvirtError:
+        return
+    try:
+        for dom in conn.listAllDomains():
+            try:
+                if dom.isActive():
+                    dom.destroy()
+                if dom.isPersistent():
+                    dom.undefine()
+            except libvirt.libvirtError as e:
+                log.warning("lab host %s: cannot destroy %s: %s", host.name, dom.name(), e)
+    finally:
+        conn.close()
+
+
+def stop(host: LabHost, timeout: float = 10.0) -> None:
+    """Stop everything this host started, by PID. Safe to call twice."""
+    if host.alive():
+        destroy_domains(host)
+    qemu = host.qemu_pids()
+    if host.proc is not None:
+        _terminate(host.proc.pid, timeout)
+        host.proc.wait()
+    for pid in qemu + host.qemu_pids():
+        _terminate(pid, timeout)
+    try:
+        os.unlink(os.path.join(host.root, "libvirtd.lab.pid"))
+    except FileNotFoundError:
+        pass
+
+
+def _terminate(pid: int, timeout: float) -> None:
+    """SIGTERM, then SIGKILL after *timeout*; reap if it is our child."""
+    try:
+        os.kill(pid, signal.SIGTERM)
+    except ProcessLookupError:
+        return
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if not _alive(pid):
+            return
+        time.sleep(0.05)
+    try:
+        os.kill(pid, signal.SIGKILL)
+    except ProcessLookupError:
+        return
+    while _alive(pid):
+        time.sleep(0.05)
+
+
+def _alive(pid: int) -> bool:
+    """True while *pid* exists and is not a zombie."""
+    try:
+        with open("/proc/%d/stat" % pid) as f:
+            state = f.read().rsplit(")", 1)[1].split()[0]
+    except (OSError, IndexError):
+        return False
+    if state == "Z":
+        try:
+            os.waitpid(pid, os.WNOHANG)
+        except ChildProcessError:
+            pass
+        return False
+    return True
+
+
+def reap_stale(base: str) -> list:
+    """Stop daemons a killed earlier run left under *base* (by pid file).
+
+    Only a PID whose command line is libvirtd is touched, so a recycled
+    PID of an unrelated process is left alone.
+    """
+    stopped = []
+    for pidfile in glob.glob(os.path.join(base, "*", "*", "libvirtd.lab.pid")):
+        root = os.path.dirname(pidfile)
+        if _owner_alive(os.path.dirname(root)):
+            continue  # another live lab (a second terminal, a test run)
+        host = LabHost(name=os.path.basename(root), root=root, host_uuid="")
+        try:
+            with open(pidfile) as f:
+                pid = int(f.read().strip())
+        except (OSError, ValueError):
+            continue
+        qemu = host.qemu_pids()
+        if _cmdline(pid).startswith(LIBVIRTD):
+            _terminate(pid, 5.0)
+            stopped.append(pid)
+        for q in qemu:
+            if "qemu" in _cmdline(q):
+                _terminate(q, 5.0)
+                stopped.append(q)
+        os.unlink(pidfile)
+    return stopped
+
+
+OWNER_FILE = "owner.pid"
+
+
+def write_owner(lab_root: str) -> None:
+    """Mark *lab_root* as owned by this process, so others leave it alone."""
+    with open(os.path.join(lab_root, OWNER_FILE), "w") as f:
+        f.write("%d\n" % os.getpid())
+
+
+def _owner_alive(lab_root: str) -> bool:
+    try:
+        with open(os.path.join(lab_root, OWNER_FILE)) as f:
+            return _alive(int(f.read().strip()))
+    except (OSError, ValueError):
+        return False
+
+
+def _cmdline(pid: int) -> str:
+    try:
+        with open("/proc/%d/cmdline" % pid, "rb") as f:
+            return f.read().replace(b"\0", b" ").decode(errors="replace")
+    except OSError:
+        return ""

@@ -1,0 +1,91 @@
+"""A running lab: N hosts started together and stopped together.
+
+:class:`Lab` is a context manager so a test session, the CLI and the
+demo all stop what they started, on an exception or Ctrl-C too.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import tempfile
+import time
+from typing import Optional
+
+from . import hosts as hostmod
+from . import inventory
+from .errors import LabError
+from .paths import caps_cache_dir, runtime_base
+
+log = logging.getLogger(__name__)
+
+HOST_NAMES = "abcdefghij"
+
+
+class Lab:
+    """Start *count* lab hosts under a fresh directory; stop them on exit."""
+
+    def __init__(self, count: int = 2, base: Optional[str] = None, keep: bool = False,
+                 ready_timeout: float = 90.0):
+        if not 1 <= count <= len(HOST_NAMES):
+            raise LabError("a lab has 1..%d hosts, not %d" % (len(HOST_NAMES), count))
+        self.count = count
+        self.base = base or runtime_base()
+        self.keep = keep
+        self.ready_timeout = ready_timeout
+        self.root: Optional[str] = None
+        self.hosts: list = []
+        self.start_seconds: Optional[float] = None
+
+    def __enter__(self) -> Lab:
+        self.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
+
+    def start(self) -> Lab:
+        t0 = time.monotonic()
+        os.makedirs(self.base, exist_ok=True)
+        hostmod.reap_stale(self.base)
+        self.root = tempfile.mkdtemp(prefix="lab-", dir=self.base)
+        hostmod.write_owner(self.root)
+        try:
+            self._start_hosts()
+        except BaseException:
+            self.stop()
+            raise
+        self.start_seconds = time.monotonic() - t0
+        log.info("lab: %d host(s) up in %.1f s under %s", self.count, self.start_seconds, self.root)
+        return self
+
+    def _start_hosts(self) -> None:
+        caps = caps_cache_dir()
+        for i in range(self.count):
+            name = "host-" + HOST_NAMES[i]
+            host = hostmod.prepare_host(name, os.path.join(self.root, name), caps)
+            inventory.write_host_files(host, index=i)
+            self.hosts.append(host)
+        for host in self.hosts:
+            hostmod.launch(host)
+        for host in self.hosts:
+            hostmod.wait_ready(host, self.ready_timeout)
+        hostmod.save_caps_cache(self.hosts[0], caps)
+
+    def stop(self) -> None:
+        """Stop every host by PID; remove the directory unless asked to keep it."""
+        errors = []
+        for host in self.hosts:
+            try:
+                hostmod.stop(host)
+            except Exception as e:  # keep stopping the others
+                errors.append("%s: %s" % (host.name, e))
+        self.hosts = []
+        if self.root and not self.keep:
+            shutil.rmtree(self.root, ignore_errors=True)
+        if errors:
+            raise LabError("lab: stop failed: %s" % "; ".join(errors))
+
+    def __getitem__(self, index: int):
+        return self.hosts[index]
