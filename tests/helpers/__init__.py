@@ -1,0 +1,1 @@
+"""Test and benchmark helpers that do not depend on sriov_host."""
