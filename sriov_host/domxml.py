@@ -200,19 +200,25 @@ def strip_vnics(root, vnics) -> etree._Element:
     """Remove the given vNICs from the tree (matched by alias, else VF address)."""
     keys = {v.key for v in vnics}
     for elem in list(_device_elements(root)):
-        alias = _alias(elem)
-        key = alias or ("vf:%s" % _source_address(elem))
-        if key in keys:
+        key = _element_key(elem)
+        if key is not None and key in keys:
             elem.getparent().remove(elem)
     return root
 
 
+def _element_key(elem) -> Optional[str]:
+    """Alias, else ``vf:ADDRESS``; None for a device with neither (never a match)."""
+    alias = _alias(elem)
+    if alias:
+        return alias
+    addr = _source_address(elem)
+    return "vf:%s" % addr if addr else None
+
+
 def attached_keys(root) -> set:
     """Aliases (or VF keys) of every interface/hostdev in a live domain."""
-    keys = set()
-    for elem in _device_elements(root):
-        alias = _alias(elem)
-        keys.add(alias or "vf:%s" % _source_address(elem))
+    keys = {_element_key(elem) for elem in _device_elements(root)}
+    keys.discard(None)
     return keys
 
 
@@ -276,7 +282,10 @@ def referenced_vf_addresses(root, host_id: Optional[str] = None) -> set:
         addr = _source_address(elem)
         if addr:
             refs.add(addr)
-    record = metadata.read_record(root)
+    try:
+        record = metadata.read_record(root)
+    except metadata.RecordError:
+        record = None  # unreadable record: still count the hostdev sources above
     if record is not None and (host_id is None or record.host in (None, host_id)):
         for rec in record.vnics:
             if rec.vf_address and rec.state in (metadata.PLUGGED, metadata.UNPLUGGED):
