@@ -1,0 +1,218 @@
+"""``sriov-engine``: mark vNIC profiles migratable and run checked migrations.
+
+The password comes from ``$OVIRT_PASSWORD`` or ``--password-file``, never
+from the command line, where every user of the host could read it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+from typing import Optional
+
+from sriov_host import config as host_config
+from sriov_host.policy import parse_bool
+
+from . import report
+from .errors import EXIT_INTERRUPTED, EXIT_NOT_MIGRATABLE, EXIT_OK, AdapterError
+from .migrate import MigrateOptions, run_migration
+from .model import DEFAULT_SERVICE_PORT, decide_vm, refuse_reason
+from .session import EngineOptions
+
+PROG = "sriov-engine"
+
+
+def _connection_args(parser, suppress: bool) -> None:
+    """Connection flags, accepted before or after the subcommand."""
+    d = (lambda v: argparse.SUPPRESS) if suppress else (lambda v: v)
+    g = parser.add_argument_group("engine connection")
+    g.add_argument("--url", default=d(None), help="engine API URL (default $OVIRT_URL)")
+    g.add_argument("--username", default=d(None), help="engine user (default $OVIRT_USERNAME)")
+    g.add_argument("--password-file", default=d(None), metavar="FILE",
+                   help="read the password from FILE ('-' for stdin); default $OVIRT_PASSWORD")
+    g.add_argument("--ca-file", default=d(None), metavar="FILE",
+                   help="engine CA certificate (default $OVIRT_CAFILE)")
+    g.add_argument("--insecure", action="store_true", default=d(None),
+                   help="do not verify the engine's TLS certificate (default $OVIRT_INSECURE)")
+    g.add_argument("--timeout", type=float, default=d(None), metavar="S",
+                   help="bound on every engine and host-service request, login included "
+                        "(default $OVIRT_TIMEOUT or 30)")
+    g.add_argument("-v", "--verbose", action="store_true", default=d(False))
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog=PROG, description=__doc__.splitlines()[0])
+    _connection_args(parser, suppress=False)
+    common = argparse.ArgumentParser(add_help=False)
+    _connection_args(common, suppress=True)
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    sub.required = True
+    p = sub.add_parser("profiles", parents=[common], help="list vNIC profiles")
+    p.add_argument("--json", action="store_true")
+    p = sub.add_parser("set-migratable", parents=[common], help="mark a passthrough profile migratable")
+    p.add_argument("profile", metavar="PROFILE", help="name, NETWORK/NAME or id")
+    p.add_argument("--off", action="store_true", help="mark it not migratable")
+    p.add_argument("--json", action="store_true")
+    p = sub.add_parser("check-vm", parents=[common], help="may this VM migrate? (exit 0 yes, 1 no)")
+    p.add_argument("vm", metavar="VM", help="name or id")
+    p.add_argument("--json", action="store_true")
+    p = sub.add_parser("migrate", parents=[common], help="check, reserve, migrate and wait")
+    p.add_argument("vm", metavar="VM", help="name or id")
+    p.add_argument("--host", required=True, help="destination host, name or id")
+    _migrate_args(p)
+    return parser
+
+
+def _migrate_args(p) -> None:
+    p.add_argument("--ttl", type=int, default=300, help="reservation TTL in seconds (300)")
+    p.add_argument("--wait-timeout", type=float, default=600.0, metavar="S",
+                   help="give up waiting for the migration after S seconds (600)")
+    p.add_argument("--poll-interval", type=float, default=2.0, metavar="S", help=argparse.SUPPRESS)
+    p.add_argument("--settle", type=float, default=10.0, metavar="S", help=argparse.SUPPRESS)
+    p.add_argument("--service-port", type=int, default=DEFAULT_SERVICE_PORT,
+                   help="sriov-migrationd port on the destination (%d)" % DEFAULT_SERVICE_PORT)
+    p.add_argument("--service-address", default="", metavar="HOST[:PORT]",
+                   help="reach the destination's service here instead of the engine's host address")
+    p.add_argument("--service-cert", default=host_config.VDSM_CERT, metavar="FILE")
+    p.add_argument("--service-key", default=host_config.VDSM_KEY, metavar="FILE")
+    p.add_argument("--service-ca", default=host_config.VDSM_CA, metavar="FILE")
+
+
+def _env_bool(name: str) -> bool:
+    raw = os.environ.get(name)
+    if raw is None or raw.strip() == "":
+        return False
+    value = parse_bool(raw)
+    if value is None:
+        raise AdapterError("$%s must be true/false/yes/no/1/0, got %r" % (name, raw))
+    return value
+
+
+def _read_password(path: str) -> str:
+    try:
+        if path == "-":
+            return sys.stdin.readline().rstrip("\r\n")
+        with open(path, encoding="utf-8") as f:
+            return f.readline().rstrip("\r\n")
+    except OSError as e:
+        raise AdapterError("cannot read password file %s: %s" % (path, e.strerror)) from None
+
+
+def engine_options(args) -> EngineOptions:
+    """Flags first, then the environment; REQUESTS_CA_BUNDLE plays no part."""
+    env = os.environ
+    password = _read_password(args.password_file) if args.password_file else env.get("OVIRT_PASSWORD", "")
+    timeout = args.timeout if args.timeout is not None else env.get("OVIRT_TIMEOUT", "30")
+    try:
+        timeout = float(timeout)
+    except ValueError:
+        raise AdapterError("$OVIRT_TIMEOUT must be a number of seconds, got %r" % timeout) from None
+    return EngineOptions(
+        url=args.url or env.get("OVIRT_URL", ""),
+        username=args.username or env.get("OVIRT_USERNAME", ""),
+        password=password,
+        ca_file=args.ca_file or env.get("OVIRT_CAFILE") or None,
+        insecure=bool(args.insecure) or _env_bool("OVIRT_INSECURE"),
+        timeout=timeout,
+    )
+
+
+def _emit(out, data) -> None:
+    out.write(json.dumps(data, indent=2, sort_keys=True) + "\n")
+
+
+def cmd_profiles(engine, args, out, err) -> int:
+    profiles = sorted(engine.profiles(), key=lambda p: (p.network or "", p.name))
+    if args.json:
+        _emit(out, [report.profile_json(p) for p in profiles])
+    else:
+        out.write(report.profiles_table(profiles) + "\n")
+    return EXIT_OK
+
+
+def cmd_set_migratable(engine, args, out, err) -> int:
+    on = not args.off
+    profile = engine.find_profile(args.profile)
+    why = refuse_reason(profile, on)
+    if why:
+        raise AdapterError(why)
+    updated = engine.set_migratable(profile, on)
+    if updated.migratable is not on:
+        raise AdapterError("engine accepted the update of %s but shows migratable=%s"
+                           % (profile.name, updated.migratable))
+    if args.json:
+        _emit(out, report.profile_json(updated))
+    else:
+        out.write("vNIC profile %s/%s (%s): migratable=%s, sriov_migratable=%s\n" % (
+            updated.network or "?", updated.name, updated.id, str(on).lower(),
+            "true" if on else "(cleared)"))
+    return EXIT_OK
+
+
+def cmd_check_vm(engine, args, out, err) -> int:
+    vm = engine.find_vm(args.vm)
+    verdict = decide_vm(engine.vnics(vm))
+    if args.json:
+        _emit(out, report.verdict_json(vm.name, vm.id, verdict))
+    else:
+        if verdict.vnics:
+            out.write(report.verdict_table(verdict) + "\n")
+        out.write("VM %s: %s (%s)\n" % (vm.name, "migratable" if verdict.migratable
+                                         else "NOT migratable", verdict.reason))
+    for line in report.property_warnings(verdict):
+        err.write(line + "\n")
+    return EXIT_OK if verdict.migratable else EXIT_NOT_MIGRATABLE
+
+
+def rpc_reserver_factory(args, timeout: float):
+    """Build the real reservation client for (address, port)."""
+    from .reserve import RpcReserver, ServiceTls
+
+    tls = ServiceTls(cert=args.service_cert, key=args.service_key, ca=args.service_ca)
+
+    def factory(host: str, port: int):
+        return RpcReserver(host, port, tls, timeout)
+    return factory
+
+
+def cmd_migrate(engine, args, out, err, reserver_factory=None) -> int:
+    opts = MigrateOptions(
+        ttl=args.ttl, wait_timeout=args.wait_timeout, poll_interval=args.poll_interval,
+        settle=args.settle, service_port=args.service_port, service_address=args.service_address,
+    )
+    factory = reserver_factory or rpc_reserver_factory(args, engine.opts.timeout)
+    return run_migration(engine, args.vm, args.host, factory, out, err, opts)
+
+
+COMMANDS = {"profiles": cmd_profiles, "set-migratable": cmd_set_migratable,
+            "check-vm": cmd_check_vm, "migrate": cmd_migrate}
+
+
+def main(argv: Optional[list] = None, reserver_factory=None, out=None, err=None) -> int:
+    """Entry point; *reserver_factory(host, port)* replaces the real service client."""
+    out = out or sys.stdout
+    err = err or sys.stderr
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.WARNING,
+                        format="%(name)s: %(levelname)s: %(message)s", stream=err)
+    from .engine import Engine
+
+    try:
+        opts = engine_options(args)
+        with Engine(opts) as engine:
+            if args.command == "migrate":
+                return cmd_migrate(engine, args, out, err, reserver_factory)
+            return COMMANDS[args.command](engine, args, out, err)
+    except AdapterError as e:
+        err.write("%s: %s\n" % (PROG, e.message))
+        return e.exit_code
+    except KeyboardInterrupt:
+        err.write("%s: interrupted\n" % PROG)
+        return EXIT_INTERRUPTED
+
+
+if __name__ == "__main__":
+    sys.exit(main())
