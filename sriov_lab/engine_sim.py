@@ -1,0 +1,410 @@
+"""An oVirt engine REST simulator, for tests and the lab demo.
+
+The real engine (Java, PostgreSQL, SSO) cannot run here, so this small
+HTTPS server stands in for it. It speaks the engine's XML for the few
+endpoints ``sriov-engine`` uses, its SSO token endpoint, and its
+``<fault><reason/><detail/></fault>`` errors, over real TLS with a test CA.
+It records every request, so tests can check exactly what ovirtsdk4 sent.
+
+Its migrate action runs a pluggable callback in a background thread (the
+e2e test hooks a real lab migration in there), and a host record can
+carry the address and port of that host's ``sriov-migrationd``.
+
+    sim = EngineSimulator(tmpdir, users={"admin@internal": "pw"}).start()
+    net = sim.add_network("sriov-net", vlan=10)
+    prof = sim.add_profile("sriov", net, passthrough=True)
+    h1, h2 = sim.add_host("host1", "127.0.0.1"), sim.add_host("host2", "127.0.0.1", 54326)
+    sim.add_vm("vm1", h1, nics=[{"name": "nic1", "mac": "56:6f:00:00:00:01", "profile": prof}])
+    sim.on_migrate(lambda m: lab.migrate(m.vm_name, m.src, m.dst))  # raise or return False: fails
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import json
+import logging
+import re
+import ssl
+import threading
+import uuid
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Callable, Optional
+from urllib.parse import parse_qs, urlparse
+
+from sriov_host.errors import SriovError
+from sriov_host.policy import parse_bool
+
+from . import engine_sim_xml as ex
+from .engine_sim_pki import TestCa
+
+API = "/ovirt-engine/api"
+SSO_TOKEN = "/ovirt-engine/sso/oauth/token"
+SSO_LOGOUT = "/ovirt-engine/services/sso-logout"
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Recorded:
+    """One request as the simulator saw it (the SSO password is redacted)."""
+
+    method: str
+    path: str
+    query: dict
+    headers: dict
+    body: str
+
+
+@dataclass
+class Migration:
+    """What the migrate callback receives; ``src``/``dst`` are host records."""
+
+    vm_id: str
+    vm_name: str
+    src: dict
+    dst: dict
+    cancelled: threading.Event = field(default_factory=threading.Event)
+    done: threading.Event = field(default_factory=threading.Event)
+    ok: Optional[bool] = None
+    error: Optional[str] = None
+
+
+@dataclass
+class _Rule:
+    method: str
+    path: re.Pattern
+    kind: str  # "fault" | "hang"
+    status: int = 400
+    reason: str = ""
+    detail: str = ""
+    times: int = 1
+
+
+class EngineSimulator:
+    """The engine stand-in; ``start()`` it, seed it, point ``sriov-engine`` at ``url``."""
+
+    def __init__(self, workdir: str, users: Optional[dict] = None, bind: str = "127.0.0.1",
+                 port: int = 0, ca: Optional[TestCa] = None):
+        self.users = dict(users or {"admin@internal": "secret"})
+        self.ca = ca or TestCa(workdir)
+        self._bind = (bind, port)
+        self._lock = threading.RLock()
+        self._stop = threading.Event()
+        self._tokens = set()
+        self._rules = []
+        self._callback: Optional[Callable] = None
+        self.networks, self.profiles, self.hosts, self.vms = {}, {}, {}, {}
+        self.requests: list = []
+        self.migrations: list = []
+        self.allowed_device_properties = {"sriov_migratable"}
+        self.migrate_seconds = 0.3
+        self._server = None
+
+    # ---- lifecycle -------------------------------------------------------
+    def start(self) -> EngineSimulator:
+        issued = self.ca.issue("engine-sim", sans=(self._bind[0], "localhost"))
+        ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        ctx.load_cert_chain(issued.cert, issued.key)
+        self._server = _Server(self._bind, _handler(self, ctx))
+        threading.Thread(target=self._server.serve_forever, name="engine-sim", daemon=True).start()
+        return self
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._server is not None:
+            self._server.shutdown()
+            self._server.server_close()
+            self._server = None
+
+    def __enter__(self):
+        return self.start() if self._server is None else self
+
+    def __exit__(self, *exc):
+        self.stop()
+
+    @property
+    def url(self) -> str:
+        return "https://%s:%d%s" % (self._bind[0], self._server.server_address[1], API)
+
+    @property
+    def ca_file(self) -> str:
+        return self.ca.cert_path
+
+    # ---- seeding ---------------------------------------------------------
+    def add_network(self, name: str, vlan: Optional[int] = None) -> str:
+        return self._add(self.networks, {"name": name, "vlan": vlan})
+
+    def add_profile(self, name: str, network: str, passthrough: bool = True,
+                    migratable: bool = False, custom: Optional[dict] = None,
+                    failover: Optional[str] = None) -> str:
+        return self._add(self.profiles, {"name": name, "network": network, "passthrough": passthrough,
+                                         "migratable": migratable, "custom": dict(custom or {}),
+                                         "failover": failover})
+
+    def add_host(self, name: str, address: str = "127.0.0.1", service_port: Optional[int] = None) -> str:
+        return self._add(self.hosts, {"name": name, "address": address, "service_port": service_port,
+                                      "status": "up"})
+
+    def set_host_service(self, host: str, address: str, port: Optional[int] = None) -> None:
+        """Where this host's sriov-migrationd listens; a port shows as ``address:port``."""
+        with self._lock:
+            self.hosts[self._id(self.hosts, host)].update(address=address, service_port=port)
+
+    def add_vm(self, name: str, host: Optional[str], nics=(), status: str = "up") -> str:
+        """*nics*: dicts with name, mac, profile (id) and optional interface."""
+        vm_nics = []
+        for n in nics:
+            profile = self.profiles.get(n.get("profile"))
+            iface = n.get("interface") or ("pci_passthrough" if profile and profile["passthrough"]
+                                           else "virtio")
+            vm_nics.append({"id": str(uuid.uuid4()), "name": n["name"], "mac": n["mac"],
+                            "profile": n.get("profile"), "interface": iface})
+        host_id = self._id(self.hosts, host) if host else None
+        return self._add(self.vms, {"name": name, "host": host_id, "status": status, "nics": vm_nics})
+
+    def on_migrate(self, callback: Optional[Callable[[Migration], object]]) -> None:
+        """Run *callback(Migration)* for each migrate action; raise or return False to fail it."""
+        self._callback = callback
+
+    def inject_fault(self, method: str, path: str, reason: str, detail: str = "",
+                     status: int = 400, times: int = 1) -> None:
+        """Answer the next *times* requests matching (*method*, regex *path*) with a fault."""
+        self._rules.append(_Rule(method, re.compile(path), "fault", status, reason, detail, times))
+
+    def hang(self, method: str, path: str, times: int = 1) -> None:
+        """Never answer matching requests (until stop); ``hang("POST", "sso")`` for the login."""
+        self._rules.append(_Rule(method, re.compile(path), "hang", times=times))
+
+    def _add(self, table: dict, record: dict) -> str:
+        with self._lock:
+            rid = str(uuid.uuid4())
+            table[rid] = dict(record, id=rid)
+            return rid
+
+    @staticmethod
+    def _id(table: dict, key: str) -> str:
+        if key in table:
+            return key
+        for rid, rec in table.items():
+            if rec["name"] == key:
+                return rid
+        raise KeyError(key)
+
+    def find(self, method: str, path_re: str) -> list:
+        """Recorded requests with *method* whose path matches *path_re*."""
+        with self._lock:
+            return [r for r in self.requests if r.method == method and re.search(path_re, r.path)]
+
+    def wait_migrations(self, timeout: float = 10.0) -> bool:
+        return all(m.done.wait(timeout) for m in list(self.migrations))
+
+    # ---- request handling (called from handler threads) -----------------
+    def _record(self, rec: Recorded) -> None:
+        with self._lock:
+            self.requests.append(rec)
+
+    def _take_rule(self, method: str, path: str) -> Optional[_Rule]:
+        with self._lock:
+            for rule in self._rules:
+                if rule.times > 0 and rule.method == method and rule.path.search(path):
+                    rule.times -= 1
+                    return rule
+        return None
+
+    def handle(self, method: str, path: str, query: dict, headers: dict, body: str) -> tuple:
+        """Route one request; returns (status, content type, body)."""
+        rule = self._take_rule(method, path)
+        if rule is not None and rule.kind == "hang":
+            self._stop.wait()
+            return 503, "text/plain", "simulator stopped"
+        if path == SSO_TOKEN and method == "POST":
+            return self._sso_token(body)
+        if path == SSO_LOGOUT and method == "POST":
+            token = parse_qs(body).get("token", [""])[0]
+            self._tokens.discard(token)
+            return 200, "application/json", "{}"
+        if not path.startswith(API):
+            return 404, "text/html", "<html>Not Found</html>"
+        if headers.get("authorization", "")[len("Bearer "):] not in self._tokens:
+            return _fault(401, "Unauthorized", "Missing or invalid SSO token")
+        if rule is not None:
+            return _fault(rule.status, rule.reason, rule.detail)
+        with self._lock:
+            return self._api(method, path[len(API):].rstrip("/"), query, body)
+
+    def _sso_token(self, body: str) -> tuple:
+        form = {k: v[0] for k, v in parse_qs(body).items()}
+        user, password = form.get("username", ""), form.get("password", "")
+        if form.get("grant_type") != "password" or "ovirt-app-api" not in form.get("scope", ""):
+            return 400, "application/json", json.dumps({"error_code": "invalid_request",
+                                                        "error": "bad grant_type or scope"})
+        if user not in self.users or self.users[user] != password:
+            return 400, "application/json", json.dumps({
+                "error_code": "access_denied",
+                "error": "Cannot authenticate user '%s': The username or password is incorrect.." % user})
+        token = uuid.uuid4().hex
+        self._tokens.add(token)
+        return 200, "application/json", json.dumps({"access_token": token, "scope": form["scope"],
+                                                    "token_type": "bearer", "exp": "9999999999999"})
+
+    def _api(self, method: str, path: str, query: dict, body: str) -> tuple:
+        parts = path.strip("/").split("/")
+        route = (method, parts[0], len(parts)) + ((parts[2],) if len(parts) == 3 else ())
+        handler = {
+            ("GET", "vnicprofiles", 1): lambda: ex.profiles(self, self.profiles.values()),
+            ("GET", "vnicprofiles", 2): lambda: ex.profile(self, self._get(self.profiles, parts[1])),
+            ("PUT", "vnicprofiles", 2): lambda: self._put_profile(parts[1], body),
+            ("GET", "networks", 1): lambda: ex.networks(self.networks.values()),
+            ("GET", "networks", 2): lambda: ex.network(self._get(self.networks, parts[1])),
+            ("GET", "vms", 1): lambda: ex.vms(_search(self.vms.values(), query)),
+            ("GET", "vms", 2): lambda: ex.vm(self._get(self.vms, parts[1])),
+            ("GET", "vms", 3, "nics"): lambda: ex.nics(self._get(self.vms, parts[1])),
+            ("POST", "vms", 3, "migrate"): lambda: self._migrate(parts[1], body),
+            ("POST", "vms", 3, "cancelmigration"): lambda: self._cancel(parts[1]),
+            ("GET", "hosts", 1): lambda: ex.hosts(_search(self.hosts.values(), query)),
+            ("GET", "hosts", 2): lambda: ex.host(self._get(self.hosts, parts[1])),
+        }.get(route)
+        if handler is None:
+            return _fault(404, "Not Found", "the simulator has no %s %s" % (method, path))
+        try:
+            return 200, "application/xml", handler()
+        except _Fault as f:
+            return _fault(f.status, f.reason, f.detail)
+        except SriovError as e:  # a malformed request body
+            return _fault(400, "Bad Request", e.message)
+
+    @staticmethod
+    def _get(table: dict, rid: str) -> dict:
+        if rid not in table:
+            raise _Fault(404, "Operation Failed", "Entity not found: %s" % rid)
+        return table[rid]
+
+    def _put_profile(self, rid: str, body: str) -> str:
+        """The engine's merge: only what the body carries changes."""
+        prof = self._get(self.profiles, rid)
+        update = ex.parse_profile_update(body)
+        if "custom" in update:
+            bad = sorted(set(update["custom"]) - self.allowed_device_properties)
+            if bad:
+                raise _Fault(400, "Operation Failed", "[Cannot edit VM network interface profile. "
+                             "Invalid custom property: %s]" % ", ".join(bad))
+        migratable = update.get("migratable", prof["migratable"])
+        if isinstance(migratable, str):
+            migratable = parse_bool(migratable)
+            if migratable is None:
+                raise _Fault(400, "Invalid value", "migratable must be a boolean")
+        if prof["failover"] and prof["passthrough"] and not migratable:
+            raise _Fault(409, "Operation Failed", "[Cannot edit VM network interface profile. "
+                         "Failover is supported only for migratable passthrough vNIC profiles.]")
+        if prof["passthrough"]:  # ignored silently on other profiles, like the engine
+            prof["migratable"] = migratable
+        if "custom" in update:
+            prof["custom"] = update["custom"]
+        return ex.profile(self, prof)
+
+    def _migrate(self, vm_id: str, body: str) -> str:
+        vm = self._get(self.vms, vm_id)
+        dst_key = ex.parse_action_host(body)
+        if vm["status"] != "up":
+            raise _Fault(409, "Operation Failed", "[Cannot migrate VM. VM %s is not running.]" % vm["name"])
+        try:
+            dst = self.hosts[self._id(self.hosts, dst_key)] if dst_key else None
+        except KeyError:
+            raise _Fault(404, "Operation Failed", "Entity not found: host %s" % dst_key) from None
+        if dst is None or dst["id"] == vm["host"]:
+            raise _Fault(409, "Operation Failed", "[Cannot migrate VM. The destination host is "
+                         "missing or is the source host.]")
+        mig = Migration(vm_id, vm["name"], dict(self.hosts[vm["host"]]), dict(dst))
+        vm["status"] = "migrating"
+        self.migrations.append(mig)
+        threading.Thread(target=self._run_migration, args=(vm, mig), daemon=True).start()
+        return ex.action(dst)
+
+    def _run_migration(self, vm: dict, mig: Migration) -> None:
+        try:
+            if self._callback is not None:
+                mig.ok = self._callback(mig) is not False
+            else:
+                mig.ok = not mig.cancelled.wait(self.migrate_seconds)
+        except Exception as e:  # a failed lab migration is an outcome, not a crash
+            mig.ok, mig.error = False, "%s: %s" % (type(e).__name__, e)
+        with self._lock:
+            vm["status"] = "up"
+            vm["host"] = mig.dst["id"] if mig.ok else mig.src["id"]
+        mig.done.set()
+
+    def _cancel(self, vm_id: str) -> str:
+        vm = self._get(self.vms, vm_id)
+        running = [m for m in self.migrations if m.vm_id == vm_id and not m.done.is_set()]
+        if vm["status"] != "migrating" or not running:
+            raise _Fault(409, "Operation Failed", "[Cannot cancel migration for non migrating VM.]")
+        for m in running:
+            m.cancelled.set()
+        return ex.action(None)
+
+
+class _Server(ThreadingHTTPServer):
+    daemon_threads = True
+
+    def handle_error(self, request, client_address):
+        """A client that drops its TLS handshake is no simulator failure."""
+        log.debug("engine-sim: connection from %s failed", client_address, exc_info=True)
+
+
+class _Fault(Exception):
+    def __init__(self, status: int, reason: str, detail: str):
+        super().__init__(reason)
+        self.status, self.reason, self.detail = status, reason, detail
+
+
+def _fault(status: int, reason: str, detail: str) -> tuple:
+    return status, "application/xml", ex.fault(reason, detail)
+
+
+def _search(records, query: dict) -> list:
+    """The engine search subset we need: ``name=VALUE`` (quoted, ``*`` wildcards)."""
+    text = query.get("search", "")
+    match = re.match(r'^\s*name\s*=\s*(?:"((?:[^"\\]|\\.)*)"|(\S+))\s*$', text)
+    if not text:
+        return list(records)
+    if not match:
+        raise _Fault(400, "Operation Failed", "unsupported search: %s" % text)
+    value = match.group(1) if match.group(1) is not None else match.group(2)
+    value = re.sub(r"\\(.)", r"\1", value)
+    return [r for r in records if fnmatch.fnmatchcase(r["name"], value)]
+
+
+def _handler(sim: EngineSimulator, ctx: ssl.SSLContext):
+    class Handler(BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+        timeout = 30
+
+        def setup(self):
+            """TLS handshake here, in the worker, so a silent client stalls no one."""
+            self.request.settimeout(10)
+            self.request = ctx.wrap_socket(self.request, server_side=True)
+            super().setup()
+
+        def log_message(self, *args):
+            pass
+
+        def _serve(self):
+            url = urlparse(self.path)
+            length = int(self.headers.get("Content-Length") or 0)
+            body = self.rfile.read(length).decode("utf-8") if length else ""
+            headers = {k.lower(): v for k, v in self.headers.items()}
+            query = {k: v[0] for k, v in parse_qs(url.query).items()}
+            shown = re.sub(r"(^|&)password=[^&]*", r"\1password=***", body) if url.path == SSO_TOKEN else body
+            sim._record(Recorded(self.command, url.path, query, headers, shown))
+            status, ctype, text = sim.handle(self.command, url.path, query, headers, body)
+            data = text.encode("utf-8")
+            self.send_response(status)
+            self.send_header("Content-Type", ctype + ("; charset=utf-8" if "xml" in ctype else ""))
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            self.wfile.write(data)
+
+        do_GET = do_PUT = do_POST = do_DELETE = _serve
+
+    return Handler
