@@ -120,7 +120,7 @@ def from_element(elem) -> MigrationRecord:
 
 
 def _vnic_from(child) -> VnicRecord:
-    kw = {}
+    kw = {"alias": None, "mac": None}  # a plain <hostdev> vNIC has no MAC
     try:
         for name in _STR_FIELDS:
             if child.get(name) is not None:
