@@ -1,0 +1,26 @@
+"""What a hook handler decided, shared by the source and destination handlers."""
+
+from __future__ import annotations
+
+from sriov_host import domxml, policy
+
+from .hook import OK
+
+
+class Result:
+    """What a handler decided: rc, the plan (for --dry-run), messages."""
+
+    def __init__(self, rc=OK, plan=None, messages=(), rewritten=False):
+        self.rc = rc
+        self.plan = plan
+        self.messages = list(messages)
+        self.rewritten = rewritten
+
+
+def record_plan(vm_id, record_vnics, verdict, reason) -> policy.Plan:
+    """A plan built from our record (destination points), all migratable."""
+    vnics = tuple(domxml.Vnic(alias=r.alias, mac=r.mac, kind=r.kind, vf_address=r.vf_address,
+                              vlan=r.vlan, teaming=r.teaming, network=r.network)
+                  for r in record_vnics)
+    decisions = tuple(policy.Decision(True, "recorded by the source") for _ in vnics)
+    return policy.Plan(vm_id, verdict, reason, vnics, decisions)
