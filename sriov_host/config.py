@@ -9,6 +9,7 @@ fall back to a default.
 from __future__ import annotations
 
 import configparser
+import math
 import os
 from dataclasses import dataclass, field
 from typing import Optional
@@ -84,7 +85,7 @@ def config_path(path: Optional[str] = None) -> str:
 def load(path: Optional[str] = None, required: bool = False) -> Config:
     """Read the config; a missing default file means defaults."""
     path = config_path(path)
-    parser = configparser.ConfigParser(interpolation=None)
+    parser = _new_parser()
     try:
         with open(path, encoding="utf-8") as f:
             parser.read_file(f)
@@ -100,12 +101,18 @@ def load(path: Optional[str] = None, required: bool = False) -> Config:
 
 
 def loads(text: str, path: str = "<string>") -> Config:
-    parser = configparser.ConfigParser(interpolation=None)
+    parser = _new_parser()
     try:
         parser.read_string(text)
     except configparser.Error as e:
         raise ConfigError("config %s is malformed: %s" % (path, " ".join(str(e).split()))) from None
     return from_parser(parser, path)
+
+
+def _new_parser() -> configparser.ConfigParser:
+    parser = configparser.ConfigParser(interpolation=None)
+    parser.optionxform = str  # keep [networks] names as the engine spells them
+    return parser
 
 
 def from_parser(parser, path: str) -> Config:
@@ -125,18 +132,19 @@ def from_parser(parser, path: str) -> Config:
     cfg.migratable_by_default = get.bool("policy", "migratable_by_default", False)
     cfg.unplug_timeout = get.number("timeouts", "unplug", cfg.unplug_timeout)
     cfg.plug_timeout = get.number("timeouts", "plug", cfg.plug_timeout)
-    cfg.reservation_ttl = int(get.number("timeouts", "reservation_ttl", cfg.reservation_ttl))
+    cfg.reservation_ttl = get.number("timeouts", "reservation_ttl", cfg.reservation_ttl, integer=True)
     cfg.rollback_grace = get.number("timeouts", "rollback_grace", cfg.rollback_grace)
     cfg.reconcile_interval = get.number("timeouts", "reconcile_interval", cfg.reconcile_interval)
     cfg.networks = _networks(parser, path)
     cfg.listen = get.str("server", "listen", None)
-    cfg.port = int(get.number("server", "port", cfg.port, upper=65535))
+    cfg.port = get.number("server", "port", cfg.port, upper=65535, integer=True)
     cfg.tls = get.bool("server", "tls", True)
     cfg.cert = get.str("server", "cert", cfg.cert)
     cfg.key = get.str("server", "key", cfg.key)
     cfg.ca = get.str("server", "ca", cfg.ca)
-    cfg.workers = int(get.number("server", "workers", cfg.workers, upper=256))
-    cfg.max_request_bytes = int(get.number("server", "max_request_bytes", cfg.max_request_bytes))
+    cfg.workers = get.number("server", "workers", cfg.workers, upper=256, integer=True)
+    cfg.max_request_bytes = get.number("server", "max_request_bytes", cfg.max_request_bytes,
+                                       integer=True)
     cfg.client_timeout = get.number("server", "client_timeout", cfg.client_timeout)
     return cfg
 
@@ -191,7 +199,7 @@ class _Getter:
                               % (self.path, section, key, raw))
         return value
 
-    def number(self, section, key, default, upper=None):
+    def number(self, section, key, default, upper=None, integer=False):
         raw = self._raw(section, key)
         if raw is None:
             return default
@@ -200,8 +208,13 @@ class _Getter:
         except ValueError:
             raise ConfigError("%s: [%s] %s must be a number, got %r"
                               % (self.path, section, key, raw)) from None
-        if value <= 0 or (upper is not None and value > upper):
+        if not math.isfinite(value) or value <= 0 or (upper is not None and value > upper):
             raise ConfigError("%s: [%s] %s out of range: %r" % (self.path, section, key, raw))
+        if integer:
+            if value != int(value):
+                raise ConfigError("%s: [%s] %s must be an integer, got %r"
+                                  % (self.path, section, key, raw))
+            return int(value)
         return value
 
     def choice(self, section, key, default, choices):

@@ -1,0 +1,139 @@
+"""config: defaults, every key, and one-line errors that name the key."""
+
+from __future__ import annotations
+
+import pytest
+
+from sriov_host import config
+from sriov_host.errors import ConfigError
+
+FULL = """
+[libvirt]
+uri = qemu+unix:///system?socket=/lab/a/run/libvirt/libvirt-sock
+username = vdsm@ovirt
+password_file = /etc/pki/vdsm/keys/libvirt_password
+
+[ledger]
+path = /var/lib/sriov/ledger.sqlite
+
+[inventory]
+source = nodedev-xml:/etc/sriov/nodedev.xml
+
+[vf]
+device = emulated
+model = e1000e
+
+[policy]
+migratable_by_default = Yes
+
+[timeouts]
+unplug = 7.5
+plug = 3
+reservation_ttl = 120
+rollback_grace = 12
+reconcile_interval = 0.5
+
+[networks]
+sriov-red = ens1f0, ens1f1
+Sriov-Blue = ens2f0
+
+[server]
+listen = 192.0.2.10
+port = 15432
+tls = no
+cert = /pki/cert.pem
+key = /pki/key.pem
+ca = /pki/ca.pem
+workers = 4
+max_request_bytes = 65536
+client_timeout = 2.5
+"""
+
+
+def test_load_should_give_defaults_without_file(tmp_path, monkeypatch):
+    monkeypatch.delenv(config.ENV_VAR, raising=False)
+    cfg = config.load(str(tmp_path / "absent.conf"))
+    assert cfg == config.Config(path=None)
+    assert (cfg.libvirt_uri, cfg.inventory_source, cfg.vf_device, cfg.migratable_by_default,
+            cfg.reservation_ttl, cfg.port, cfg.tls, cfg.networks) == \
+        ("qemu:///system", "libvirt", "hostdev", False, 300, 54325, True, {})
+    assert cfg.nodedev_xml_path is None
+    assert cfg.listen_address == "0.0.0.0"
+
+
+def test_load_should_read_every_key(tmp_path, monkeypatch):
+    path = tmp_path / "sriov-migration.conf"
+    path.write_text(FULL)
+    monkeypatch.setenv(config.ENV_VAR, str(path))
+    cfg = config.load()
+    assert cfg.path == str(path)
+    got = {k: v for k, v in vars(cfg).items() if k != "path"}
+    assert got == {
+        "libvirt_uri": "qemu+unix:///system?socket=/lab/a/run/libvirt/libvirt-sock",
+        "libvirt_username": "vdsm@ovirt",
+        "libvirt_password_file": "/etc/pki/vdsm/keys/libvirt_password",
+        "ledger_path": "/var/lib/sriov/ledger.sqlite",
+        "inventory_source": "nodedev-xml:/etc/sriov/nodedev.xml",
+        "vf_device": "emulated", "vf_model": "e1000e",
+        "migratable_by_default": True,
+        "unplug_timeout": 7.5, "plug_timeout": 3.0, "reservation_ttl": 120,
+        "rollback_grace": 12.0, "reconcile_interval": 0.5,
+        "networks": {"sriov-red": ["ens1f0", "ens1f1"], "Sriov-Blue": ["ens2f0"]},
+        "listen": "192.0.2.10", "port": 15432, "tls": False,
+        "cert": "/pki/cert.pem", "key": "/pki/key.pem", "ca": "/pki/ca.pem",
+        "workers": 4, "max_request_bytes": 65536, "client_timeout": 2.5,
+    }
+    assert cfg.nodedev_xml_path == "/etc/sriov/nodedev.xml"
+    assert cfg.listen_address == "192.0.2.10"
+
+
+def test_listen_address_should_default_to_loopback_without_tls():
+    assert config.loads("[server]\ntls = false\n").listen_address == "127.0.0.1"
+
+
+def test_load_should_refuse_missing_file_named_by_env(tmp_path, monkeypatch):
+    monkeypatch.setenv(config.ENV_VAR, str(tmp_path / "absent.conf"))
+    with pytest.raises(ConfigError, match="does not exist"):
+        config.load()
+
+
+@pytest.mark.parametrize("text, fragment", [
+    pytest.param("[libvrit]\nuri = x\n", "unknown section [libvrit]", id="unknown-section"),
+    pytest.param("[ledger]\npth = /x\n", "unknown key 'pth' in [ledger]", id="unknown-key"),
+    pytest.param("[policy]\nmigratable_by_default = maybe\n",
+                 "[policy] migratable_by_default must be true/false", id="bad-bool"),
+    pytest.param("[server]\ntls = on\n", "[server] tls must be", id="bad-tls"),
+    pytest.param("[timeouts]\nunplug = soon\n", "[timeouts] unplug must be a number", id="nan-word"),
+    pytest.param("[timeouts]\nplug = 0\n", "[timeouts] plug out of range", id="zero"),
+    pytest.param("[timeouts]\nrollback_grace = -1\n", "[timeouts] rollback_grace out of range",
+                 id="negative"),
+    pytest.param("[timeouts]\nreservation_ttl = nan\n", "[timeouts] reservation_ttl", id="nan"),
+    pytest.param("[timeouts]\nreservation_ttl = inf\n", "[timeouts] reservation_ttl", id="inf"),
+    pytest.param("[timeouts]\nunplug = inf\n", "[timeouts] unplug", id="inf-timeout"),
+    pytest.param("[server]\nport = 70000\n", "[server] port out of range", id="port-range"),
+    pytest.param("[server]\nport = 80.5\n", "[server] port must be an integer", id="port-fraction"),
+    pytest.param("[server]\nworkers = 1000\n", "[server] workers out of range", id="workers"),
+    pytest.param("[vf]\ndevice = sriov\n", "[vf] device must be one of hostdev/emulated",
+                 id="bad-device"),
+    pytest.param("[vf]\nmodel = rtl8139\n", "[vf] model must be one of", id="bad-model"),
+    pytest.param("[inventory]\nsource = sysfs\n", "[inventory] source must be", id="bad-source"),
+    pytest.param("[networks]\nred =  , \n", "[networks] red names no PF", id="network-no-pf"),
+    pytest.param("[ledger\npath = x\n", "malformed", id="malformed"),
+])
+def test_loads_should_refuse_bad_values_with_one_line(text, fragment):
+    with pytest.raises(ConfigError) as ei:
+        config.loads(text, "/etc/vdsm/sriov-migration.conf")
+    assert fragment in ei.value.message
+    assert "\n" not in ei.value.message
+    assert "/etc/vdsm/sriov-migration.conf" in ei.value.message
+
+
+def test_loads_should_keep_network_name_case_and_refuse_upper_case_keys():
+    assert config.loads("[networks]\nSriov-Blue = ens2f0\n").networks == {"Sriov-Blue": ["ens2f0"]}
+    with pytest.raises(ConfigError, match="unknown key 'URI' in \\[libvirt\\]"):
+        config.loads("[libvirt]\nURI = qemu:///system\n")
+
+
+def test_load_should_refuse_unreadable_file(tmp_path):
+    with pytest.raises(ConfigError, match="cannot read config file"):
+        config.load(str(tmp_path), required=True)  # a directory
