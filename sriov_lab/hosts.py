@@ -147,6 +147,7 @@ def prepare_host(name: str, root: str, caps_cache: Optional[str] = None) -> LabH
     with open(os.path.join(etc, "qemu.conf"), "w") as f:
         f.write(QEMU_CONF)
     os.makedirs(os.path.join(root, "cache", "qemu"), exist_ok=True)
+    os.makedirs(os.path.join(root, "log", "qemu"), exist_ok=True)
     if caps_cache and os.path.isdir(caps_cache):
         shutil.copytree(caps_cache, _caps_dir(host), dirs_exist_ok=True)
     return host
@@ -232,9 +233,10 @@ def destroy_domains(host: LabHost) -> None:
     try:
         for dom in conn.listAllDomains():
             try:
+                persistent = dom.isPersistent()
                 if dom.isActive():
                     dom.destroy()
-                if dom.isPersistent():
+                if persistent:
                     dom.undefine()
             except libvirt.libvirtError as e:
                 log.warning("lab host %s: cannot destroy %s: %s", host.name, dom.name(), e)

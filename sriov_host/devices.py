@@ -1,0 +1,241 @@
+"""Live device attach/detach that waits for libvirt to say it happened.
+
+``detachDeviceFlags`` returning is not the device being gone: with ACPI
+hot-unplug the guest must cooperate, and with q35's native pciehp the
+call returns after 5 s while the device is still there (DEVICE_REMOVED
+follows about a second later); a guest with no OS never lets go. So each
+operation here:
+
+1. registers for the device events *before* acting (keyed by domain
+   UUID and alias, one ``threading.Event`` per wait; libvirt delivers
+   events on its event-loop thread),
+2. issues the call on a helper thread so one monotonic deadline bounds
+   the whole operation, however long libvirt blocks,
+3. trusts the live XML over the event: success is the alias being gone
+   (detach) or present (attach) in the live domain, polled as a
+   fallback, and a DEVICE_REMOVAL_FAILED event is final,
+4. deregisters in ``finally``.
+
+The libvirt domain and the event source are small protocols so tests can
+fake them in a few lines.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import threading
+import time
+from typing import Callable, Iterable, Optional, Protocol
+
+from .errors import LIBVIRT_FAILURE, SriovError
+from .libvirtconn import translated
+from .xmlsafe import parse_xml
+
+log = logging.getLogger(__name__)
+
+AFFECT_LIVE = 1  # libvirt.VIR_DOMAIN_AFFECT_LIVE (stable ABI); no import needed
+ADDED = "device-added"
+REMOVED = "device-removed"
+REMOVAL_FAILED = "device-removal-failed"
+_IN_PROGRESS = "already in the process of unplug"
+
+
+class DeviceTimeout(SriovError):
+    """The device did not arrive or leave in time; ``data`` says which and how."""
+
+    code = LIBVIRT_FAILURE
+
+
+class DeviceRemovalFailed(SriovError):
+    """The guest refused the unplug (DEVICE_REMOVAL_FAILED): final, no retry."""
+
+    code = LIBVIRT_FAILURE
+
+
+class Domain(Protocol):
+    def UUIDString(self) -> str: ...
+
+    def XMLDesc(self, flags: int = 0) -> str: ...
+
+    def attachDeviceFlags(self, xml: str, flags: int = 0) -> int: ...
+
+    def detachDeviceFlags(self, xml: str, flags: int = 0) -> int: ...
+
+
+class EventSource(Protocol):
+    """Subscribes to device events of one domain; calls :func:`notify` on them."""
+
+    def subscribe(self, dom: Domain, kinds: Iterable[str]) -> object: ...
+
+    def unsubscribe(self, handle: object) -> None: ...
+
+
+class _Waiter:
+    def __init__(self, kinds):
+        self.kinds = frozenset(kinds)
+        self.event = threading.Event()
+        self.seen: list = []
+
+
+_waiters: dict = {}
+_waiters_lock = threading.Lock()
+
+
+def notify(vm_uuid: str, alias: str, kind: str) -> None:
+    """Deliver one device event to whoever waits on (*vm_uuid*, *alias*)."""
+    with _waiters_lock:
+        waiter = _waiters.get((vm_uuid, alias))
+    if waiter is not None and kind in waiter.kinds:
+        waiter.seen.append(kind)
+        waiter.event.set()
+
+
+@contextlib.contextmanager
+def _waiting(events: EventSource, dom: Domain, alias: str, kinds):
+    key = (dom.UUIDString(), alias)
+    waiter = _Waiter(kinds)
+    with _waiters_lock:
+        if key in _waiters:
+            raise SriovError("already waiting for a device event of %s alias %s" % key)
+        _waiters[key] = waiter
+    handle = None
+    try:
+        handle = events.subscribe(dom, kinds)
+        yield waiter
+    finally:
+        if handle is not None:
+            events.unsubscribe(handle)
+        with _waiters_lock:
+            _waiters.pop(key, None)
+
+
+class LibvirtEvents:
+    """The real event source: per-domain callbacks on a libvirt connection."""
+
+    def __init__(self, conn):
+        self.conn = conn
+
+    def subscribe(self, dom, kinds) -> list:
+        import libvirt
+
+        ids = {ADDED: libvirt.VIR_DOMAIN_EVENT_ID_DEVICE_ADDED,
+               REMOVED: libvirt.VIR_DOMAIN_EVENT_ID_DEVICE_REMOVED,
+               REMOVAL_FAILED: libvirt.VIR_DOMAIN_EVENT_ID_DEVICE_REMOVAL_FAILED}
+        handles = []
+        try:
+            with translated("registering for device events"):
+                for kind in kinds:
+                    handles.append(self.conn.domainEventRegisterAny(dom, ids[kind], _callback, kind))
+        except BaseException:
+            self.unsubscribe(handles)
+            raise
+        return handles
+
+    def unsubscribe(self, handle) -> None:
+        for h in handle:
+            try:
+                self.conn.domainEventDeregisterAny(h)
+            except Exception as e:  # the connection may be gone; nothing to undo then
+                log.debug("deregistering device event callback %s: %s", h, e)
+
+
+def _callback(_conn, dom, alias, kind) -> None:
+    """Runs on libvirt's event-loop thread: hand over, do nothing else."""
+    notify(dom.UUIDString(), alias, kind)
+
+
+class _Call:
+    """Run a blocking libvirt call on a helper thread; keep its outcome."""
+
+    def __init__(self, started: float, fn: Callable, *args):
+        self.started = started
+        self.done = threading.Event()
+        self.error: Optional[BaseException] = None
+        self.returned_at: Optional[float] = None
+        threading.Thread(target=self._run, args=(fn, args), daemon=True).start()
+
+    def _run(self, fn, args) -> None:
+        try:
+            fn(*args)
+        except BaseException as e:  # handed to the waiting thread
+            self.error = e
+        finally:
+            self.returned_at = time.monotonic()
+            self.done.set()
+
+
+def alias_present(dom: Domain, alias: str) -> bool:
+    """Whether the live domain has a device with this alias right now."""
+    with translated("reading the live domain XML"):
+        xml = dom.XMLDesc(0)
+    root = parse_xml(xml, "live domain XML")
+    return any(a.get("name") == alias for a in root.iterfind("devices/*/alias"))
+
+
+def _check_call(call: _Call, what: str) -> None:
+    """Raise the call's error, translated, unless it means 'keep waiting'."""
+    err = call.error
+    if err is None or _IN_PROGRESS in str(err):
+        return
+    if isinstance(err, SriovError):
+        raise err
+    with translated(what):
+        raise err
+
+
+def _wait(dom: Domain, alias: str, want_present: bool, waiter: _Waiter, call: _Call,
+          deadline: float, poll_interval: float, what: str) -> None:
+    """Wait until the live XML shows the wanted state, or fail."""
+    while True:
+        remaining = deadline - time.monotonic()
+        waiter.event.wait(max(0.0, min(poll_interval, remaining)))
+        if REMOVAL_FAILED in waiter.seen:
+            raise DeviceRemovalFailed("%s: the guest refused to release device %s" % (what, alias),
+                                      {"alias": alias, "events": list(waiter.seen)})
+        if alias_present(dom, alias) == want_present:
+            return
+        _check_call(call, what)
+        if time.monotonic() >= deadline:
+            raise DeviceTimeout(
+                "%s: device %s still %s after %.1f s (events seen: %s; libvirt call %s)"
+                % (what, alias, "absent" if want_present else "present",
+                   deadline - call.started, ", ".join(waiter.seen) or "none",
+                   "returned" if call.done.is_set() else "still blocked"),
+                {"alias": alias, "events": list(waiter.seen), "call_returned": call.done.is_set()})
+
+
+def _run_and_wait(dom: Domain, fn, device_xml: str, alias: str, timeout: float,
+                  events: Optional[EventSource], kinds, want_present: bool,
+                  poll_interval: float, what: str) -> float:
+    start = time.monotonic()
+    deadline = start + timeout
+    if events is None:
+        events = LibvirtEvents(dom.connect())
+    with _waiting(events, dom, alias, kinds) as waiter:
+        call = _Call(start, fn, device_xml, AFFECT_LIVE)
+        _wait(dom, alias, want_present, waiter, call, deadline, poll_interval, what)
+    elapsed = (time.monotonic() - start) * 1000.0
+    log.info("%s: device %s %s in %.0f ms (events: %s)", what, alias,
+             "attached" if want_present else "removed", elapsed, ", ".join(waiter.seen) or "none")
+    return elapsed
+
+
+def detach_and_wait(dom: Domain, device_xml: str, alias: str, timeout: float,
+                    events: Optional[EventSource] = None, poll_interval: float = 0.2) -> float:
+    """Live-detach a device and wait until it is gone; return elapsed ms.
+
+    Raises DeviceTimeout (still present at the deadline),
+    DeviceRemovalFailed (the guest refused) or LibvirtFailure.
+    """
+    return _run_and_wait(dom, dom.detachDeviceFlags, device_xml, alias, timeout, events,
+                         (REMOVED, REMOVAL_FAILED), False, poll_interval,
+                         "detach from VM %s" % dom.UUIDString())
+
+
+def attach_and_wait(dom: Domain, device_xml: str, alias: str, timeout: float,
+                    events: Optional[EventSource] = None, poll_interval: float = 0.2) -> float:
+    """Live-attach a device and wait until the live XML has it; return elapsed ms."""
+    return _run_and_wait(dom, dom.attachDeviceFlags, device_xml, alias, timeout, events,
+                         (ADDED,), True, poll_interval,
+                         "attach to VM %s" % dom.UUIDString())

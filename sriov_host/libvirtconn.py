@@ -1,0 +1,163 @@
+"""Opening libvirt, once per process, the way the host wants it.
+
+On an oVirt host libvirt requires SASL for vdsm, so VDSM's own
+``vdsm.common.libvirtconnection.get()`` is used wherever it is importable.
+Elsewhere (the lab, a plain libvirt host) the ``[libvirt]`` section of
+the config names the URI and optional SASL credentials.
+
+Device events are only delivered while an event loop runs, and libvirt
+wants the loop implementation registered *before* a connection opens, so
+:func:`open_connection` starts one default-impl loop in a daemon thread
+per process first.
+
+``libvirt`` is imported lazily inside functions: the hook's fast path for
+VMs without SR-IOV vNICs must not pay for it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import threading
+from typing import Optional
+
+from lxml import etree
+
+from .errors import LibvirtFailure, NoSuchVm
+
+log = logging.getLogger(__name__)
+
+_loop_lock = threading.Lock()
+_loop_thread: Optional[threading.Thread] = None
+
+
+def start_event_loop() -> None:
+    """Register libvirt's default event loop and run it in a daemon thread.
+
+    Idempotent: the first call wins, later calls return at once.
+    """
+    global _loop_thread
+    with _loop_lock:
+        if _loop_thread is not None:
+            return
+        import libvirt
+
+        libvirt.virEventRegisterDefaultImpl()
+        _loop_thread = threading.Thread(target=_run_loop, name="libvirt-events", daemon=True)
+        _loop_thread.start()
+
+
+def _run_loop() -> None:
+    import libvirt
+
+    while True:
+        try:
+            libvirt.virEventRunDefaultImpl()
+        except Exception:  # a broken callback must not stop event delivery
+            log.exception("libvirt event loop iteration failed")
+
+
+@contextlib.contextmanager
+def translated(what: str, vm_id: Optional[str] = None):
+    """Turn a libvirt error raised inside into LibvirtFailure (or NoSuchVm)."""
+    import libvirt
+
+    try:
+        yield
+    except libvirt.libvirtError as e:
+        data = {"libvirt_code": e.get_error_code(), "libvirt_message": e.get_error_message()}
+        if vm_id:
+            data["vmID"] = vm_id
+        if e.get_error_code() == libvirt.VIR_ERR_NO_DOMAIN:
+            raise NoSuchVm("%s: no such VM %s" % (what, vm_id or ""), data) from e
+        raise LibvirtFailure("%s: %s" % (what, e.get_error_message() or e), data) from e
+
+
+def _vdsm_get():
+    """VDSM's connection getter, or None off oVirt hosts."""
+    try:
+        from vdsm.common import libvirtconnection
+    except ImportError:
+        return None
+    return libvirtconnection.get
+
+
+def _read_password(path: str) -> str:
+    with open(path, encoding="utf-8") as f:
+        return f.read().strip()
+
+
+def _open_auth(uri: str, username: str, password_file: Optional[str]):
+    import libvirt
+
+    password = _read_password(password_file) if password_file else ""
+
+    def request(creds, _opaque):
+        for cred in creds:
+            if cred[0] == libvirt.VIR_CRED_AUTHNAME:
+                cred[4] = username
+            elif cred[0] == libvirt.VIR_CRED_PASSPHRASE:
+                cred[4] = password
+        return 0
+
+    auth = [[libvirt.VIR_CRED_AUTHNAME, libvirt.VIR_CRED_PASSPHRASE], request, None]
+    return libvirt.openAuth(uri, auth, 0)
+
+
+def open_connection(cfg=None, use_vdsm: bool = True):
+    """A connection to this host's libvirt, with the event loop running.
+
+    *cfg* is a :class:`sriov_host.config.Config`; without one, the default
+    config is loaded. VDSM's getter wins where importable (unless
+    *use_vdsm* is false, for tests).
+    """
+    start_event_loop()
+    getter = _vdsm_get() if use_vdsm else None
+    if getter is not None:
+        with translated("connecting to libvirt through VDSM"):
+            return getter()
+    if cfg is None:
+        from . import config
+
+        cfg = config.load()
+    with translated("connecting to libvirt at %s" % cfg.libvirt_uri):
+        if cfg.libvirt_username:
+            return _open_auth(cfg.libvirt_uri, cfg.libvirt_username, cfg.libvirt_password_file)
+        import libvirt
+
+        return libvirt.open(cfg.libvirt_uri)
+
+
+def lookup(conn, vm_id: str):
+    """The domain with UUID *vm_id*; NoSuchVm if this host has none."""
+    with translated("looking up VM", vm_id):
+        return conn.lookupByUUIDString(vm_id)
+
+
+def live_xml(dom, flags: int = 0) -> str:
+    with translated("reading the live domain XML"):
+        return dom.XMLDesc(flags)
+
+
+def host_uuid(conn) -> Optional[str]:
+    """The libvirt host UUID (``<host><uuid>`` of the capabilities)."""
+    with translated("reading host capabilities"):
+        caps = conn.getCapabilities()
+    return etree.fromstring(caps.encode()).findtext("host/uuid")
+
+
+def set_record_xml(dom, record_xml: Optional[str], live: bool = True) -> None:
+    """Write (or with None remove) our metadata record on the domain.
+
+    *record_xml* is :func:`sriov_host.metadata.to_xml` output. AFFECT_LIVE
+    is what migrates with the domain; persistent domains get the config
+    copy too, when asked with ``live=False``.
+    """
+    import libvirt
+
+    from . import metadata
+
+    flags = libvirt.VIR_DOMAIN_AFFECT_LIVE if live else libvirt.VIR_DOMAIN_AFFECT_CONFIG
+    with translated("writing the migration record"):
+        dom.setMetadata(libvirt.VIR_DOMAIN_METADATA_ELEMENT, record_xml,
+                        metadata.PREFIX if record_xml is not None else None, metadata.NS, flags)
