@@ -1,0 +1,193 @@
+"""``sriov-client`` and :class:`RpcClient`: JSON-RPC 2.0 over (mutual) TLS.
+
+jsonrpclib's ServerProxy is not thread-safe and has no timeout, so this
+is a small POST with http.client: one fresh connection per call, with
+the timeout on connect, handshake and every read. Any failure to get an
+answer is :class:`RpcUnavailable`; an answer that is an error is
+:class:`RpcError` (code, message, data).
+
+The CLI follows vdsm-client: ``sriov-client [-a HOST] [-p PORT]
+[--insecure] [--timeout S] [-f FILE|-] SRIOV METHOD [name=value ...]``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import http.client
+import itertools
+import json
+import socket
+import ssl
+import sys
+from typing import Any, Optional
+
+from sriov_host.config import VDSM_CA, VDSM_CERT, VDSM_KEY
+
+DEFAULT_PORT = 54325
+NAMESPACE = "SRIOV"
+_INT_PARAMS = ("ttl",)  # values are strings on the command line, like vdsm-client
+
+
+class RpcError(Exception):
+    """The service answered with a JSON-RPC error."""
+
+    def __init__(self, code: int, message: str, data: Any = None):
+        super().__init__("(code=%s, message=%s)" % (code, message))
+        self.code = code
+        self.message = message
+        self.data = data
+
+
+class RpcUnavailable(Exception):
+    """No answer: connection refused, TLS failure, timeout, or garbage."""
+
+    def __init__(self, message: str):
+        super().__init__(message)
+        self.message = message
+
+
+def client_ssl_context(cert: Optional[str], key: Optional[str], ca: Optional[str],
+                       check_hostname: bool = True) -> ssl.SSLContext:
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    ctx.minimum_version = ssl.TLSVersion.TLSv1_2
+    ctx.check_hostname = check_hostname
+    try:
+        ctx.load_verify_locations(cafile=ca or VDSM_CA)
+        ctx.load_cert_chain(cert or VDSM_CERT, key or VDSM_KEY)
+    except (OSError, ssl.SSLError) as e:
+        raise RpcUnavailable("cannot load TLS material (cert %s, key %s, ca %s): %s" % (
+            cert or VDSM_CERT, key or VDSM_KEY, ca or VDSM_CA, _one_line(e))) from None
+    return ctx
+
+
+class RpcClient:
+    """Thread-safe: every call opens, uses and closes its own connection."""
+
+    def __init__(self, host: str, port: int = DEFAULT_PORT, cert: Optional[str] = None,
+                 key: Optional[str] = None, ca: Optional[str] = None, insecure: bool = False,
+                 timeout: float = 10.0, check_hostname: bool = True):
+        self.host = host
+        self.port = int(port)
+        self.timeout = timeout
+        self.insecure = insecure
+        self._ctx = None if insecure else client_ssl_context(cert, key, ca, check_hostname)
+        self._ids = itertools.count(1)
+
+    def call(self, method: str, params: Any = None) -> Any:
+        """Call ``method`` (e.g. ``SRIOV.reserveVfs``); return its result or raise."""
+        body = json.dumps({"jsonrpc": "2.0", "id": next(self._ids), "method": method,
+                           "params": {} if params is None else params}).encode()
+        status, raw = self._post(body)
+        try:
+            answer = json.loads(raw.decode("utf-8"))
+        except (ValueError, UnicodeDecodeError):
+            raise RpcUnavailable("%s answered HTTP %d with a body that is not JSON"
+                                 % (self._where(), status)) from None
+        if not isinstance(answer, dict):
+            raise RpcUnavailable("%s answered with a malformed JSON-RPC response" % self._where())
+        if answer.get("error") is not None:
+            err = answer["error"] if isinstance(answer["error"], dict) else {}
+            raise RpcError(err.get("code", -32603), err.get("message", "unknown error"), err.get("data"))
+        if "result" not in answer:
+            raise RpcUnavailable("%s answered with neither result nor error" % self._where())
+        return answer["result"]
+
+    def _post(self, body: bytes):
+        if self._ctx is None:
+            conn = http.client.HTTPConnection(self.host, self.port, timeout=self.timeout)
+        else:
+            conn = http.client.HTTPSConnection(self.host, self.port, timeout=self.timeout,
+                                               context=self._ctx)
+        try:
+            conn.request("POST", "/", body, {"Content-Type": "application/json",
+                                             "Connection": "close"})
+            resp = conn.getresponse()
+            return resp.status, resp.read()
+        except socket.timeout:
+            raise RpcUnavailable("%s: no answer within %.1f s" % (self._where(), self.timeout)) from None
+        except (OSError, ssl.SSLError, http.client.HTTPException) as e:
+            raise RpcUnavailable("%s: %s" % (self._where(), _one_line(e))) from None
+        finally:
+            conn.close()
+
+    def _where(self) -> str:
+        return "%s://%s:%d" % ("http" if self.insecure else "https", self.host, self.port)
+
+
+def _one_line(e) -> str:
+    return " ".join(str(e).split()) or type(e).__name__
+
+
+# -- CLI -----------------------------------------------------------------
+
+
+def _parse_args(argv):
+    p = argparse.ArgumentParser(
+        prog="sriov-client", description="Call the SR-IOV migration service (vdsm-client syntax).",
+        epilog="example: sriov-client -a dst.example.com SRIOV getReservation vmID=UUID; "
+               "echo '{\"vmID\": \"UUID\", \"nics\": [{\"mac\": \"00:1a:4a:16:01:51\"}]}' | "
+               "sriov-client -f - SRIOV reserveVfs")
+    p.add_argument("-a", "--host", default="localhost", help="service host (default localhost)")
+    p.add_argument("-p", "--port", type=int, default=DEFAULT_PORT, help="port (default %d)" % DEFAULT_PORT)
+    p.add_argument("--insecure", "--unsecure", action="store_true", help="plain HTTP, no TLS")
+    p.add_argument("--timeout", type=float, default=60.0, help="seconds to wait (default 60)")
+    p.add_argument("-f", "--file", help="read the params as a JSON object from FILE ('-': stdin)")
+    p.add_argument("--cert", default=VDSM_CERT, help="client certificate (default %s)" % VDSM_CERT)
+    p.add_argument("--key", default=VDSM_KEY, help="client key (default %s)" % VDSM_KEY)
+    p.add_argument("--ca", default=VDSM_CA, help="CA bundle (default %s)" % VDSM_CA)
+    p.add_argument("--no-verify-hostname", action="store_true",
+                   help="accept a server certificate that does not name HOST")
+    p.add_argument("namespace", help="always SRIOV")
+    p.add_argument("method", help="ping, listVfs, reserveVfs, releaseVfs, getReservation, "
+                                  "migrationStatus, restoreNics")
+    p.add_argument("args", nargs="*", metavar="name=value")
+    return p.parse_args(argv)
+
+
+def _params(args) -> dict:
+    params = {}
+    if args.file:
+        text = sys.stdin.read() if args.file == "-" else open(args.file, encoding="utf-8").read()
+        params = json.loads(text)
+        if not isinstance(params, dict):
+            raise ValueError("the params file must hold a JSON object")
+    for item in args.args:
+        name, sep, value = item.partition("=")
+        if not sep or not name:
+            raise ValueError("argument %r is not name=value" % item)
+        params[name] = int(value) if name in _INT_PARAMS and value.isdigit() else value
+    return params
+
+
+def main(argv=None) -> int:
+    args = _parse_args(argv)
+    if args.namespace != NAMESPACE:
+        print("sriov-client: unknown namespace %r (only %s)" % (args.namespace, NAMESPACE),
+              file=sys.stderr)
+        return 2
+    try:
+        params = _params(args)
+    except (OSError, ValueError) as e:
+        print("sriov-client: bad params: %s" % _one_line(e), file=sys.stderr)
+        return 2
+    method = "%s.%s" % (NAMESPACE, args.method)
+    try:
+        client = RpcClient(args.host, args.port, args.cert, args.key, args.ca, args.insecure,
+                           args.timeout, check_hostname=not args.no_verify_hostname)
+        result = client.call(method, params)
+    except RpcError as e:
+        print("sriov-client: Command %s with args %s failed:\n(code=%s, message=%s)%s"
+              % (method, json.dumps(params), e.code, e.message,
+                 "\ndata: %s" % json.dumps(e.data, sort_keys=True) if e.data else ""),
+              file=sys.stderr)
+        return 1
+    except RpcUnavailable as e:
+        print("sriov-client: Connection to %s:%d failed: %s" % (args.host, args.port, e.message),
+              file=sys.stderr)
+        return 1
+    print(json.dumps(result, indent=4, sort_keys=True))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

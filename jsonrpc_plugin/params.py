@@ -1,0 +1,157 @@
+"""Strict validation of the SRIOV verbs' params, before anything is touched.
+
+Every verb's params are declared once here, in the documented order, so
+a call may pass them as an object (named) or, like VDSM, as a positional
+array. A bad value raises InvalidParams (-32602) naming the field, e.g.
+``nics[1].vlan``; a call that fails here has changed nothing.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import Any, Callable, Optional
+
+from sriov_host.errors import InvalidParams
+
+UUID_RE = re.compile(r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$")
+MAC_RE = re.compile(r"^[0-9a-fA-F]{2}(:[0-9a-fA-F]{2}){5}$")
+ALIAS_RE = re.compile(r"^ua-[A-Za-z0-9_-]{1,124}$")
+PF_RE = re.compile(r"^[A-Za-z0-9_.:@-]{1,64}$")
+NIC_KEYS = ("mac", "alias", "vlan", "network", "pf")
+MAX_NICS = 64
+MAX_TTL = 7 * 24 * 3600
+_MISSING = object()
+
+
+def _fail(field: str, why: str, value: Any = _MISSING) -> InvalidParams:
+    got = "" if value is _MISSING else ", got %s" % _short(value)
+    return InvalidParams("invalid params: %s: %s%s" % (field, why, got), {"field": field})
+
+
+def _short(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def _string(field: str, value, pattern=None, what="a string", max_len=256) -> str:
+    if not isinstance(value, str):
+        raise _fail(field, "must be %s" % what, value)
+    if pattern is not None and not pattern.match(value):
+        raise _fail(field, "must be %s" % what, value)
+    if not value or len(value) > max_len or any(ord(c) < 32 for c in value):
+        raise _fail(field, "must be %s (1..%d printable characters)" % (what, max_len), value)
+    return value
+
+
+def _int(field: str, value, low: int, high: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+        raise _fail(field, "must be an integer %d..%d" % (low, high), value)
+    return value
+
+
+def vm_id(field: str, value) -> str:
+    return _string(field, value, UUID_RE, "a UUID").lower()
+
+
+def mac(field: str, value) -> str:
+    return _string(field, value, MAC_RE, "a MAC address like 00:1a:4a:16:01:51").lower()
+
+
+def vlan(field: str, value) -> Optional[int]:
+    return None if value is None else _int(field, value, 0, 4094)
+
+
+def ttl(field: str, value) -> int:
+    return _int(field, value, 1, MAX_TTL)
+
+
+def pf(field: str, value) -> Optional[str]:
+    return None if value is None else _string(field, value, PF_RE, "a PF name")
+
+
+def alias(field: str, value) -> Optional[str]:
+    return None if value is None else _string(field, value, ALIAS_RE, "an alias like ua-<id>")
+
+
+def network(field: str, value) -> Optional[str]:
+    return None if value is None else _string(field, value, None, "a network name")
+
+
+_NIC_FIELDS = {"mac": mac, "alias": alias, "vlan": vlan, "network": network, "pf": pf}
+
+
+def nic(field: str, value) -> dict:
+    if not isinstance(value, dict):
+        raise _fail(field, "must be an object", value)
+    for key in value:
+        if key not in _NIC_FIELDS:
+            raise _fail("%s.%s" % (field, key), "unknown key (known: %s)" % ", ".join(NIC_KEYS))
+    if "mac" not in value:
+        raise _fail("%s.mac" % field, "is required")
+    return {key: check("%s.%s" % (field, key), value[key]) for key, check in _NIC_FIELDS.items()
+            if key in value}
+
+
+def nics(field: str, value) -> list:
+    if not isinstance(value, list) or not 1 <= len(value) <= MAX_NICS:
+        raise _fail(field, "must be a list of 1..%d NIC objects" % MAX_NICS, value)
+    out = [nic("%s[%d]" % (field, i), v) for i, v in enumerate(value)]
+    for key in ("mac", "alias"):
+        seen = {}
+        for i, n in enumerate(out):
+            if n.get(key) is None:
+                continue
+            if n[key] in seen:
+                raise _fail("%s[%d].%s" % (field, i, key), "duplicates %s[%d].%s"
+                            % (field, seen[n[key]], key), n[key])
+            seen[n[key]] = i
+    return out
+
+
+@dataclass(frozen=True)
+class Param:
+    name: str
+    check: Callable
+    default: Any = _MISSING
+
+    @property
+    def required(self) -> bool:
+        return self.default is _MISSING
+
+
+def bind(verb: str, spec: tuple, args: tuple, kwargs: dict, defaults: Optional[dict] = None) -> dict:
+    """Map positional or named params onto *spec* and validate each one."""
+    if args and kwargs:
+        raise InvalidParams("invalid params: pass params either by name or by position",
+                            {"field": "params"})
+    if len(args) > len(spec):
+        raise InvalidParams("invalid params: %s takes at most %d params, got %d"
+                            % (verb, len(spec), len(args)), {"field": "params"})
+    given = dict(zip((p.name for p in spec), args)) if args else dict(kwargs)
+    names = {p.name for p in spec}
+    for key in given:
+        if key not in names:
+            raise _fail(key, "unknown param (known: %s)" % (", ".join(p.name for p in spec) or "none"))
+    out = {}
+    for p in spec:
+        if p.name in given:
+            out[p.name] = p.check(p.name, given[p.name])
+        elif p.required:
+            raise _fail(p.name, "is required")
+        else:
+            out[p.name] = (defaults or {}).get(p.name, p.default)
+    return out
+
+
+VM_ONLY = (Param("vmID", vm_id),)
+
+SPECS = {
+    "ping": (),
+    "listVfs": (Param("pf", pf, None),),
+    "reserveVfs": (Param("vmID", vm_id), Param("nics", nics), Param("ttl", ttl, None)),
+    "releaseVfs": VM_ONLY,
+    "getReservation": VM_ONLY,
+    "migrationStatus": VM_ONLY,
+    "restoreNics": VM_ONLY,
+}

@@ -1,0 +1,203 @@
+"""The reconciler: expire reservations, and roll back migrations that failed.
+
+VDSM runs no hook on the source when a migration fails, so a VM can stay
+here with its SR-IOV vNICs unplugged. Each pass looks for running VMs
+whose record (on this host's VFs) still lists vNICs unplugged-for-
+migration, and re-plugs them once the VM has had no libvirt job for
+``rollback_grace`` seconds. libvirt events (lifecycle, job completed,
+migration iteration) mark when a job was last seen and wake the loop
+early; a periodic pass runs regardless, every ``reconcile_interval``.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from typing import Callable, Optional
+
+from sriov_host import domxml, metadata, rollback
+from sriov_host.errors import BadDomainXml, SriovError
+from sriov_host.ledger import IN_USE, UNPLUGGED
+
+log = logging.getLogger("sriov-migrationd.reconciler")
+
+VIR_CONNECT_LIST_DOMAINS_ACTIVE = 1
+
+
+class Reconciler:
+    def __init__(self, host, devices, job_active: Callable, clock: Callable[[], float] = time.monotonic,
+                 wall: Callable[[], float] = time.time):
+        self.host = host
+        self.cfg = host.cfg
+        self.devices = devices
+        self.job_active = job_active
+        self.clock = clock
+        self.wall = wall
+        self._last_job = {}
+        self._first_seen = {}
+        self._wake = threading.Event()
+        self._stop = threading.Event()
+        self._thread: Optional[threading.Thread] = None
+        self._events_conn = None
+
+    # -- thread -------------------------------------------------------
+
+    def start(self) -> Reconciler:
+        self._thread = threading.Thread(target=self._run, name="sriov-reconciler", daemon=True)
+        self._thread.start()
+        return self
+
+    def stop(self, timeout: float = 10.0) -> None:
+        self._stop.set()
+        self._wake.set()
+        if self._thread is not None:
+            self._thread.join(timeout)
+
+    def wake(self) -> None:
+        self._wake.set()
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            due = None
+            try:
+                due = self.run_once()
+            except SriovError as e:
+                log.warning("reconcile pass failed: %s", e.message)
+            except Exception:
+                log.exception("reconcile pass failed")
+            wait = self.cfg.reconcile_interval
+            if due is not None:
+                wait = max(0.05, min(wait, due - self.clock()))
+            self._wake.wait(wait)
+            self._wake.clear()
+
+    # -- one pass -----------------------------------------------------
+
+    def run_once(self) -> Optional[float]:
+        """Expire, release orphans, roll back; returns when the next rollback is due."""
+        for claim in self.host.ledger.expire():
+            log.info("reservation of VF %s for VM %s expired", claim.vf_address, claim.vm_id)
+        conn = self.host.conn()
+        self._ensure_events(conn)
+        host_id = self.host.host_id
+        now = self.clock()
+        running, due = set(), None
+        for dom in conn.listAllDomains(VIR_CONNECT_LIST_DOMAINS_ACTIVE):
+            uuid = dom.UUIDString()
+            running.add(uuid)
+            when = self._check(dom, uuid, host_id, now)
+            if when is not None:
+                due = when if due is None else min(due, when)
+        self._forget_except(running)
+        self._release_orphans(running)
+        return due
+
+    def _check(self, dom, uuid: str, host_id, now: float) -> Optional[float]:
+        """Roll back this VM if due; else return when it will be (None: nothing pending)."""
+        record = self._record(dom, uuid)
+        if not rollback.pending_vnics(record, host_id):
+            self._forget(uuid)
+            return None
+        self._first_seen.setdefault(uuid, now)
+        if self.job_active(dom):
+            self._last_job[uuid] = now
+            return now + self.cfg.rollback_grace
+        due = self._quiet_since(uuid, record, now) + self.cfg.rollback_grace
+        if now < due:
+            return due
+        lock = self.host.vm_lock(uuid)
+        if not lock.acquire(blocking=False):
+            return now + self.cfg.reconcile_interval  # restoreNics is on it
+        try:
+            if self.job_active(dom):  # a migration started while we looked
+                self._last_job[uuid] = self.clock()
+                return None
+            self._restore(dom, uuid)
+        finally:
+            lock.release()
+        self._forget(uuid)
+        return None
+
+    def _restore(self, dom, uuid: str) -> None:
+        reason = "migration did not complete (no libvirt job for %.0f s)" % self.cfg.rollback_grace
+        try:
+            result = rollback.restore_vnics(dom, self.cfg, self.host.ledger, self.host.host_id,
+                                            reason, self.devices)
+        except SriovError as e:
+            log.warning("rollback of VM %s failed: %s", uuid, e.message)
+            return
+        log.info("rollback of VM %s: %s, restored %s, already attached %s, failed %s (%.1f ms)",
+                 uuid, result.phase, result.restored, result.already, result.failed,
+                 result.rollback_ms or 0.0)
+
+    def _quiet_since(self, uuid: str, record, now: float) -> float:
+        """When this VM last had a job: the last one seen, else its record's stamp."""
+        since = self._last_job.get(uuid)
+        if since is None and record.updated:
+            since = now - max(0.0, self.wall() - record.updated)
+        if since is None:
+            since = self._first_seen[uuid]
+        return since
+
+    def _record(self, dom, uuid: str):
+        try:
+            xml = dom.XMLDesc(0)
+        except Exception as e:  # noqa: BLE001 - gone while we looked
+            log.debug("cannot read VM %s: %s", uuid, e)
+            return None
+        if metadata.NS not in xml:
+            return None
+        try:
+            return metadata.read_record(domxml.parse_domain(xml))
+        except BadDomainXml as e:
+            log.warning("VM %s: unreadable migration record: %s", uuid, e.message)
+            return None
+
+    def _forget(self, uuid: str) -> None:
+        self._last_job.pop(uuid, None)
+        self._first_seen.pop(uuid, None)
+
+    def _forget_except(self, running: set) -> None:
+        for uuid in set(self._last_job) | set(self._first_seen):
+            if uuid not in running:
+                self._forget(uuid)
+
+    def _release_orphans(self, running: set) -> None:
+        """VFs the ledger gives to VMs that no longer run here (a hook missed it)."""
+        stale = self.wall() - max(self.cfg.rollback_grace, self.cfg.reconcile_interval)
+        for claim in self.host.ledger.claims():
+            if (claim.state in (IN_USE, UNPLUGGED) and claim.vm_id not in running
+                    and claim.updated < stale):
+                n = self.host.ledger.release_vf(claim.vm_id, claim.vf_address)
+                if n:
+                    log.info("released VF %s of VM %s, which no longer runs here",
+                             claim.vf_address, claim.vm_id)
+
+    # -- events -------------------------------------------------------
+
+    def note_job(self, uuid: str) -> None:
+        """A job ran just now on this VM: restart its grace period, look again soon."""
+        self._last_job[uuid] = self.clock()
+        self._wake.set()
+
+    def _ensure_events(self, conn) -> None:
+        if conn is self._events_conn:
+            return
+        self._events_conn = conn
+        try:
+            import libvirt
+
+            for ev in (libvirt.VIR_DOMAIN_EVENT_ID_LIFECYCLE, libvirt.VIR_DOMAIN_EVENT_ID_JOB_COMPLETED,
+                       libvirt.VIR_DOMAIN_EVENT_ID_MIGRATION_ITERATION):
+                conn.domainEventRegisterAny(None, ev, self._on_event, ev)
+        except Exception as e:  # noqa: BLE001 - periodic passes still run without events
+            log.info("libvirt events unavailable (%s); reconciling every %.1f s",
+                     " ".join(str(e).split()), self.cfg.reconcile_interval)
+
+    def _on_event(self, _conn, dom, *_rest) -> None:
+        """On libvirt's event thread: note and wake, nothing else."""
+        try:
+            self.note_job(dom.UUIDString())
+        except Exception:  # noqa: BLE001
+            self._wake.set()

@@ -1,0 +1,172 @@
+"""The JSON-RPC 2.0 server: jsonrpclib-pelix with mutual TLS done in the worker.
+
+jsonrpclib's TLS recipe wraps the listening socket, so the handshake
+runs on the accept thread and one silent client stalls everyone. Here
+the accept thread only accepts; a bounded pool worker sets a timeout,
+does the handshake and then serves the request. Bodies over
+``max_request_bytes`` are refused (413) before they are read.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import socket
+import ssl
+import threading
+
+import jsonrpclib.config
+from jsonrpclib.SimpleJSONRPCServer import PooledJSONRPCServer, SimpleJSONRPCRequestHandler
+from jsonrpclib.threadpool import ThreadPool
+
+from sriov_host.errors import ConfigError
+
+log = logging.getLogger("sriov-migrationd.server")
+
+# Never let a peer instantiate classes through "__jsonclass__" hints
+JSON_CONFIG = jsonrpclib.config.Config(use_jsonclass=False, content_type="application/json")
+
+
+class HandshakeFailed(Exception):
+    """A client failed the TLS handshake (no cert, untrusted, silent...)."""
+
+
+def server_ssl_context(cert: str, key: str, ca: str) -> ssl.SSLContext:
+    """Mutual TLS: our cert, and a client cert signed by the (VDSM) CA."""
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    ctx.minimum_version = ssl.TLSVersion.TLSv1_2
+    try:
+        ctx.load_cert_chain(cert, key)
+        ctx.load_verify_locations(cafile=ca)
+    except (OSError, ssl.SSLError) as e:
+        raise ConfigError("cannot load TLS material (cert %s, key %s, ca %s): %s"
+                          % (cert, key, ca, getattr(e, "strerror", None) or e)) from None
+    ctx.verify_mode = ssl.CERT_REQUIRED
+    return ctx
+
+
+class RequestHandler(SimpleJSONRPCRequestHandler):
+    """Handshake and timeouts on the worker thread; quiet access log."""
+
+    rpc_paths = ("/", "/RPC2", "/jsonrpc")
+
+    def setup(self):
+        self.timeout = self.server.client_timeout
+        self.request.settimeout(self.timeout)
+        ctx = self.server.ssl_context
+        if ctx is not None:
+            raw = self.request
+            try:
+                self.request = ctx.wrap_socket(raw, server_side=True, do_handshake_on_connect=False)
+                self.request.do_handshake()
+            except (OSError, ssl.SSLError, ValueError) as e:
+                self.request.close()
+                raise HandshakeFailed("TLS handshake with %s failed: %s"
+                                      % (self.client_address[0], _one_line(e))) from None
+        super().setup()
+
+    def finish(self):
+        try:
+            super().finish()
+        finally:
+            if isinstance(self.request, ssl.SSLSocket):
+                self.request.close()
+
+    def log_message(self, fmt, *args):
+        log.debug("%s %s", self.client_address[0], fmt % args)
+
+
+class RpcServer(PooledJSONRPCServer):
+    """A pooled JSON-RPC server that can be stopped whether or not it ever served."""
+
+    allow_reuse_address = True
+    request_queue_size = 128
+    daemon_threads = True
+
+    def __init__(self, address, ssl_context=None, workers: int = 8, max_request_bytes: int = 1 << 20,
+                 client_timeout: float = 10.0):
+        self.ssl_context = ssl_context
+        self.client_timeout = client_timeout
+        self._pool = ThreadPool(workers, 1, queue_size=workers * 16, timeout=1.0,
+                                logname="sriov-migrationd.pool")
+        self._pool.start()
+        self._serving = threading.Event()
+        handler = type("Handler", (RequestHandler,), {"max_request_size": max_request_bytes})
+        try:
+            super().__init__(address, requestHandler=handler, logRequests=False,
+                             config=JSON_CONFIG, thread_pool=self._pool)
+        except OSError:
+            self._pool.stop()
+            raise
+
+    @property
+    def port(self) -> int:
+        return self.server_address[1]
+
+    def process_request(self, request, client_address):
+        try:
+            self._pool.enqueue(self.process_request_thread, request, client_address)
+        except queue.Full:
+            log.warning("worker queue full; dropping connection from %s", client_address[0])
+            self.shutdown_request(request)
+
+    def handle_error(self, request, client_address):
+        import sys
+
+        exc = sys.exc_info()[1]
+        if isinstance(exc, HandshakeFailed):
+            log.info("%s", exc)
+        elif isinstance(exc, (socket.timeout, ConnectionError, ssl.SSLError)):
+            log.info("connection from %s dropped: %s", client_address[0], _one_line(exc))
+        else:
+            log.exception("error serving %s", client_address[0])
+
+    def serve_forever(self, poll_interval=0.2):
+        self._serving.set()
+        try:
+            super().serve_forever(poll_interval)
+        finally:
+            self._serving.clear()
+
+    def stop(self):
+        """Stop accepting, close the socket, drain the workers (never hangs)."""
+        if self._serving.is_set():
+            self.shutdown()
+        self.socket.close()
+        self._pool.stop()
+
+    server_close = stop
+
+
+def build_server(cfg, verbs, insecure: bool = False, port=None, listen=None) -> RpcServer:
+    """Bind (TLS unless asked otherwise) and register every ``SRIOV.*`` verb."""
+    tls = cfg.tls and not insecure
+    ctx = server_ssl_context(cfg.cert, cfg.key, cfg.ca) if tls else None
+    address = listen or cfg.listen or ("0.0.0.0" if tls else "127.0.0.1")
+    server = RpcServer((address, cfg.port if port is None else port), ctx, workers=cfg.workers,
+                       max_request_bytes=cfg.max_request_bytes, client_timeout=cfg.client_timeout)
+    for name, func in verbs.registered().items():
+        server.register_function(func, name)
+    return server
+
+
+class ServerThread:
+    """Run a server on a thread; used by the service and by in-process tests."""
+
+    def __init__(self, server: RpcServer):
+        self.server = server
+        self._thread = threading.Thread(target=server.serve_forever, name="sriov-rpc-accept",
+                                        daemon=True)
+
+    def start(self) -> ServerThread:
+        self._thread.start()
+        self.server._serving.wait(5)
+        return self
+
+    def stop(self):
+        self.server.stop()
+        self._thread.join(5)
+
+
+def _one_line(e) -> str:
+    return " ".join(str(e).split()) or type(e).__name__

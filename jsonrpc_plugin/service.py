@@ -1,0 +1,133 @@
+"""``sriov-migrationd``: the per-host reservation service and reconciler.
+
+:class:`Service` wires the config, the sqlite ledger, libvirt, the verbs,
+the TLS server and the reconciler; tests build one in-process, the
+console script runs one until SIGTERM.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import signal
+import sys
+import threading
+from typing import Callable, Optional
+
+from sriov_host import config as config_mod
+from sriov_host.errors import SriovError
+from sriov_host.ledger import Ledger
+
+from .host import HostContext, LockedLedger
+from .reconciler import Reconciler
+from .server import ServerThread, build_server
+from .verbs import Verbs, _job_active
+
+log = logging.getLogger("sriov-migrationd")
+
+
+def _default_devices():
+    from sriov_host import devices
+
+    return devices
+
+
+class Service:
+    """One host's service; ``start()`` binds and serves, ``stop()`` undoes it all."""
+
+    def __init__(self, cfg, insecure: bool = False, conn_factory: Optional[Callable] = None,
+                 devices=None, job_active: Callable = _job_active, reconcile: bool = True,
+                 port: Optional[int] = None, listen: Optional[str] = None):
+        self.cfg = cfg
+        self.insecure = insecure
+        self._port = port
+        self._listen = listen
+        self.ledger = LockedLedger(Ledger(cfg.ledger_path))
+        self.host = HostContext(cfg, self.ledger, conn_factory)
+        devices = devices if devices is not None else _default_devices()
+        self.verbs = Verbs(self.host, devices, job_active)
+        self.reconciler = Reconciler(self.host, devices, job_active) if reconcile else None
+        self._server_thread: Optional[ServerThread] = None
+
+    @property
+    def port(self) -> int:
+        return self._server_thread.server.port
+
+    @property
+    def address(self) -> str:
+        return self._server_thread.server.server_address[0]
+
+    def start(self) -> Service:
+        try:
+            server = build_server(self.cfg, self.verbs, self.insecure, self._port, self._listen)
+            self._server_thread = ServerThread(server).start()
+        except BaseException:
+            self.ledger.close()
+            raise
+        if self.reconciler is not None:
+            self.reconciler.start()
+        log.info("sriov-migrationd serving %s on %s:%d", "plain HTTP" if server.ssl_context is None
+                 else "mutual TLS", self.address, self.port)
+        return self
+
+    def stop(self) -> None:
+        if self.reconciler is not None:
+            self.reconciler.stop()
+        if self._server_thread is not None:
+            self._server_thread.stop()
+            self._server_thread = None
+        self.host.close()
+        self.ledger.close()
+        log.info("sriov-migrationd stopped")
+
+    def __enter__(self) -> Service:
+        return self.start()
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
+
+
+def _parse_args(argv):
+    p = argparse.ArgumentParser(prog="sriov-migrationd",
+                                description="SR-IOV live migration: per-host VF reservation service")
+    p.add_argument("-c", "--config", help="config file (default $SRIOV_MIGRATION_CONF or %s)"
+                   % config_mod.DEFAULT_PATH)
+    p.add_argument("--insecure", action="store_true",
+                   help="plain HTTP (binds to 127.0.0.1 unless [server] listen says otherwise)")
+    p.add_argument("--listen", help="address to bind (overrides [server] listen)")
+    p.add_argument("--port", type=int, help="port (overrides [server] port)")
+    p.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    return p.parse_args(argv)
+
+
+def main(argv=None) -> int:
+    args = _parse_args(argv)
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO, stream=sys.stderr,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        cfg = config_mod.load(args.config)
+        if args.insecure:
+            cfg.tls = False
+        service = Service(cfg, insecure=args.insecure, port=args.port, listen=args.listen).start()
+    except SriovError as e:
+        print("sriov-migrationd: %s" % e.message, file=sys.stderr)
+        return 1
+    except OSError as e:
+        print("sriov-migrationd: cannot start: %s" % e, file=sys.stderr)
+        return 1
+    stopping = threading.Event()
+
+    def on_signal(signum, _frame):
+        log.info("signal %d: shutting down", signum)
+        stopping.set()
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    while not stopping.wait(1.0):
+        pass
+    service.stop()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

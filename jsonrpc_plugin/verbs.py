@@ -1,0 +1,170 @@
+"""The SRIOV.* verbs, and the one decorator that turns errors into JSON-RPC faults.
+
+Each verb validates its params first (``params.SPECS``), so a rejected
+call changes nothing; then it works through the shared host package.
+Expected errors (bad params, no free VF, unknown VM...) are logged on one
+line; anything else is logged with its traceback and answered -32603
+without internal details.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import socket
+import time
+
+from jsonrpclib import Fault
+
+import sriov_host
+from sriov_host import rollback, vfstate
+from sriov_host.errors import NoSuchVm, SriovError
+from sriov_host.ledger import RESERVED, STATES
+
+from . import params
+
+log = logging.getLogger("sriov-migrationd.verbs")
+
+NAMESPACE = "SRIOV"
+INTERNAL_ERROR = -32603
+
+
+def rpc_verb(func):
+    """Validate params, run the verb, log one line, map errors to a Fault."""
+    verb = func.__name__
+    spec = params.SPECS[verb]
+
+    @functools.wraps(func)
+    def wrapper(self, *args, **kwargs):
+        start = time.monotonic()
+        vm = kwargs.get("vmID", args[0] if args and spec and spec[0].name == "vmID" else None)
+        try:
+            bound = params.bind(verb, spec, args, kwargs, self.defaults())
+            result = func(self, **bound)
+        except SriovError as e:
+            _log_call(verb, vm, start, "error %d: %s" % (e.code, e.message),
+                      logging.INFO if e.expected else logging.ERROR)
+            return Fault(e.code, e.message, data=e.data or None)
+        except Exception:
+            log.exception("%s.%s vmID=%s failed unexpectedly", NAMESPACE, verb, vm)
+            _log_call(verb, vm, start, "internal error", logging.ERROR)
+            return Fault(INTERNAL_ERROR, "internal error in %s.%s; see the sriov-migrationd log"
+                         % (NAMESPACE, verb))
+        _log_call(verb, vm, start, "ok", logging.INFO)
+        return result
+
+    wrapper.rpc_name = "%s.%s" % (NAMESPACE, verb)
+    return wrapper
+
+
+def _log_call(verb, vm, start, outcome, level):
+    log.log(level, "%s.%s vmID=%s -> %s (%.1f ms)", NAMESPACE, verb,
+            vm if isinstance(vm, str) and len(vm) <= 64 else "-", outcome,
+            (time.monotonic() - start) * 1000.0)
+
+
+class Verbs:
+    """The verbs over one host's context (see host.HostContext)."""
+
+    def __init__(self, host, devices=None, job_active=None):
+        self.host = host
+        self.cfg = host.cfg
+        self.devices = devices
+        self._job_active = job_active or _job_active
+
+    def defaults(self) -> dict:
+        return {"ttl": self.cfg.reservation_ttl}
+
+    def registered(self) -> dict:
+        """``SRIOV.name`` -> bound verb, for the server to register."""
+        return {m.rpc_name: m for m in (getattr(self, n) for n in params.SPECS)}
+
+    @rpc_verb
+    def ping(self):
+        return {"version": sriov_host.__version__, "host": socket.gethostname(),
+                "host_uuid": self.host.host_id}
+
+    @rpc_verb
+    def listVfs(self, pf):
+        refs = self.host.domain_refs()
+        return vfstate.vf_table(self.host.inventory(), self.host.ledger.claims(pf=pf), refs, pf)
+
+    @rpc_verb
+    def reserveVfs(self, vmID, nics, ttl):
+        with self.host.vm_lock(vmID):
+            taken = frozenset(self.host.domain_refs())
+            res = self.host.ledger.reserve(vmID, nics, self.host.inventory(), taken_by_domains=taken,
+                                           networks=self.cfg.networks, ttl=ttl)
+        return res.to_json()
+
+    @rpc_verb
+    def releaseVfs(self, vmID):
+        """Drop the VM's reservation; all its claims if it does not run here."""
+        with self.host.vm_lock(vmID):
+            states = (RESERVED,) if self.host.is_running_here(vmID) else STATES
+            return {"released": self.host.ledger.release(vmID, states)}
+
+    @rpc_verb
+    def getReservation(self, vmID):
+        return self.host.ledger.get_reservation(vmID).to_json()
+
+    @rpc_verb
+    def migrationStatus(self, vmID):
+        status = self.host.ledger.status(vmID)
+        claims = self.host.ledger.claims(vm_id=vmID)
+        dom = self.host.lookup(vmID)
+        record = rollback.read_live_record(dom) if dom is not None else None
+        if status is None and record is None and not claims:
+            raise NoSuchVm("this host knows nothing of VM %s" % vmID, {"vmID": vmID})
+        return status_view(vmID, record, status, claims, dom is not None)
+
+    @rpc_verb
+    def restoreNics(self, vmID):
+        dom = self.host.lookup(vmID)
+        if dom is None or not dom.isActive():
+            raise NoSuchVm("VM %s is not running on this host" % vmID, {"vmID": vmID})
+        with self.host.vm_lock(vmID):
+            if self._job_active(dom):
+                raise rollback.DomainBusy("VM %s has an active libvirt job (migration?); "
+                                          "not re-plugging now" % vmID, {"vmID": vmID})
+            result = rollback.restore_vnics(dom, self.cfg, self.host.ledger, self.host.host_id,
+                                            "restoreNics", self.devices, retry_failed=True)
+        if result.failed:
+            raise rollback.RestoreFailed("%d of %d vNIC(s) of VM %s not re-plugged: %s" % (
+                len(result.failed), len(result.failed) + len(result.restored) + len(result.already),
+                vmID, "; ".join("%s: %s" % (f["alias"], f["error"]) for f in result.failed)),
+                result.to_json())
+        return result.to_json()
+
+
+def status_view(vm_id, record, status, claims, running_here) -> dict:
+    """One host's view: the record's vNICs, with timings the ledger kept."""
+    rows = {r["vnic"]: r for r in (status or {}).get("vnics", [])}
+    vnics = []
+    for v in (record.vnics if record else ()):
+        row = rows.pop(v.key, {})
+        vnics.append({"alias": v.alias, "mac": v.mac, "vf_address": v.vf_address, "state": v.state,
+                      "unplug_ms": _first(v.unplug_ms, row.get("unplug_ms")),
+                      "plug_ms": _first(v.plug_ms, row.get("plug_ms")),
+                      "rollback_ms": _first(v.rollback_ms, row.get("rollback_ms")),
+                      "error": v.error or row.get("error")})
+    for key, row in sorted(rows.items()):
+        vnics.append({"alias": key, "mac": row["mac"], "vf_address": None, "state": row["state"],
+                      "unplug_ms": row["unplug_ms"], "plug_ms": row["plug_ms"],
+                      "rollback_ms": row["rollback_ms"], "error": row["error"]})
+    phase = record.phase if record else (status or {}).get("phase", "reserved")
+    return {"vmID": vm_id, "phase": phase, "running_here": running_here,
+            "record_host": record.host if record else None, "vnics": vnics,
+            "vfs": [dict(c.vf_json(), state=c.state, mac=c.mac, alias=c.alias) for c in claims]}
+
+
+def _first(*values):
+    return next((v for v in values if v is not None), None)
+
+
+def _job_active(dom) -> bool:
+    """True while libvirt runs a job (a migration) on the domain."""
+    try:
+        return dom.jobInfo()[0] != 0  # VIR_DOMAIN_JOB_NONE
+    except Exception:  # noqa: BLE001 - drivers without job info have no migration either
+        return False
