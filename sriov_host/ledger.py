@@ -178,9 +178,11 @@ class Ledger:
             rows = self._rows(db, "vm_id=? AND state=?", (vm_id, RESERVED))
             if rows:
                 return Reservation(vm_id, min(r.expires for r in rows), tuple(rows))
-            if db.execute("SELECT 1 FROM expired WHERE vm_id=?", (vm_id,)).fetchone():
-                raise ReservationExpired("the reservation for VM %s has expired" % vm_id,
-                                         {"vmID": vm_id})
+            expired = db.execute("SELECT 1 FROM expired WHERE vm_id=?", (vm_id,)).fetchone()
+        # raised after COMMIT: raising inside would roll the expiry back
+        if expired:
+            raise ReservationExpired("the reservation for VM %s has expired" % vm_id,
+                                     {"vmID": vm_id})
         raise NoSuchVm("no reservation for VM %s on this host" % vm_id, {"vmID": vm_id})
 
     def release(self, vm_id: str, states=STATES) -> int:
