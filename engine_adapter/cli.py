@@ -187,6 +187,18 @@ def cmd_migrate(engine, args, out, err, reserver_factory=None) -> int:
     return run_migration(engine, args.vm, args.host, factory, out, err, opts)
 
 
+def _setup_logging(verbose: bool, err) -> None:
+    """Our logger only, to *err*; the SDK's wire debug (which shows tokens) stays off."""
+    logger = logging.getLogger(PROG)
+    for handler in list(logger.handlers):
+        logger.removeHandler(handler)
+    handler = logging.StreamHandler(err)
+    handler.setFormatter(logging.Formatter("%(name)s: %(levelname)s: %(message)s"))
+    logger.addHandler(handler)
+    logger.setLevel(logging.DEBUG if verbose else logging.WARNING)
+    logger.propagate = False
+
+
 COMMANDS = {"profiles": cmd_profiles, "set-migratable": cmd_set_migratable,
             "check-vm": cmd_check_vm, "migrate": cmd_migrate}
 
@@ -196,8 +208,7 @@ def main(argv: Optional[list] = None, reserver_factory=None, out=None, err=None)
     out = out or sys.stdout
     err = err or sys.stderr
     args = build_parser().parse_args(argv)
-    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.WARNING,
-                        format="%(name)s: %(levelname)s: %(message)s", stream=err)
+    _setup_logging(args.verbose, err)
     from .engine import Engine
 
     try:

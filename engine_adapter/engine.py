@@ -8,6 +8,7 @@ the engine's reason and detail verbatim.
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from typing import Optional
 
@@ -16,6 +17,8 @@ from sriov_host.policy import parse_bool
 from .errors import AdapterError, EngineFault
 from .model import LookupFailed, Profile, Vnic, looks_like_id, pick_profile, updated_custom
 from .session import EngineOptions, connect, sdk_failure
+
+log = logging.getLogger("sriov-engine")
 
 
 @dataclass(frozen=True)
@@ -67,6 +70,7 @@ class Engine:
     def _call(self, what: str, fn, *args, **kwargs):
         import ovirtsdk4 as sdk
 
+        log.debug("engine: %s", what)
         try:
             return fn(*args, **kwargs)
         except sdk.Error as e:

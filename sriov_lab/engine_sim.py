@@ -107,7 +107,8 @@ class EngineSimulator:
         ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
         ctx.load_cert_chain(issued.cert, issued.key)
         self._server = _Server(self._bind, _handler(self, ctx))
-        threading.Thread(target=self._server.serve_forever, name="engine-sim", daemon=True).start()
+        threading.Thread(target=self._server.serve_forever, args=(0.05,), name="engine-sim",
+                         daemon=True).start()
         return self
 
     def stop(self) -> None:
