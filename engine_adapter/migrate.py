@@ -89,22 +89,25 @@ def run_migration(engine, vm_key: str, host_key: str, reserver_factory, out, err
     steps = Steps(out, opts.clock)
     vm, nics = _check(engine, vm_key, steps)
     host, reserver = _destination(engine, vm, host_key, bool(nics), reserver_factory, steps, opts)
-    sent = False
+    stage = "reserve"
     try:
         _reserve(reserver, vm, nics, host, steps, opts)
+        stage = "migrate"  # from here the engine may be migrating, even if its answer is lost
         t = opts.clock()
         engine.migrate(vm, host)
-        sent = True
         steps.done("migrate", "engine accepted the migration of %s to %s" % (vm.name, host.name), t)
+        stage = "wait"
         t = opts.clock()
         _wait(engine, vm, host, err, opts)
         steps.done("wait", "VM %s is up on %s" % (vm.name, host.name), t)
     except KeyboardInterrupt:
-        _cleanup(engine, vm, reserver, steps, opts, cancel=sent)
+        _cleanup(engine, vm, reserver, steps, opts, cancel=stage != "reserve")
         out.write("sriov-engine: interrupted; the reservation on %s was released\n" % host.name)
         return EXIT_INTERRUPTED
     except AdapterError as e:
-        _cleanup(engine, vm, reserver, steps, opts, cancel=sent and isinstance(e, WaitTimeout))
+        if stage == "reserve" and isinstance(e, ServiceError):
+            raise  # reserveVfs is all or nothing: a refusal holds no VF
+        _cleanup(engine, vm, reserver, steps, opts, cancel=isinstance(e, WaitTimeout))
         raise
     out.write("migrated %s to %s in %.2fs\n" % (vm.name, host.name, opts.clock() - steps.t0))
     return EXIT_OK
