@@ -47,25 +47,24 @@ class Inventory:
         return frozenset(vf.address for vf in self.vfs)
 
 
-def _addr(elem) -> str:
-    return str(PciAddress.from_attrs(elem.attrib))
+def _addr(elem, attrs=None) -> str:
+    return str(PciAddress.from_attrs(elem.attrib if attrs is None else attrs))
 
 
 def _pci_info(cap):
     """Address, VF list, PF address and NUMA node of one PCI capability."""
     try:
-        address = str(PciAddress(*(int(cap.findtext(k) or "0", 0)
-                                   for k in ("domain", "bus", "slot", "function"))))
+        address = _addr(cap, {k: cap.findtext(k) or "0" for k in ("domain", "bus", "slot", "function")})
+        vfs, pf = [], None
+        for sub in cap.iterfind("capability"):
+            kind = sub.get("type")
+            if kind == "virt_functions":
+                vfs = [_addr(a) for a in sub.iterfind("address")]
+            elif kind == "phys_function":
+                a = sub.find("address")
+                pf = _addr(a) if a is not None else None
     except ValueError as e:
         raise InventoryError("bad PCI address in node device XML: %s" % e) from None
-    vfs, pf = [], None
-    for sub in cap.iterfind("capability"):
-        kind = sub.get("type")
-        if kind == "virt_functions":
-            vfs = [_addr(a) for a in sub.iterfind("address")]
-        elif kind == "phys_function":
-            a = sub.find("address")
-            pf = _addr(a) if a is not None else None
     numa = cap.find("numa")
     node = int(numa.get("node")) if numa is not None and numa.get("node", "").lstrip("-").isdigit() else None
     return address, vfs, pf, (node if node is None or node >= 0 else None)

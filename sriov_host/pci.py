@@ -11,6 +11,9 @@ _ADDR_RE = re.compile(
 )
 
 
+_LIMITS = (0xFFFF, 0xFF, 0x1F, 0x7)  # domain, bus, slot, function
+
+
 class PciAddress(NamedTuple):
     domain: int
     bus: int
@@ -29,9 +32,12 @@ class PciAddress(NamedTuple):
     def from_attrs(cls, attrs) -> PciAddress:
         """From an ``<address domain='0x0000' bus='0x05' .../>`` mapping."""
         try:
-            return cls(*(int(attrs.get(k, "0"), 0) for k in ("domain", "bus", "slot", "function")))
+            addr = cls(*(int(attrs.get(k, "0"), 0) for k in ("domain", "bus", "slot", "function")))
         except (TypeError, ValueError) as e:
             raise ValueError("bad PCI address attributes %s" % dict(attrs)) from e
+        if not all(0 <= v <= top for v, top in zip(addr, _LIMITS)):
+            raise ValueError("PCI address attributes out of range %s" % dict(attrs))
+        return addr
 
     def __str__(self) -> str:
         return "%04x:%02x:%02x.%x" % self

@@ -132,6 +132,10 @@ def test_parse_domain_should_refuse_utf16_encoded_dtd():
     pytest.param("<vlan><tag id='4095'/></vlan>", "out of range", id="vlan-4095"),
     pytest.param("<vlan><tag id='red'/></vlan>", "bad VLAN", id="vlan-not-int"),
     pytest.param("<source><address type='pci' bus='zz'/></source>", "PCI", id="bad-pci"),
+    pytest.param("<source><address type='pci' domain='0' bus='5' slot='16' function='9'/></source>",
+                 "out of range", id="pci-function-9"),
+    pytest.param("<source><address type='pci' domain='0' bus='0x105' slot='0' function='0'/>"
+                 "</source>", "out of range", id="pci-bus-9-bits"),
 ])
 def test_find_vnics_should_refuse_bad_interface(snippet, fragment):
     root = domxml.parse_domain(

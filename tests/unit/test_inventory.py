@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import pytest
 from helpers import nodedev
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from sriov_host import config, inventory
 from sriov_host.errors import InventoryError
@@ -138,3 +140,35 @@ def test_parse_devices_xml_should_accept_one_device_and_empty_host():
     pf, docs = _small_host()
     assert inventory.parse_devices_xml(docs[0]).vfs[0].address == pf.vfs[0]
     assert inventory.parse_devices_xml("<devices/>").vfs == ()
+
+
+_PF_CAP = ("<devices><device><name>pci_0000_3b_00_0</name><capability type='pci'>"
+           "<domain>0</domain><bus>59</bus><slot>0</slot><function>0</function>%s"
+           "</capability></device></devices>")
+
+
+@pytest.mark.parametrize("inner", [
+    pytest.param("<capability type='virt_functions'><address bus='zz'/></capability>",
+                 id="vf-bus-not-a-number"),
+    pytest.param("<capability type='virt_functions'><address domain='0' bus='0x1ff' slot='0'"
+                 " function='0'/></capability>", id="vf-bus-out-of-range"),
+    pytest.param("<capability type='phys_function'><address domain='0' bus='0x3b' slot='0x20'"
+                 " function='0'/></capability>", id="pf-slot-out-of-range"),
+])
+def test_parse_devices_xml_should_refuse_bad_pci_addresses(inner):
+    with pytest.raises(InventoryError, match="bad PCI address"):
+        inventory.parse_devices_xml(_PF_CAP % inner)
+
+
+_SMALL = nodedev.devices_xml(1, 3).encode()
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.integers(0, len(_SMALL) - 1), st.integers(1, 30), st.binary(max_size=6))
+def test_parse_devices_xml_should_raise_only_inventory_error_on_mangled_xml(pos, cut, junk):
+    try:
+        inv = inventory.parse_devices_xml(_SMALL[:pos] + junk + _SMALL[pos + cut:])
+    except InventoryError as e:
+        assert "\n" not in e.message
+    else:
+        assert len(inv.vfs) <= 3
