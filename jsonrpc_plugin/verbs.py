@@ -114,7 +114,7 @@ class Verbs:
         claims = self.host.ledger.claims(vm_id=vmID)
         dom = self.host.lookup(vmID)
         record = rollback.read_live_record(dom) if dom is not None else None
-        if status is None and record is None and not claims:
+        if status is None and dom is None and not claims:
             raise NoSuchVm("this host knows nothing of VM %s" % vmID, {"vmID": vmID})
         return status_view(vmID, record, status, claims, dom is not None)
 
@@ -152,7 +152,12 @@ def status_view(vm_id, record, status, claims, running_here) -> dict:
         vnics.append({"alias": key, "mac": row["mac"], "vf_address": None, "state": row["state"],
                       "unplug_ms": row["unplug_ms"], "plug_ms": row["plug_ms"],
                       "rollback_ms": row["rollback_ms"], "error": row["error"]})
-    phase = record.phase if record else (status or {}).get("phase", "reserved")
+    if record is not None:
+        phase = record.phase
+    elif status is not None:
+        phase = status["phase"]
+    else:
+        phase = "reserved" if any(c.state == RESERVED for c in claims) else "idle"
     return {"vmID": vm_id, "phase": phase, "running_here": running_here,
             "record_host": record.host if record else None, "vnics": vnics,
             "vfs": [dict(c.vf_json(), state=c.state, mac=c.mac, alias=c.alias) for c in claims]}

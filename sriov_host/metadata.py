@@ -94,8 +94,28 @@ def to_element(record: MigrationRecord) -> etree._Element:
 
 
 def to_xml(record: MigrationRecord) -> str:
-    """The string handed to ``virDomainSetMetadata`` (key ``sriov``, uri NS)."""
+    """The record as namespaced XML, as it reads inside the domain's ``<metadata>``."""
     return etree.tostring(to_element(record), encoding="unicode")
+
+
+def bare_xml(xml: str) -> str:
+    """Namespaced record XML without its namespace, as ``virDomainSetMetadata`` wants it.
+
+    libvirt puts the element in *uri* under the *key* prefix itself and
+    fails ("failed to create a new XML namespace") on XML that already
+    declares that prefix.
+    """
+    elem = etree.fromstring(xml.encode("utf-8"), etree.XMLParser(resolve_entities=False, no_network=True))
+    for e in elem.iter():
+        if isinstance(e.tag, str):
+            e.tag = etree.QName(e).localname
+    etree.cleanup_namespaces(elem)
+    return etree.tostring(elem, encoding="unicode")
+
+
+def to_libvirt_xml(record: MigrationRecord) -> str:
+    """The string handed to ``virDomainSetMetadata`` (key ``sriov``, uri NS)."""
+    return bare_xml(to_xml(record))
 
 
 class RecordError(BadDomainXml):

@@ -164,7 +164,7 @@ def read_live_record(dom):
 def save_record(dom, record) -> None:
     """Write the record into the live domain metadata (key ``sriov``, our namespace)."""
     try:
-        dom.setMetadata(VIR_DOMAIN_METADATA_ELEMENT, metadata.to_xml(record), METADATA_KEY,
+        dom.setMetadata(VIR_DOMAIN_METADATA_ELEMENT, metadata.to_libvirt_xml(record), METADATA_KEY,
                         metadata.NS, VIR_DOMAIN_AFFECT_LIVE)
     except Exception as e:  # noqa: BLE001
         raise LibvirtFailure("cannot write the migration record of VM %s: %s"
