@@ -59,7 +59,7 @@ def _no_free_vf(nics, i, allowed, pool) -> NoFreeVf:
         where = "on PF %s" % nic["pf"]
     if nic.get("network"):
         data["network"] = nic["network"]
-        where = "for network %s (PFs: %s)" % (
-            nic["network"], ", ".join(sorted(allowed)) if allowed else "none mapped")
+        pfs = "any" if allowed is None else (", ".join(sorted(allowed)) or "none mapped")
+        where = "for network %s (PFs: %s)" % (nic["network"], pfs)
     return NoFreeVf("no free VF %s for vNIC %s: %d requested, %d free"
                     % (where, nic.get("mac"), len(nics), len(free)), data)

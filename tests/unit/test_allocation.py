@@ -64,6 +64,9 @@ def test_pick_vfs_should_serve_most_constrained_first():
     pytest.param([nic(1, network="green")], vfs(), NETWORKS,
                  {"requested": 1, "free": 0, "network": "green"}, "none mapped",
                  id="network-unmapped"),
+    pytest.param([nic(1, network="red"), nic(2)], vfs(1, ("ens1f0",)), {},
+                 {"requested": 2, "free": 1, "network": "red"}, "for network red (PFs: any)",
+                 id="network-without-networks-section"),
 ])
 def test_pick_vfs_should_raise_2001_with_data(nics, free, networks, data, fragment):
     with pytest.raises(NoFreeVf) as ei:
