@@ -64,7 +64,7 @@ def test_pick_vfs_should_serve_most_constrained_first():
     pytest.param([nic(1, network="green")], vfs(), NETWORKS,
                  {"requested": 1, "free": 0, "network": "green"}, "none mapped",
                  id="network-unmapped"),
-    pytest.param([nic(1, network="red"), nic(2)], vfs(1, ("ens1f0",)), {},
+    pytest.param([nic(1), nic(2, network="red")], vfs(1, ("ens1f0",)), {},
                  {"requested": 2, "free": 1, "network": "red"}, "for network red (PFs: any)",
                  id="network-without-networks-section"),
 ])
