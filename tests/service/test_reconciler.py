@@ -1,0 +1,139 @@
+"""The reconciler's rollback decision with fakes and a hand-driven clock."""
+
+from __future__ import annotations
+
+import threading
+
+from jsonrpc_plugin.host import LockedLedger
+from jsonrpc_plugin.reconciler import Reconciler
+from jsonrpc_plugin.verbs import _job_active
+from sriov_host import metadata
+from sriov_host.config import Config
+from sriov_host.inventory import Vf
+from sriov_host.ledger import IN_USE, UNPLUGGED, Ledger
+
+from .fakes import HOST, VM, FakeDevices, FakeDomain
+
+VF = "0000:3c:00.1"
+
+
+class Clock:
+    def __init__(self):
+        self.now = 1000.0
+
+    def __call__(self):
+        return self.now
+
+
+class FakeConn:
+    def __init__(self, doms):
+        self.doms = doms
+
+    def listAllDomains(self, flags=0):
+        return list(self.doms)
+
+    def domainEventRegisterAny(self, *args):
+        raise RuntimeError("no event loop")
+
+
+class FakeHost:
+    def __init__(self, cfg, doms, ledger):
+        self.cfg, self._conn, self.ledger, self.host_id = cfg, FakeConn(doms), ledger, HOST
+        self.locks = {}
+
+    def conn(self):
+        return self._conn
+
+    def vm_lock(self, uuid):
+        return self.locks.setdefault(uuid, threading.Lock())
+
+
+def setup(job=0, updated=None):
+    cfg = Config(rollback_grace=5.0, reconcile_interval=1.0)
+    clock = Clock()
+    rec = metadata.MigrationRecord(vnics=(metadata.VnicRecord(
+        alias="ua-n1", mac="00:1a:4a:16:01:01", vf_address=VF, state=metadata.UNPLUGGED),),
+        host=HOST, phase="unplugged", updated=updated or 0.0)
+    dom = FakeDomain(rec, job=job)
+    ledger = LockedLedger(Ledger(":memory:", clock=lambda: clock.now))
+    ledger.hold(VM, [{"vf": Vf("pci_0000_3c_00_1", VF, "ens1f0", "0000:3b:00.0", 1),
+                      "mac": "00:1a:4a:16:01:01", "alias": "ua-n1"}], UNPLUGGED)
+    devices = FakeDevices()
+    rec = Reconciler(FakeHost(cfg, [dom], ledger), devices, _job_active, clock=clock,
+                     wall=lambda: clock.now)
+    return rec, dom, devices, ledger, clock
+
+
+def test_reconciler_should_wait_for_the_grace_then_replug():
+    rec, dom, devices, ledger, clock = setup()
+    due = rec.run_once()
+    assert devices.calls == [] and due == clock.now + 5.0
+    clock.now += 4.9
+    rec.run_once()
+    assert devices.calls == []
+    clock.now += 0.2
+    assert rec.run_once() is None
+    assert [a for a, _ in devices.calls] == ["ua-n1"]
+    assert dom.record.phase == "rolled-back" and dom.record.vnics[0].state == metadata.PLUGGED
+    assert ledger.claims(vm_id=VM)[0].state == IN_USE
+    assert ledger.status(VM)["phase"] == "rolled-back"
+    rec.run_once()
+    assert len(devices.calls) == 1
+
+
+def test_reconciler_should_not_replug_while_a_job_runs():
+    rec, dom, devices, _ledger, clock = setup(job=2)
+    for _ in range(5):
+        clock.now += 10
+        rec.run_once()
+    assert devices.calls == []
+    dom.job = 0
+    clock.now += 4
+    rec.run_once()
+    assert devices.calls == []  # grace counts from the last job seen
+    clock.now += 2
+    rec.run_once()
+    assert len(devices.calls) == 1
+
+
+def test_reconciler_should_count_the_grace_from_the_record_stamp():
+    rec, _dom, devices, _ledger, clock = setup(updated=1000.0 - 60)
+    rec.run_once()
+    assert len(devices.calls) == 1
+
+
+def test_event_should_restart_the_grace():
+    rec, _dom, devices, _ledger, clock = setup(updated=1000.0 - 4)
+    rec.note_job(VM)
+    clock.now += 2
+    rec.run_once()
+    assert devices.calls == []
+    clock.now += 3.1
+    rec.run_once()
+    assert len(devices.calls) == 1
+
+
+def test_reconciler_should_skip_a_vm_locked_by_restorenics():
+    rec, _dom, devices, _ledger, clock = setup(updated=1.0)
+    lock = rec.host.vm_lock(VM)
+    with lock:
+        rec.run_once()
+    assert devices.calls == []
+    rec.run_once()
+    assert len(devices.calls) == 1
+
+
+def test_reconciler_should_expire_and_release_orphans():
+    rec, _dom, _devices, ledger, clock = setup(updated=1.0)
+    rec.host._conn.doms = []  # the VM left this host
+    clock.now += 60
+    rec.run_once()
+    assert ledger.claims(vm_id=VM) == []
+
+
+def test_thread_should_start_and_stop_quickly():
+    rec, *_ = setup()
+    rec.start()
+    rec.wake()
+    rec.stop(timeout=3)
+    assert not rec._thread.is_alive()
