@@ -42,9 +42,16 @@ def start_event_loop() -> None:
             return
         import libvirt
 
+        # libvirt's default handler prints every error to stderr, which
+        # VDSM logs line by line; errors reach us as exceptions anyway.
+        libvirt.registerErrorHandler(_ignore_error, None)
         libvirt.virEventRegisterDefaultImpl()
         _loop_thread = threading.Thread(target=_run_loop, name="libvirt-events", daemon=True)
         _loop_thread.start()
+
+
+def _ignore_error(_ctx, _err) -> None:
+    return None
 
 
 def _run_loop() -> None:

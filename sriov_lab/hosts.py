@@ -126,7 +126,7 @@ class LabHost:
                     pids.append(int(f.read().strip()))
             except (OSError, ValueError):
                 continue
-        return [p for p in pids if _alive(p)]
+        return [p for p in pids if is_alive(p)]
 
     def alive(self) -> bool:
         return self.proc is not None and self.proc.poll() is None
@@ -268,18 +268,18 @@ def _terminate(pid: int, timeout: float) -> None:
         return
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        if not _alive(pid):
+        if not is_alive(pid):
             return
         time.sleep(0.05)
     try:
         os.kill(pid, signal.SIGKILL)
     except ProcessLookupError:
         return
-    while _alive(pid):
+    while is_alive(pid):
         time.sleep(0.05)
 
 
-def _alive(pid: int) -> bool:
+def is_alive(pid: int) -> bool:
     """True while *pid* exists and is not a zombie."""
     try:
         with open("/proc/%d/stat" % pid) as f:
@@ -336,7 +336,7 @@ def write_owner(lab_root: str) -> None:
 def _owner_alive(lab_root: str) -> bool:
     try:
         with open(os.path.join(lab_root, OWNER_FILE)) as f:
-            return _alive(int(f.read().strip()))
+            return is_alive(int(f.read().strip()))
     except (OSError, ValueError):
         return False
 
