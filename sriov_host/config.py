@@ -18,6 +18,9 @@ from .errors import ConfigError
 from .policy import parse_bool
 
 DEFAULT_PATH = "/etc/vdsm/sriov-migration.conf"
+# configparser copies [DEFAULT] into every section; we have no use for it,
+# so it is an ordinary (unknown, hence refused) section here.
+_NO_DEFAULTS = "\0no-defaults"
 ENV_VAR = "SRIOV_MIGRATION_CONF"
 
 VDSM_CERT = "/etc/pki/vdsm/certs/vdsmcert.pem"
@@ -110,7 +113,7 @@ def loads(text: str, path: str = "<string>") -> Config:
 
 
 def _new_parser() -> configparser.ConfigParser:
-    parser = configparser.ConfigParser(interpolation=None)
+    parser = configparser.ConfigParser(interpolation=None, default_section=_NO_DEFAULTS)
     parser.optionxform = str  # keep [networks] names as the engine spells them
     return parser
 

@@ -151,6 +151,10 @@ class Ledger:
         nics = [dict(n, mac=n["mac"].lower()) for n in nics]
         if not nics:
             raise InvalidParams("nics: at least one NIC is required")
+        macs = [n["mac"] for n in nics]
+        if len(set(macs)) != len(macs):
+            raise InvalidParams("nics: MAC %s appears twice"
+                                % next(m for m in macs if macs.count(m) > 1))
         now = self.clock()
         with self._write() as db:
             self._expire(db, now)
@@ -200,9 +204,13 @@ class Ledger:
                               (vm_id, vf_address)).rowcount
 
     def set_state(self, vm_id: str, vf_address: str, state: str) -> None:
-        """Move one of the VM's claims to *state* (in_use and unplugged never expire)."""
-        if state not in STATES:
-            raise ValueError("unknown ledger state %r" % state)
+        """Move one of the VM's claims to in_use or unplugged (neither expires).
+
+        Nothing moves back to reserved: a reservation is only made by
+        :meth:`reserve`, which sets its expiry.
+        """
+        if state not in (IN_USE, UNPLUGGED):
+            raise ValueError("cannot move a claim to ledger state %r" % state)
         with self._write() as db:
             cur = db.execute(
                 "UPDATE claims SET state=?, expires=CASE WHEN ?='reserved' THEN expires END,"
@@ -309,6 +317,10 @@ class Ledger:
 
 
 def _same_nics(rows: list, nics: list) -> bool:
-    have = sorted((r.mac, r.alias or None) for r in rows)
-    want = sorted((n["mac"], n.get("alias") or None) for n in nics)
-    return have == want
+    """A retry asks for the same vNICs on the same terms (VLAN, network, PF)."""
+    have = sorted((r.mac, r.alias or None, r.vlan, r.network or None) for r in rows)
+    want = sorted((n["mac"], n.get("alias") or None, n.get("vlan"), n.get("network") or None)
+                  for n in nics)
+    pf_ok = all(not n.get("pf") or any(r.mac == n["mac"] and r.pf == n["pf"] for r in rows)
+                for n in nics)
+    return have == want and pf_ok

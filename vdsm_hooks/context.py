@@ -107,4 +107,4 @@ class HookContext:
         """Write our record into the live domain metadata (AFFECT_LIVE)."""
         from sriov_host import libvirtconn
 
-        libvirtconn.set_record_xml(dom, metadata.to_xml(record))
+        libvirtconn.set_record_xml(dom, metadata.to_libvirt_xml(record))

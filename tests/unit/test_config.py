@@ -137,3 +137,11 @@ def test_loads_should_keep_network_name_case_and_refuse_upper_case_keys():
 def test_load_should_refuse_unreadable_file(tmp_path):
     with pytest.raises(ConfigError, match="cannot read config file"):
         config.load(str(tmp_path), required=True)  # a directory
+
+
+def test_default_section_should_be_refused_not_copied_into_every_section():
+    from sriov_host import config
+    from sriov_host.errors import ConfigError
+
+    with pytest.raises(ConfigError, match=r"unknown section \[DEFAULT\]"):
+        config.loads("[DEFAULT]\nport = 1\n[server]\ntls = false\n", "x.conf")

@@ -199,3 +199,35 @@ def test_ledger_should_refuse_other_schema_version(tmp_path):
         led._db.execute("UPDATE meta SET value='9' WHERE key='schema_version'")
     with pytest.raises(ledger_mod.SriovError, match="schema version 9"):
         Ledger(path)
+
+
+def test_reserve_should_refuse_two_nics_with_one_mac_and_write_nothing(ledger):
+    from sriov_host.errors import InvalidParams
+
+    with pytest.raises(InvalidParams, match="56:6f:1a:2b:00:01 appears twice"):
+        ledger.reserve(VM1, [nic(1), dict(nic(1), alias="ua-other")], INV, ttl=60)
+    assert ledger.claims() == []
+
+
+@pytest.mark.parametrize("change", [{"vlan": 200}, {"network": "blue"}, {"pf": "ens1f1"}],
+                         ids=["vlan", "network", "pf"])
+def test_retry_with_changed_terms_should_not_return_the_old_claims(ledger, change):
+    first = ledger.reserve(VM1, [nic(1, vlan=100, network="red", pf="ens1f0")], INV, ttl=60)
+    terms = dict(vlan=100, network="red", pf="ens1f0")
+    terms.update(change)
+    second = ledger.reserve(VM1, [nic(1, **terms)], INV, ttl=60)
+    got = second.claims[0]
+    assert (got.vlan, got.network) == (terms["vlan"], terms["network"])
+    assert got.pf == terms["pf"]
+    if "pf" in change:
+        assert got.vf_address != first.claims[0].vf_address
+    assert len(ledger.claims(VM1)) == 1
+
+
+def test_set_state_should_refuse_moving_back_to_reserved(ledger):
+    res = ledger.reserve(VM1, [nic(1)], INV, ttl=60)
+    addr = res.claims[0].vf_address
+    ledger.set_state(VM1, addr, IN_USE)
+    with pytest.raises(ValueError, match="reserved"):
+        ledger.set_state(VM1, addr, RESERVED)
+    assert [c.state for c in ledger.claims(VM1)] == [IN_USE]
