@@ -25,6 +25,14 @@ from .session import EngineOptions
 PROG = "sriov-engine"
 
 
+class _RefusePassword(argparse.Action):
+    """Say why, without echoing the value back where logs and terminals keep it."""
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        parser.error("passwords are not accepted on the command line, where process lists show "
+                     "them; use $OVIRT_PASSWORD or --password-file")
+
+
 def _connection_args(parser, suppress: bool) -> None:
     """Connection flags, accepted before or after the subcommand."""
     d = (lambda v: argparse.SUPPRESS) if suppress else (lambda v: v)
@@ -33,6 +41,7 @@ def _connection_args(parser, suppress: bool) -> None:
     g.add_argument("--username", default=d(None), help="engine user (default $OVIRT_USERNAME)")
     g.add_argument("--password-file", default=d(None), metavar="FILE",
                    help="read the password from FILE ('-' for stdin); default $OVIRT_PASSWORD")
+    g.add_argument("--password", action=_RefusePassword, help=argparse.SUPPRESS)
     g.add_argument("--ca-file", default=d(None), metavar="FILE",
                    help="engine CA certificate (default $OVIRT_CAFILE)")
     g.add_argument("--insecure", action="store_true", default=d(None),
@@ -44,11 +53,12 @@ def _connection_args(parser, suppress: bool) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog=PROG, description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog=PROG, description=__doc__.splitlines()[0], allow_abbrev=False)
     _connection_args(parser, suppress=False)
-    common = argparse.ArgumentParser(add_help=False)
+    common = argparse.ArgumentParser(add_help=False, allow_abbrev=False)
     _connection_args(common, suppress=True)
-    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND",
+                                parser_class=lambda **kw: argparse.ArgumentParser(allow_abbrev=False, **kw))
     sub.required = True
     p = sub.add_parser("profiles", parents=[common], help="list vNIC profiles")
     p.add_argument("--json", action="store_true")

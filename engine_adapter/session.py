@@ -25,7 +25,7 @@ from .errors import AdapterError
 log = logging.getLogger("sriov-engine")
 
 _TLS_CODES = {35, 51, 53, 54, 58, 59, 60, 64, 66, 77, 80, 82, 83, 90, 91, 98}
-_CURL_ERROR_RE = re.compile(r"\((\d+), '([^']*)'\)")
+_CURL_ERROR_RE = re.compile(r"[(,]\s*(\d+), '([^']*)'\)")
 
 
 @dataclass
