@@ -173,7 +173,7 @@ def test_destination_should_refuse_when_no_vf_is_free(host, hook_env, capsys):
 
     inv = inventory.load_nodedev_file(str(host.inventory))
     with Ledger(str(host.ledger)) as ledger:
-        for i, vf in enumerate(inv.vfs):
+        for i in range(len(inv.vfs)):
             ledger.reserve("other-%d" % i, [{"mac": "02:00:00:00:00:%02x" % i}], inv, ttl=60)
     before = host.claims()
     env, _ = hook_env(incoming_xml(SECOND))
