@@ -86,7 +86,7 @@ def nic(field: str, value) -> dict:
         raise _fail(field, "must be an object", value)
     for key in value:
         if key not in _NIC_FIELDS:
-            raise _fail("%s.%s" % (field, key), "unknown key (known: %s)" % ", ".join(NIC_KEYS))
+            raise _fail("%s.%s" % (field, str(key)[:64]), "unknown key (known: %s)" % ", ".join(NIC_KEYS))
     if "mac" not in value:
         raise _fail("%s.mac" % field, "is required")
     return {key: check("%s.%s" % (field, key), value[key]) for key, check in _NIC_FIELDS.items()
@@ -132,7 +132,8 @@ def bind(verb: str, spec: tuple, args: tuple, kwargs: dict, defaults: Optional[d
     names = {p.name for p in spec}
     for key in given:
         if key not in names:
-            raise _fail(key, "unknown param (known: %s)" % (", ".join(p.name for p in spec) or "none"))
+            raise _fail(str(key)[:64], "unknown param (known: %s)"
+                        % (", ".join(p.name for p in spec) or "none"))
     out = {}
     for p in spec:
         if p.name in given:

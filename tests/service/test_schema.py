@@ -1,0 +1,40 @@
+"""jsonrpc_plugin/vdsm-api.yml describes exactly the verbs the server registers."""
+
+from __future__ import annotations
+
+import os
+
+import yaml
+
+import jsonrpc_plugin
+from jsonrpc_plugin import params
+from jsonrpc_plugin.verbs import Verbs
+
+SCHEMA = os.path.join(os.path.dirname(jsonrpc_plugin.__file__), "vdsm-api.yml")
+
+
+def load():
+    with open(SCHEMA, encoding="utf-8") as f:
+        return yaml.safe_load(f)
+
+
+class _Host:
+    cfg = None
+
+
+def test_schema_should_list_exactly_the_registered_verbs():
+    doc = load()
+    verbs = {k for k in doc if k != "types"}
+    assert verbs == set(Verbs(_Host()).registered())
+
+
+def test_schema_params_should_match_the_validators_in_order():
+    doc = load()
+    for name, spec in params.SPECS.items():
+        entry = doc["SRIOV.%s" % name]
+        assert entry["description"] and entry["added"]
+        assert "return" in entry
+        documented = [p["name"] for p in entry.get("params", [])]
+        assert documented == [p.name for p in spec], name
+        for p, doc_p in zip(spec, entry.get("params", [])):
+            assert ("defaultvalue" in doc_p) == (not p.required), (name, p.name)
