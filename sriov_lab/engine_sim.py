@@ -20,7 +20,6 @@ carry the address and port of that host's ``sriov-migrationd``.
 
 from __future__ import annotations
 
-import fnmatch
 import json
 import logging
 import re
@@ -364,16 +363,10 @@ def _fault(status: int, reason: str, detail: str) -> tuple:
 
 
 def _search(records, query: dict) -> list:
-    """The engine search subset we need: ``name=VALUE`` (quoted, ``*`` wildcards)."""
-    text = query.get("search", "")
-    match = re.match(r'^\s*name\s*=\s*(?:"((?:[^"\\]|\\.)*)"|(\S+))\s*$', text)
-    if not text:
-        return list(records)
-    if not match:
-        raise _Fault(400, "Operation Failed", "unsupported search: %s" % text)
-    value = match.group(1) if match.group(1) is not None else match.group(2)
-    value = re.sub(r"\\(.)", r"\1", value)
-    return [r for r in records if fnmatch.fnmatchcase(r["name"], value)]
+    try:
+        return ex.search(records, query.get("search", ""))
+    except ValueError as e:
+        raise _Fault(400, "Operation Failed", str(e)) from None
 
 
 def _handler(sim: EngineSimulator, ctx: ssl.SSLContext):

@@ -8,6 +8,8 @@ would parse the engine's own answers.
 
 from __future__ import annotations
 
+import fnmatch
+import re
 import xml.etree.ElementTree as ET
 from typing import Optional
 
@@ -172,3 +174,15 @@ def parse_action_host(body: str) -> Optional[str]:
     if host_el is None:
         return None
     return host_el.get("id") or host_el.findtext("id") or host_el.findtext("name")
+
+
+def search(records, text: str) -> list:
+    """The engine search subset we need: ``name=VALUE`` (quoted, ``*`` wildcards)."""
+    if not text:
+        return list(records)
+    match = re.match(r'^\s*name\s*=\s*(?:"((?:[^"\\]|\\.)*)"|(\S+))\s*$', text)
+    if not match:
+        raise ValueError("unsupported search: %s" % text)
+    value = match.group(1) if match.group(1) is not None else match.group(2)
+    value = re.sub(r"\\(.)", r"\1", value)
+    return [r for r in records if fnmatch.fnmatchcase(r["name"], value)]

@@ -141,3 +141,10 @@ def test_sdk_requests_should_carry_version_4_and_the_sso_bearer_token(sim, seed,
     login = sim.find("POST", "/sso/oauth/token")[0]
     assert login.body == "grant_type=password&scope=ovirt-app-api&username=admin%40internal&password=***"
     assert sim.find("POST", "/services/sso-logout"), "the token is revoked at exit"
+
+
+def test_check_vm_should_quote_a_name_with_spaces_in_the_engine_search(sim, seed, run):
+    sim.add_vm('web "1" eu', seed.host1, nics=[{"name": "nic1", "mac": MAC2, "profile": seed.ready}])
+    res = run("check-vm", 'web "1" eu')
+    assert res.rc == 0, res.err
+    assert sim.find("GET", "/vms$")[-1].query == {"search": 'name="web \\"1\\" eu"'}
