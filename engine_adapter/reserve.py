@@ -48,8 +48,12 @@ class RpcReserver:
             raise AdapterError("cannot load the host service client (jsonrpc_plugin.client): %s"
                                % e) from None
         self._client_mod = client
-        self._client = client.RpcClient(host, port, cert=tls.cert, key=tls.key, ca=tls.ca,
-                                        insecure=tls.insecure, timeout=timeout)
+        try:
+            self._client = client.RpcClient(host, port, cert=tls.cert, key=tls.key, ca=tls.ca,
+                                            insecure=tls.insecure, timeout=timeout)
+        except client.RpcUnavailable as e:  # e.g. no VDSM PKI on this machine
+            raise AdapterError("%s: %s (see --service-cert/--service-key/--service-ca)"
+                               % (self.where, e)) from None
 
     def _call(self, method: str, params: dict) -> dict:
         mod = self._client_mod
