@@ -38,3 +38,24 @@ def test_schema_params_should_match_the_validators_in_order():
         assert documented == [p.name for p in spec], name
         for p, doc_p in zip(spec, entry.get("params", [])):
             assert ("defaultvalue" in doc_p) == (not p.required), (name, p.name)
+
+
+def test_example_config_should_load_with_the_defaults():
+    from sriov_host import config
+
+    path = os.path.join(os.path.dirname(jsonrpc_plugin.__file__), "data", "sriov-migration.conf")
+    cfg = config.load(path, required=True)
+    assert cfg.port == 54325 and cfg.tls and cfg.rollback_grace == 30
+    assert cfg.cert == config.VDSM_CERT and cfg.listen_address == "0.0.0.0"
+
+
+def test_unit_file_should_run_as_vdsm_without_capabilities():
+    import configparser
+
+    path = os.path.join(os.path.dirname(jsonrpc_plugin.__file__), "data", "sriov-migrationd.service")
+    unit = configparser.ConfigParser(interpolation=None, strict=False)
+    unit.optionxform = str
+    unit.read(path)
+    svc = unit["Service"]
+    assert svc["User"] == "vdsm" and svc["CapabilityBoundingSet"] == ""
+    assert svc["ExecStart"].endswith("sriov-migrationd") and svc["NoNewPrivileges"] == "yes"
