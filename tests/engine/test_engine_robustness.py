@@ -168,9 +168,17 @@ def fake_client_module(calls, fail=None):
     return mod
 
 
+def use_fake_client(monkeypatch, mod):
+    """Replace the module whether or not the real one was imported already."""
+    import jsonrpc_plugin
+
+    monkeypatch.setitem(sys.modules, "jsonrpc_plugin.client", mod)
+    monkeypatch.setattr(jsonrpc_plugin, "client", mod, raising=False)
+
+
 def test_migrate_should_call_the_host_service_with_mutual_tls(sim, seed, run, monkeypatch, tmp_path):
     calls = []
-    monkeypatch.setitem(sys.modules, "jsonrpc_plugin.client", fake_client_module(calls))
+    use_fake_client(monkeypatch, fake_client_module(calls))
     res = run("migrate", "vm-ready", "--host", "host2", "--poll-interval", "0.05", "--ttl", "60",
               "--service-cert", "c.pem", "--service-key", "k.pem", "--service-ca", "ca.pem")
     assert res.rc == 0, res.err
@@ -183,7 +191,7 @@ def test_migrate_should_call_the_host_service_with_mutual_tls(sim, seed, run, mo
 
 def test_migrate_should_default_to_the_vdsm_pki(sim, seed, run, monkeypatch):
     calls = []
-    monkeypatch.setitem(sys.modules, "jsonrpc_plugin.client", fake_client_module(calls))
+    use_fake_client(monkeypatch, fake_client_module(calls))
     assert run("migrate", "vm-ready", "--host", "host2", "--poll-interval", "0.05").rc == 0
     assert calls[0][3]["cert"] == "/etc/pki/vdsm/certs/vdsmcert.pem"
     assert calls[0][3]["key"] == "/etc/pki/vdsm/keys/vdsmkey.pem"
@@ -196,7 +204,7 @@ def test_migrate_should_default_to_the_vdsm_pki(sim, seed, run, monkeypatch):
 ])
 def test_unreachable_host_service_should_stop_before_migrating(sim, seed, run, monkeypatch, fail, text):
     calls = []
-    monkeypatch.setitem(sys.modules, "jsonrpc_plugin.client", fake_client_module(calls, fail))
+    use_fake_client(monkeypatch, fake_client_module(calls, fail))
     res = run("migrate", "vm-ready", "--host", "host2", "--poll-interval", "0.05")
     assert res.rc == 2
     assert "sriov-migrationd at 127.0.0.1:54399 unreachable: " in res.err and text in res.err
