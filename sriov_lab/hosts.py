@@ -52,8 +52,13 @@ auth_unix_ro = "none"
 unix_sock_group = "root"
 log_outputs = "3:file:/var/log/libvirt/libvirtd.log"
 """
-# Mount inside the new namespace, then become libvirtd (same PID).
-_WRAPPER = "set -e\n%s\nexec %s\n"
+# Mount inside the new namespace, then become libvirtd (same PID). The
+# daemon is pinned to CPU 0 because libvirt revalidates its QEMU
+# capabilities cache against the CPUID of the CPU it happens to run on;
+# on a VM whose vCPUs report different CPUID data a cache saved on one
+# CPU is "outdated" on another and every start re-probes for ~8 s.
+# libvirt gives each QEMU all online CPUs again, so guests are not pinned.
+_WRAPPER = "set -e\n%s\nexec taskset -c 0 %s\n"
 
 
 @dataclass
@@ -119,14 +124,16 @@ class LabHost:
 
     def qemu_pids(self) -> list:
         """PIDs of this host's QEMU processes, from libvirt's pid files."""
-        pids = []
+        pids = set()
         for path in glob.glob(os.path.join(self.root, "run", "libvirt", "qemu", "*.pid")):
+            if os.path.basename(path) == "driver.pid":  # the daemon's own lock
+                continue
             try:
                 with open(path) as f:
-                    pids.append(int(f.read().strip()))
+                    pids.add(int(f.read().strip()))
             except (OSError, ValueError):
                 continue
-        return [p for p in pids if is_alive(p)]
+        return sorted(p for p in pids if is_alive(p) and "qemu" in _cmdline(p))
 
     def alive(self) -> bool:
         return self.proc is not None and self.proc.poll() is None
