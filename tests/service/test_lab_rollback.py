@@ -1,0 +1,97 @@
+"""Lab: a migration fails after the source unplugged; the service re-plugs the source's own VF.
+
+Two real libvirtd hosts and a real guest (sriov_lab). The source's unplug
+is done as ``before_vm_migrate_source`` does it (live detach waiting for
+DEVICE_REMOVED, then the record says unplugged-for-migration); the
+destination's ``before_vm_migrate_destination`` refuses, so the migration
+fails and VDSM would run no hook on the source. The reconciler of host A's
+``sriov-migrationd`` must re-plug within ``rollback_grace`` + 1 s, and the
+guest must see its NIC again.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import time
+
+import pytest
+
+from jsonrpc_plugin.client import RpcClient
+from jsonrpc_plugin.service import Service
+from sriov_host import config, devices, domxml, metadata, rollback
+from sriov_lab import domains
+from sriov_lab import hookrunner as hr
+from sriov_lab.migration import migrate
+
+pytestmark = pytest.mark.lab
+
+GRACE = 2.0
+
+
+def _refuse(runner, point):
+    d = os.path.join(runner.hooks_dir, point)
+    os.makedirs(d, exist_ok=True)
+    path = os.path.join(d, "50_refuse")
+    with open(path, "w") as f:
+        f.write("#!/bin/sh\necho 'sriov-migration: destination libvirt is gone' >&2\nexit 2\n")
+    os.chmod(path, 0o755)
+
+
+def _nic_seen(mac, present):
+    def until(_ready, ticks):
+        return ticks and (mac in ticks[-1].nics.values()) == present and ticks[-1]
+    return until
+
+
+def _unplug_like_the_source_hook(dom, spec, vnic, host_uuid, cfg):
+    xml = domxml.render_attach(domains.to_vnic(vnic), vnic.vf_address, mode=cfg.vf_device,
+                               model=cfg.vf_model)
+    unplug_ms = devices.detach_and_wait(dom, xml, vnic.alias, cfg.unplug_timeout)
+    rec = domains.record_for(spec, host_uuid)
+    vnics = tuple(v.with_state(metadata.UNPLUGGED, unplug_ms=unplug_ms) for v in rec.vnics)
+    rollback.save_record(dom, dataclasses.replace(rec, vnics=vnics, phase="unplugged",
+                                                  updated=time.time()))
+
+
+def _wait_plugged(dom, timeout):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        rec = rollback.read_live_record(dom)
+        if rec and all(v.state == metadata.PLUGGED for v in rec.vnics):
+            return rec
+        time.sleep(0.05)
+    raise AssertionError("not re-plugged within %.1f s: %s" % (timeout, rollback.read_live_record(dom)))
+
+
+def test_failed_migration_should_be_rolled_back_by_the_reconciler(lab_hosts, lab_conns, lab_vms,
+                                                                    lab_hook_runners):
+    a, _b = lab_hosts
+    vnic = lab_vms.vnic(0)
+    spec, dom = lab_vms.start(0, vnics=(vnic,))
+    domains.wait_ready(a, spec.name)
+    domains.wait_serial(a, spec.name, _nic_seen(vnic.mac, True), 30, "NIC in the guest")
+    cfg = config.load(a.config_path, required=True)
+    cfg.rollback_grace, cfg.reconcile_interval = GRACE, 0.5
+    svc = Service(cfg, insecure=True, port=0).start()
+    try:
+        _unplug_like_the_source_hook(dom, spec, vnic, domains.host_uuid_of(lab_conns[0]), cfg)
+        domains.wait_serial(a, spec.name, _nic_seen(vnic.mac, False), 30, "NIC gone in the guest")
+        _refuse(lab_hook_runners[1], hr.BEFORE_DEST)
+
+        result = migrate(lab_conns[0], lab_conns[1], spec.uuid, *lab_hook_runners)
+        failed_at = time.monotonic()
+
+        assert not result.ok and result.aborted_at == hr.BEFORE_DEST
+        rec = _wait_plugged(dom, GRACE + 1.0 + 0.5)
+        elapsed = time.monotonic() - failed_at
+        assert elapsed <= GRACE + 1.0, elapsed
+        assert rec.phase == rollback.PHASE_ROLLED_BACK and rec.vnics[0].rollback_ms is not None
+        assert vnic.alias in domxml.attached_keys(domxml.parse_domain(dom.XMLDesc(0)))
+        domains.wait_serial(a, spec.name, _nic_seen(vnic.mac, True), 30, "NIC back in the guest")
+        status = RpcClient("127.0.0.1", svc.port, insecure=True).call(
+            "SRIOV.migrationStatus", {"vmID": spec.uuid})
+        assert status["phase"] == "rolled-back" and status["vnics"][0]["state"] == "plugged"
+        assert status["vnics"][0]["rollback_ms"] is not None
+    finally:
+        svc.stop()
