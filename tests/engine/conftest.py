@@ -3,34 +3,13 @@
 from __future__ import annotations
 
 import io
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import pytest
+from engine_fakes import MAC1, MAC2, MAC3, PASSWORD, USER, Seed
 
 from engine_adapter import cli
-from engine_adapter.reserve import ServiceError
-from sriov_host.errors import NO_FREE_VF
 from sriov_lab.engine_sim import EngineSimulator
-
-PASSWORD = "s3cr3t-Pa55"
-USER = "admin@internal"
-
-MAC1 = "56:6f:00:00:00:01"
-MAC2 = "56:6f:00:00:00:02"
-MAC3 = "56:6f:00:00:00:03"
-
-
-@dataclass
-class Seed:
-    """Ids of what ``seeded`` put in the simulator."""
-
-    ids: dict = field(default_factory=dict)
-
-    def __getattr__(self, name):
-        try:
-            return self.ids[name]
-        except KeyError:
-            raise AttributeError(name) from None
 
 
 @pytest.fixture
@@ -80,34 +59,6 @@ def engine_env(sim, monkeypatch):
     monkeypatch.setenv("OVIRT_USERNAME", USER)
     monkeypatch.setenv("OVIRT_PASSWORD", PASSWORD)
     monkeypatch.setenv("OVIRT_CAFILE", sim.ca_file)
-
-
-class FakeReserver:
-    """The destination's service: records calls; flags make it fail."""
-
-    def __init__(self, fail_reserve: bool = False, on_reserve=None):
-        self.calls = []
-        self.fail_reserve = fail_reserve
-        self.on_reserve = on_reserve
-        self.endpoint = None
-
-    def reserve(self, vm_id, nics, ttl):
-        self.calls.append(("reserve", vm_id, nics, ttl))
-        if self.fail_reserve:
-            raise ServiceError("sriov-migrationd refused SRIOV.reserveVfs: [2001] no free VF", NO_FREE_VF)
-        if self.on_reserve:
-            self.on_reserve()
-        return {"vmID": vm_id, "expires": 0, "nics": [
-            {"mac": n["mac"], "alias": n["alias"], "vf": {"address": "0000:05:10.%d" % i}}
-            for i, n in enumerate(nics)]}
-
-    def release(self, vm_id):
-        self.calls.append(("release", vm_id))
-        return {"released": 1}
-
-    def factory(self, host, port):
-        self.endpoint = (host, port)
-        return self
 
 
 @dataclass

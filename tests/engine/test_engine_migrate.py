@@ -8,7 +8,7 @@ import signal
 import threading
 import time
 
-from conftest import MAC2, FakeReserver
+from engine_fakes import MAC2, FakeReserver
 
 FAST = ("--poll-interval", "0.05", "--settle", "1")
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import re
 
-from conftest import MAC2, MAC3
+from engine_fakes import MAC2, MAC3
 
 
 def test_profiles_should_list_mode_flag_and_property_per_profile(sim, seed, run):

@@ -10,7 +10,7 @@ import time
 import types
 
 import pytest
-from conftest import PASSWORD, USER, FakeReserver
+from engine_fakes import PASSWORD, USER, FakeReserver
 
 from engine_adapter import cli
 from sriov_lab.engine_sim_pki import TestCa
