@@ -151,20 +151,3 @@ def host_uuid(conn) -> Optional[str]:
     with translated("reading host capabilities"):
         caps = conn.getCapabilities()
     return etree.fromstring(caps.encode()).findtext("host/uuid")
-
-
-def set_record_xml(dom, record_xml: Optional[str], live: bool = True) -> None:
-    """Write (or with None remove) our metadata record on the domain.
-
-    *record_xml* is :func:`sriov_host.metadata.to_xml` output. AFFECT_LIVE
-    is what migrates with the domain; persistent domains get the config
-    copy too, when asked with ``live=False``.
-    """
-    import libvirt
-
-    from . import metadata
-
-    flags = libvirt.VIR_DOMAIN_AFFECT_LIVE if live else libvirt.VIR_DOMAIN_AFFECT_CONFIG
-    with translated("writing the migration record"):
-        dom.setMetadata(libvirt.VIR_DOMAIN_METADATA_ELEMENT, record_xml,
-                        metadata.PREFIX if record_xml is not None else None, metadata.NS, flags)

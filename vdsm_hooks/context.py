@@ -12,7 +12,6 @@ from typing import Optional
 
 from sriov_host import config as config_mod
 from sriov_host import inventory as inventory_mod
-from sriov_host import metadata
 from sriov_host.ledger import Ledger
 
 
@@ -105,6 +104,6 @@ class HookContext:
 
     def save_record(self, dom, record) -> None:
         """Write our record into the live domain metadata (AFFECT_LIVE)."""
-        from sriov_host import libvirtconn
+        from sriov_host import rollback
 
-        libvirtconn.set_record_xml(dom, metadata.to_libvirt_xml(record))
+        rollback.save_record(dom, record)

@@ -36,6 +36,9 @@ def test_install_should_put_one_executable_per_point_and_be_idempotent(tmp_path)
         assert os.access(tmp_path / path, os.X_OK)
     assert "etc/systemd/system/sriov-migrationd.service" in files
     assert "etc/vdsm/sriov-migration.conf" in files
+    unit = (tmp_path / "etc/systemd/system/sriov-migrationd.service").read_text()
+    assert "ExecStart=%s\n" % os.path.join(os.path.dirname(sys.executable), "sriov-migrationd") in unit
+    assert "@BINDIR@" not in unit
     snapshot = {f: (tmp_path / f).read_bytes() for f in files}
     again = _install("--root", str(tmp_path))
     assert again.returncode == 0 and "installed" not in again.stdout
