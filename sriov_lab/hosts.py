@@ -155,9 +155,19 @@ def prepare_host(name: str, root: str, caps_cache: Optional[str] = None) -> LabH
         f.write(QEMU_CONF)
     os.makedirs(os.path.join(root, "cache", "qemu"), exist_ok=True)
     os.makedirs(os.path.join(root, "log", "qemu"), exist_ok=True)
-    if caps_cache and os.path.isdir(caps_cache):
-        shutil.copytree(caps_cache, _caps_dir(host), dirs_exist_ok=True)
+    if caps_cache:
+        load_caps_cache(host, caps_cache)
     return host
+
+
+def has_caps_cache(caps_cache: str) -> bool:
+    return os.path.isdir(caps_cache) and bool(os.listdir(caps_cache))
+
+
+def load_caps_cache(host: LabHost, caps_cache: str) -> None:
+    """Seed the host's QEMU capabilities cache (libvirt revalidates it)."""
+    if has_caps_cache(caps_cache):
+        shutil.copytree(caps_cache, _caps_dir(host), dirs_exist_ok=True)
 
 
 def _caps_dir(host: LabHost) -> str:

@@ -67,9 +67,19 @@ class Lab:
             host = hostmod.prepare_host(name, os.path.join(self.root, name), caps)
             inventory.write_host_files(host, index=i)
             self.hosts.append(host)
-        for host in self.hosts:
+        rest = self.hosts
+        if not hostmod.has_caps_cache(caps):
+            # Cold: let one daemon probe QEMU (~8 s), then hand its cache to
+            # the others instead of probing N times on the same CPU.
+            first, rest = self.hosts[0], self.hosts[1:]
+            hostmod.launch(first)
+            hostmod.wait_ready(first, self.ready_timeout)
+            hostmod.save_caps_cache(first, caps)
+            for host in rest:
+                hostmod.load_caps_cache(host, caps)
+        for host in rest:
             hostmod.launch(host)
-        for host in self.hosts:
+        for host in rest:
             hostmod.wait_ready(host, self.ready_timeout)
         hostmod.save_caps_cache(self.hosts[0], caps)
 
