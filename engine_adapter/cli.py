@@ -53,7 +53,10 @@ def _connection_args(parser, suppress: bool) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog=PROG, description=__doc__.splitlines()[0], allow_abbrev=False)
+    parser = argparse.ArgumentParser(
+        prog=PROG, allow_abbrev=False,
+        description="Mark SR-IOV passthrough vNIC profiles migratable and run checked migrations.",
+        epilog="exit codes: 0 done/migratable, 1 VM not migratable, 2 error, 130 interrupted")
     _connection_args(parser, suppress=False)
     common = argparse.ArgumentParser(add_help=False, allow_abbrev=False)
     _connection_args(common, suppress=True)
@@ -77,18 +80,21 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _migrate_args(p) -> None:
-    p.add_argument("--ttl", type=int, default=300, help="reservation TTL in seconds (300)")
+    p.add_argument("--ttl", type=int, default=300, metavar="S", help="reservation TTL in seconds (300)")
     p.add_argument("--wait-timeout", type=float, default=600.0, metavar="S",
                    help="give up waiting for the migration after S seconds (600)")
     p.add_argument("--poll-interval", type=float, default=2.0, metavar="S", help=argparse.SUPPRESS)
-    p.add_argument("--settle", type=float, default=10.0, metavar="S", help=argparse.SUPPRESS)
-    p.add_argument("--service-port", type=int, default=DEFAULT_SERVICE_PORT,
+    p.add_argument("--settle", type=float, default=5.0, metavar="S", help=argparse.SUPPRESS)
+    p.add_argument("--service-port", type=int, default=DEFAULT_SERVICE_PORT, metavar="PORT",
                    help="sriov-migrationd port on the destination (%d)" % DEFAULT_SERVICE_PORT)
     p.add_argument("--service-address", default="", metavar="HOST[:PORT]",
                    help="reach the destination's service here instead of the engine's host address")
-    p.add_argument("--service-cert", default=host_config.VDSM_CERT, metavar="FILE")
-    p.add_argument("--service-key", default=host_config.VDSM_KEY, metavar="FILE")
-    p.add_argument("--service-ca", default=host_config.VDSM_CA, metavar="FILE")
+    p.add_argument("--service-cert", default=host_config.VDSM_CERT, metavar="FILE",
+                   help="client certificate for mutual TLS (%(default)s)")
+    p.add_argument("--service-key", default=host_config.VDSM_KEY, metavar="FILE",
+                   help="its key (%(default)s)")
+    p.add_argument("--service-ca", default=host_config.VDSM_CA, metavar="FILE",
+                   help="CA of the hosts' certificates (%(default)s)")
 
 
 def _env_bool(name: str) -> bool:

@@ -25,7 +25,7 @@ class MigrateOptions:
     ttl: int = 300
     wait_timeout: float = 600.0
     poll_interval: float = 2.0
-    settle: float = 10.0
+    settle: float = 5.0
     service_port: int = 54325
     service_address: str = ""
     clock: Callable[[], float] = field(default=time.monotonic)
@@ -50,8 +50,12 @@ class Steps:
                        % (now - self.t0, label, name, text, now - started))
         self.out.flush()
 
-    def failed(self, name: str, text: str, started: float) -> None:
-        self.done(name, "FAILED: %s" % text, started, numbered=False)
+    def failed(self, name: str, text: str, started: float, label: str = "cleanup") -> None:
+        """A step that did not finish, or a cleanup step that failed."""
+        now = self.clock()
+        self.out.write("[%7.2fs] %-8s %-8s FAILED%s (%.2fs)\n"
+                       % (now - self.t0, label, name, text and ": " + text, now - started))
+        self.out.flush()
 
 
 class Progress:
@@ -89,7 +93,7 @@ def run_migration(engine, vm_key: str, host_key: str, reserver_factory, out, err
     steps = Steps(out, opts.clock)
     vm, nics = _check(engine, vm_key, steps)
     host, reserver = _destination(engine, vm, host_key, bool(nics), reserver_factory, steps, opts)
-    stage = "reserve"
+    stage, t = "reserve", opts.clock()
     try:
         _reserve(reserver, vm, nics, host, steps, opts)
         stage = "migrate"  # from here the engine may be migrating, even if its answer is lost
@@ -101,10 +105,12 @@ def run_migration(engine, vm_key: str, host_key: str, reserver_factory, out, err
         _wait(engine, vm, host, err, opts)
         steps.done("wait", "VM %s is up on %s" % (vm.name, host.name), t)
     except KeyboardInterrupt:
+        steps.failed(stage, "interrupted", t, label="step %d/%d" % (steps.n + 1, STEPS))
         _cleanup(engine, vm, reserver, steps, opts, cancel=stage != "reserve")
         out.write("sriov-engine: interrupted; the reservation on %s was released\n" % host.name)
         return EXIT_INTERRUPTED
     except AdapterError as e:
+        steps.failed(stage, "", t, label="step %d/%d" % (steps.n + 1, STEPS))
         if stage == "reserve" and isinstance(e, ServiceError):
             raise  # reserveVfs is all or nothing: a refusal holds no VF
         _cleanup(engine, vm, reserver, steps, opts, cancel=isinstance(e, WaitTimeout))
@@ -119,7 +125,7 @@ def _check(engine, vm_key, steps):
     vnics = engine.vnics(vm)
     verdict = decide_vm(vnics)
     if not verdict.migratable:
-        steps.failed("check-vm", "%s: %s" % (vm.name, verdict.reason), t)
+        steps.failed("check-vm", "%s: %s" % (vm.name, verdict.reason), t, label="step 1/%d" % STEPS)
         raise NotMigratable("VM %s is not migratable: %s" % (vm.name, verdict.reason))
     steps.done("check-vm", "%s: %s" % (vm.name, verdict.reason), t)
     return vm, reservation_nics(vnics)
