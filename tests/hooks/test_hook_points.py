@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 
 import pytest
-from conftest import read_domain
+from helpers.corpus import read_domain
 
 from vdsm_hooks.hook import main
 
@@ -186,8 +186,8 @@ def test_destination_should_refuse_when_no_vf_is_free(host, hook_env, capsys):
 def test_destination_should_not_take_vfs_held_by_running_domains(tmp_path, monkeypatch, hook_env,
                                                                   capsys):
     """A VF the engine gave to a VM we never saw is not free."""
-    from conftest import HostFixture
     from helpers import nodedev
+    from helpers.hookhost import HostFixture
 
     h = HostFixture(tmp_path, pfs=1, vfs=1)
     taken = read_domain("one_vf_vlan").replace(b"bus=\"0x05\" domain=\"0x0000\" function=\"0x2\""

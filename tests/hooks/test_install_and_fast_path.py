@@ -8,7 +8,7 @@ import subprocess
 import sys
 
 import pytest
-from conftest import DOMAINS_DIR, read_domain
+from helpers.corpus import DOMAINS_DIR, read_domain
 
 from vdsm_hooks import install
 from vdsm_hooks.hook import POINTS

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import pytest
-from conftest import read_domain
+from helpers.corpus import read_domain
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from lxml import etree

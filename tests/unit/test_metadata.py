@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import pytest
-from conftest import read_domain
+from helpers.corpus import read_domain
 from lxml import etree
 
 from sriov_host import domxml, metadata

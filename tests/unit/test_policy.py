@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 
 import pytest
-from conftest import read_domain
+from helpers.corpus import read_domain
 
 from sriov_host import domxml, policy
 
