@@ -44,6 +44,7 @@ class VnicSpec:
     model: str = "virtio"
     migratable: Optional[bool] = True  # None: no device custom property
     failover_alias: Optional[str] = None  # alias of a persistent virtio partner
+    vlan: Optional[int] = None  # kept in our record; emulated NICs carry no tag
 
 
 @dataclass(frozen=True)
@@ -67,14 +68,16 @@ def serial_path(name: str) -> str:
 
 def to_vnic(spec: VnicSpec) -> domxml.Vnic:
     return domxml.Vnic(alias=spec.alias, mac=spec.mac, vf_address=spec.vf_address,
-                       teaming=spec.failover_alias, network=spec.network, pf=spec.pf)
+                       teaming=spec.failover_alias, network=spec.network, pf=spec.pf,
+                       vlan=spec.vlan)
 
 
 def record_for(spec: DomainSpec, host_uuid: str) -> metadata.MigrationRecord:
     """Our record as the VM carries it while its vNICs are plugged."""
     vnics = tuple(
         metadata.VnicRecord(alias=v.alias, mac=v.mac, vf_address=v.vf_address, pf=v.pf,
-                            teaming=v.failover_alias, network=v.network, state=metadata.PLUGGED)
+                            teaming=v.failover_alias, network=v.network, vlan=v.vlan,
+                            state=metadata.PLUGGED)
         for v in spec.vnics
     )
     return metadata.MigrationRecord(vnics=vnics, host=host_uuid, updated=time.time())
