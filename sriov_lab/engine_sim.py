@@ -35,7 +35,7 @@ from sriov_host.errors import SriovError
 from sriov_host.policy import parse_bool
 
 from . import engine_sim_xml as ex
-from .engine_sim_pki import TestCa
+from .pki import TestCa
 
 API = "/ovirt-engine/api"
 SSO_TOKEN = "/ovirt-engine/sso/oauth/token"

@@ -13,7 +13,7 @@ from __future__ import annotations
 import logging
 import time
 from dataclasses import dataclass, field
-from typing import Optional
+from typing import Callable, Optional
 
 from sriov_host import domxml
 
@@ -86,8 +86,14 @@ def _custom(xml: str) -> dict:
 
 def migrate(src_conn, dst_conn, vm_id: str, src_hooks: hr.HookRunner,
             dst_hooks: hr.HookRunner, port: Optional[int] = None,
-            flags: Optional[int] = None) -> MigrationResult:
-    """Migrate VM *vm_id* from *src_conn* to *dst_conn* the way VDSM would."""
+            flags: Optional[int] = None,
+            before_migrate: Optional[Callable[[], None]] = None) -> MigrationResult:
+    """Migrate VM *vm_id* from *src_conn* to *dst_conn* the way VDSM would.
+
+    *before_migrate* runs between the destination hook and the libvirt
+    migration: the demo uses it to make the migration fail after the
+    unplug (it stops the destination's libvirtd there).
+    """
     import libvirt
 
     result = MigrationResult(vm_id, src_hooks.host, dst_hooks.host, time.monotonic())
@@ -100,6 +106,8 @@ def migrate(src_conn, dst_conn, vm_id: str, src_hooks: hr.HookRunner,
     xml = _domain_xml(dom, migratable=True)
     if _hook_failed(result, dst_hooks.run(hr.BEFORE_DEST, xml, vm_id, custom)):
         return result
+    if before_migrate is not None:
+        before_migrate()
     result.migrate_start = time.monotonic()
     try:
         _live_migrate(dom, dst_conn, port or free_port(), flags)

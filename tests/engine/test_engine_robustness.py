@@ -13,7 +13,7 @@ import pytest
 from engine_fakes import PASSWORD, USER, FakeReserver
 
 from engine_adapter import cli
-from sriov_lab.engine_sim_pki import TestCa
+from sriov_lab.pki import TestCa
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 

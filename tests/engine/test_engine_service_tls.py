@@ -14,7 +14,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
-from sriov_lab.engine_sim_pki import TestCa
+from sriov_lab.pki import TestCa
 
 pytest.importorskip("jsonrpc_plugin.client")
 

@@ -1,4 +1,4 @@
-"""A throwaway test CA, so the engine simulator speaks real TLS.
+"""A throwaway lab CA, so the engine simulator and the lab services speak real TLS.
 
 One CA can issue the simulator's server certificate, the host services'
 server certificates and the adapter's client certificate, which is what

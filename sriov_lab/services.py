@@ -1,0 +1,147 @@
+"""Each lab host's ``sriov-migrationd``, over mutual TLS with a lab CA.
+
+The services run as real processes (the installed console script's
+module), each with its host's config, so hooks and service share one
+ledger exactly as on an oVirt host. The lab CA stands in for VDSM's PKI.
+"""
+
+from __future__ import annotations
+
+import configparser
+import os
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from typing import Optional
+
+from jsonrpc_plugin.client import RpcClient, RpcUnavailable
+
+from .errors import LabError
+from .pki import Issued, TestCa
+
+ADMIN = "lab-admin"
+
+
+@dataclass
+class HostService:
+    host: object
+    port: int
+    proc: subprocess.Popen
+    log_path: str
+
+    def log_tail(self, lines: int = 20) -> str:
+        try:
+            with open(self.log_path, encoding="utf-8", errors="replace") as f:
+                return "\n".join(f.read().splitlines()[-lines:])
+        except OSError:
+            return "(no log)"
+
+
+def enable_tls(config_path: str, issued: Issued, ca_path: str, **timeouts) -> None:
+    """Switch a lab host's config to mutual TLS (and optional [timeouts])."""
+    parser = configparser.ConfigParser(interpolation=None)
+    parser.read(config_path)
+    parser["server"].update({"tls": "true", "cert": issued.cert, "key": issued.key,
+                             "ca": ca_path, "listen": "127.0.0.1"})
+    for key, value in timeouts.items():
+        parser["timeouts"][key] = str(value)
+    with open(config_path, "w", encoding="utf-8") as f:
+        parser.write(f)
+
+
+class LabServices:
+    """Start one service per lab host; :meth:`stop` ends them all."""
+
+    def __init__(self, lab, workdir: str, **timeouts):
+        self.lab = lab
+        self.workdir = workdir
+        self.timeouts = timeouts or {"rollback_grace": 2, "reconcile_interval": 0.5}
+        self.ca: Optional[TestCa] = None
+        self.admin: Optional[Issued] = None
+        self.services: list = []
+
+    def __enter__(self) -> LabServices:
+        return self.start()
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
+
+    def start(self) -> LabServices:
+        self.ca = TestCa(os.path.join(self.workdir, "pki"))
+        self.admin = self.ca.issue(ADMIN, sans=(), client=True)
+        try:
+            for host in self.lab.hosts:
+                self.services.append(self._launch(host))
+            for svc in self.services:
+                self._wait_ready(svc)
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def _launch(self, host) -> HostService:
+        issued = self.ca.issue(host.name, sans=("127.0.0.1", "localhost"))
+        enable_tls(host.config_path, issued, self.ca.cert_path, **self.timeouts)
+        log_path = os.path.join(self.workdir, "%s-sriov-migrationd.log" % host.name)
+        with open(log_path, "ab") as log:
+            proc = subprocess.Popen(
+                [sys.executable, "-m", "jsonrpc_plugin.service", "-c", host.config_path],
+                stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
+                start_new_session=True)
+        return HostService(host, host.extra["service_port"], proc, log_path)
+
+    def _wait_ready(self, svc: HostService, timeout: float = 30.0) -> None:
+        deadline = time.monotonic() + timeout
+        client = self.client(svc, timeout=2.0)
+        while True:
+            if svc.proc.poll() is not None:
+                raise LabError("sriov-migrationd of %s exited with %s:\n%s"
+                               % (svc.host.name, svc.proc.returncode, svc.log_tail()))
+            try:
+                client.call("SRIOV.ping")
+                return
+            except RpcUnavailable:
+                if time.monotonic() > deadline:
+                    raise LabError("sriov-migrationd of %s did not answer within %.0f s:\n%s"
+                                   % (svc.host.name, timeout, svc.log_tail())) from None
+                time.sleep(0.1)
+
+    def client(self, which, timeout: float = 10.0) -> RpcClient:
+        """An RpcClient with the admin's client certificate, for a host index or service."""
+        svc = self.services[which] if isinstance(which, int) else which
+        return RpcClient("127.0.0.1", svc.port, cert=self.admin.cert, key=self.admin.key,
+                         ca=self.ca.cert_path, timeout=timeout)
+
+    def client_args(self, index: int) -> list:
+        """``sriov-client`` arguments that reach host *index* over mutual TLS."""
+        return ["-a", "127.0.0.1", "-p", str(self.services[index].port), "--cert", self.admin.cert,
+                "--key", self.admin.key, "--ca", self.ca.cert_path]
+
+    def stop(self) -> None:
+        for svc in self.services:
+            if svc.proc.poll() is None:
+                svc.proc.send_signal(signal.SIGTERM)
+        for svc in self.services:
+            try:
+                svc.proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                svc.proc.kill()
+                svc.proc.wait()
+        self.services = []
+
+
+def install_hooks(lab, hooks_root: str) -> list:
+    """Install the hooks per host with ``sriov-migration-install``; return runners."""
+    from .hookrunner import HookRunner
+
+    runners = []
+    for host in lab.hosts:
+        hooks_dir = os.path.join(hooks_root, host.name)
+        proc = subprocess.run([sys.executable, "-m", "vdsm_hooks.install", "--hooks-dir",
+                               hooks_dir, "--hooks-only"], capture_output=True, text=True)
+        if proc.returncode != 0:
+            raise LabError("sriov-migration-install failed on %s: %s" % (host.name, proc.stderr))
+        runners.append(HookRunner(hooks_dir, env=host.hook_env(), host=host.name))
+    return runners
