@@ -27,8 +27,7 @@ from sriov_lab.fixtures import (  # noqa: E402, F401  (lab fixtures, for test_la
     lab_hosts,
     lab_vms,
 )
-
-from .pki import make_pki  # noqa: E402
+from sriov_lab.pki import TestCa  # noqa: E402
 
 VM_BUSY = "11111111-2222-3333-4444-555555555555"
 BUSY_VF = "0000:3c:00.0"  # first VF of the first PF, held by VM_BUSY's domain
@@ -54,8 +53,16 @@ BUSY_DOMAIN = hostdev_domain("busy", VM_BUSY, BUSY_VF, "00:1a:4a:16:99:01", "ua-
 
 
 @pytest.fixture(scope="session")
-def pki(tmp_path_factory):
-    return make_pki(str(tmp_path_factory.mktemp("pki")))
+def pki(tmp_path_factory) -> dict:
+    """Paths by role: a CA, its server and client certs, a client cert from an untrusted CA."""
+    base = tmp_path_factory.mktemp("pki")
+    ca = TestCa(str(base / "ca"), name="test oVirt CA")
+    server = ca.issue("localhost")
+    client = ca.issue("engine", sans=(), client=True)
+    rogue = TestCa(str(base / "rogue"), name="rogue CA").issue("intruder", sans=(), client=True)
+    return {"ca": ca.cert_path, "cert": server.cert, "key": server.key,
+            "client_cert": client.cert, "client_key": client.key,
+            "rogue_cert": rogue.cert, "rogue_key": rogue.key}
 
 
 def write_config(tmp_path, pki, pfs=2, vfs=8, domains=(BUSY_DOMAIN,), tls=True, extra="") -> str:
