@@ -76,13 +76,15 @@ def _run_build_guest(args) -> int:
 
 
 def _add_demo(p):
-    p.add_argument("--scenario", default="success",
-                   choices=("success", "rollback", "unplug-timeout", "no-free-vf"))
+    from . import demo
+
+    demo.add_args(p)
 
 
 def _run_demo(args) -> int:
-    print("the lab demo is not built yet", file=sys.stderr)
-    return 1
+    from . import demo
+
+    return demo.run(args)
 
 
 COMMANDS = [
