@@ -15,6 +15,10 @@ import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
+sys.path.insert(0, HERE)
+
+from report import print_rows, row  # noqa: E402
+
 NO_SRIOV = os.path.join(ROOT, "tests", "data", "domains", "no_sriov.xml")
 TARGET = 3.0
 
@@ -25,7 +29,8 @@ def _time(cmd, env) -> float:
     return time.perf_counter() - start
 
 
-def measure(rounds: int = 40) -> dict:
+def measure(rounds: int = 40) -> list:
+    """One row: median hook run against median interpreter start."""
     with tempfile.TemporaryDirectory() as tmp:
         subprocess.run([sys.executable, "-m", "vdsm_hooks.install", "--hooks-dir", tmp,
                         "--hooks-only"], check=True, stdout=subprocess.DEVNULL)
@@ -42,15 +47,13 @@ def measure(rounds: int = 40) -> dict:
             base.append(_time([sys.executable, "-c", "pass"], env))
             hooked.append(_time([hook], env))
     b, h = statistics.median(base), statistics.median(hooked)
-    return {"name": "hook fast path vs python -c pass", "baseline_ms": b * 1000,
-            "ms": h * 1000, "ratio": h / b, "target": TARGET}
+    return [row("hook fast path (no SR-IOV vNIC)", h * 1000, "python -c pass", b * 1000,
+                "<= %.0fx baseline" % TARGET, h / b <= TARGET,
+                note="fresh processes, median of %d interleaved runs" % rounds)]
 
 
 def main() -> int:
-    r = measure()
-    print("%-40s %8.1f ms vs %8.1f ms  ratio %.2fx (target <= %.0fx) %s"
-          % (r["name"], r["ms"], r["baseline_ms"], r["ratio"], r["target"],
-             "OK" if r["ratio"] <= r["target"] else "MISSED"))
+    print_rows(measure())
     return 0
 
 
