@@ -86,7 +86,13 @@ def config_path(path: Optional[str] = None) -> str:
 
 
 def load(path: Optional[str] = None, required: bool = False) -> Config:
-    """Read the config; a missing default file means defaults."""
+    """Read the config; only a missing *default* file means defaults.
+
+    A file named explicitly (argument or ``$SRIOV_MIGRATION_CONF``) must
+    exist: running on defaults because of a typo in a path is worse than
+    a clear error.
+    """
+    required = required or path is not None
     path = config_path(path)
     parser = _new_parser()
     try:

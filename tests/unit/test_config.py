@@ -52,7 +52,8 @@ client_timeout = 2.5
 
 def test_load_should_give_defaults_without_file(tmp_path, monkeypatch):
     monkeypatch.delenv(config.ENV_VAR, raising=False)
-    cfg = config.load(str(tmp_path / "absent.conf"))
+    monkeypatch.setattr(config, "DEFAULT_PATH", str(tmp_path / "absent.conf"))
+    cfg = config.load()
     assert cfg == config.Config(path=None)
     assert (cfg.libvirt_uri, cfg.inventory_source, cfg.vf_device, cfg.migratable_by_default,
             cfg.reservation_ttl, cfg.port, cfg.tls, cfg.networks) == \
@@ -145,3 +146,9 @@ def test_default_section_should_be_refused_not_copied_into_every_section():
 
     with pytest.raises(ConfigError, match=r"unknown section \[DEFAULT\]"):
         config.loads("[DEFAULT]\nport = 1\n[server]\ntls = false\n", "x.conf")
+
+
+def test_load_should_refuse_a_named_file_that_does_not_exist(tmp_path, monkeypatch):
+    monkeypatch.delenv("SRIOV_MIGRATION_CONF", raising=False)
+    with pytest.raises(ConfigError, match="does not exist"):
+        config.load(str(tmp_path / "nope.conf"))
