@@ -17,7 +17,7 @@ import time
 from jsonrpclib import Fault
 
 import sriov_host
-from sriov_host import rollback, vfstate
+from sriov_host import metadata, rollback, vfstate
 from sriov_host.errors import NoSuchVm, SriovError
 from sriov_host.ledger import RESERVED, STATES
 
@@ -99,10 +99,19 @@ class Verbs:
 
     @rpc_verb
     def releaseVfs(self, vmID):
-        """Drop the VM's reservation; all its claims if it does not run here."""
+        """Drop the VM's reservation; all its claims if it does not run here.
+
+        Where it runs, plugged (in_use) VFs stay, and so do the reserved VFs
+        of vNICs our record still lists as waiting to be plugged: the
+        destination hook may not have run yet when the engine shows the VM up.
+        """
         with self.host.vm_lock(vmID):
-            states = (RESERVED,) if self.host.is_running_here(vmID) else STATES
-            return {"released": self.host.ledger.release(vmID, states)}
+            if not self.host.is_running_here(vmID):
+                return {"released": self.host.ledger.release(vmID, STATES)}
+            dom = self.host.lookup(vmID)
+            record = rollback.read_live_record(dom) if dom is not None else None
+            pending = [v.mac for v in record.by_state(metadata.UNPLUGGED) if v.mac] if record else []
+            return {"released": self.host.ledger.release(vmID, (RESERVED,), keep_macs=pending)}
 
     @rpc_verb
     def getReservation(self, vmID):

@@ -189,12 +189,14 @@ class Ledger:
                                      {"vmID": vm_id})
         raise NoSuchVm("no reservation for VM %s on this host" % vm_id, {"vmID": vm_id})
 
-    def release(self, vm_id: str, states=STATES) -> int:
-        """Drop the VM's claims in the given states; returns how many."""
+    def release(self, vm_id: str, states=STATES, keep_macs=()) -> int:
+        """Drop the VM's claims in the given states, but those of *keep_macs*; returns how many."""
         marks = ",".join("?" * len(states))
+        keep = [m.lower() for m in keep_macs]
+        spare = " AND lower(coalesce(mac, '')) NOT IN (%s)" % ",".join("?" * len(keep)) if keep else ""
         with self._write() as db:
-            cur = db.execute("DELETE FROM claims WHERE vm_id=? AND state IN (%s)" % marks,
-                             (vm_id, *states))
+            cur = db.execute("DELETE FROM claims WHERE vm_id=? AND state IN (%s)%s" % (marks, spare),
+                             (vm_id, *states, *keep))
             db.execute("DELETE FROM expired WHERE vm_id=?", (vm_id,))
             return cur.rowcount
 

@@ -123,6 +123,28 @@ def test_restorenics_should_answer_2003_when_the_replug_fails(make_service, pki)
     assert e["data"]["failed"][0]["alias"] == "ua-gone"
 
 
+def test_release_should_keep_plugged_and_pending_vfs_of_a_vm_running_here(make_service, pki):
+    """After a migration only an unused reservation goes: the plug may still be on its way."""
+    from sriov_host import metadata
+
+    from .conftest import BUSY_DOMAIN, hostdev_domain
+
+    plugged, pending, unused = "00:1a:4a:16:78:01", "00:1a:4a:16:78:02", "00:1a:4a:16:78:03"
+    rec = metadata.MigrationRecord(vnics=(
+        metadata.VnicRecord(alias="ua-plugged", mac=plugged, state=metadata.PLUGGED),
+        metadata.VnicRecord(alias="ua-pending", mac=pending, state=metadata.UNPLUGGED)),
+        phase="plugging")
+    dom = hostdev_domain("arrived", VM_B, "0000:3c:00.4", plugged, "ua-plugged", metadata.to_xml(rec))
+    svc = make_service(domains=(BUSY_DOMAIN, dom))
+    res = ok(call(svc, pki, "SRIOV.reserveVfs", {"vmID": VM_B, "nics": [
+        {"mac": plugged}, {"mac": pending}, {"mac": unused}]}))
+    svc.verbs.host.ledger.set_state(VM_B, res["nics"][0]["vf"]["address"], "in_use")
+
+    assert ok(call(svc, pki, "SRIOV.releaseVfs", {"vmID": VM_B})) == {"released": 1}
+    left = {c.mac: c.state for c in svc.verbs.host.ledger.claims(vm_id=VM_B)}
+    assert left == {plugged: "in_use", pending: "reserved"}
+
+
 @pytest.mark.parametrize("method,params,field", [
     ("SRIOV.reserveVfs", {"vmID": "nope", "nics": [{"mac": MAC_A}]}, "vmID"),
     ("SRIOV.reserveVfs", {"vmID": VM_A, "nics": [{"mac": "00:1a:4a:16:01"}]}, "nics[0].mac"),

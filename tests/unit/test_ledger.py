@@ -166,6 +166,13 @@ def test_release_should_drop_by_state(ledger):
     assert ledger.claims() == []
 
 
+def test_release_should_keep_the_claims_of_the_macs_asked_to_keep(ledger):
+    ledger.reserve(VM1, [nic(1), nic(2), nic(3)], INV)
+    keep = nic(2)["mac"].upper()
+    assert ledger.release(VM1, states=(RESERVED,), keep_macs=[keep]) == 2
+    assert [c.mac for c in ledger.claims(VM1)] == [keep.lower()]
+
+
 def test_hold_should_record_engine_placed_vfs_and_refuse_conflicts(ledger):
     vf0, vf1 = INV.vfs[0], INV.vfs[1]
     ledger.hold(VM1, [{"vf": vf0, "mac": "56:6f:1a:2b:00:01", "alias": "ua-1"}], IN_USE)
