@@ -55,13 +55,18 @@ def text_table(rows: list) -> str:
     return "\n".join(lines)
 
 
+def _md(text: str) -> str:
+    """Cell text that Markdown shows as written (no HTML tags, no column breaks)."""
+    return text.replace("&", "&amp;").replace("<", "&lt;").replace("|", "\\|")
+
+
 def markdown_table(rows: list) -> str:
     def line(values):
-        return "| %s |" % " | ".join(v.replace("|", "\\|") for v in values)
+        return "| %s |" % " | ".join(_md(v) for v in values)
 
     out = [line(COLUMNS), line(["---"] * len(COLUMNS))]
     out += [line(cells(r)) for r in rows]
-    notes = ["- **%s**: %s" % (r["name"], r["note"]) for r in rows if r["note"]]
+    notes = ["- **%s**: %s" % (_md(r["name"]), _md(r["note"])) for r in rows if r["note"]]
     return "\n".join(out + ([""] + notes if notes else []))
 
 
