@@ -14,6 +14,7 @@ import queue
 import socket
 import ssl
 import threading
+import time
 
 import jsonrpclib.config
 from jsonrpclib.SimpleJSONRPCServer import PooledJSONRPCServer, SimpleJSONRPCRequestHandler
@@ -65,12 +66,35 @@ class RequestHandler(SimpleJSONRPCRequestHandler):
                                       % (self.client_address[0], _one_line(e))) from None
         super().setup()
 
+    def _send_fault_response(self, status, message, config):
+        self._body_unread = True
+        super()._send_fault_response(status, message, config)
+
     def finish(self):
         try:
             super().finish()
+            if getattr(self, "_body_unread", False):
+                self._drain()
         finally:
             if isinstance(self.request, ssl.SSLSocket):
                 self.request.close()
+
+    def _drain(self, seconds: float = 2.0, budget: int = 64 << 20) -> None:
+        """Read and drop an unread body (bounded) so closing sends no RST.
+
+        Closing a socket with unread data resets the connection, and the
+        client may then lose the 413 answer it has not read yet.
+        """
+        deadline = time.monotonic() + seconds
+        try:
+            while budget > 0 and time.monotonic() < deadline:
+                self.request.settimeout(max(0.05, deadline - time.monotonic()))
+                chunk = self.request.recv(min(budget, 1 << 16))
+                if not chunk:
+                    return
+                budget -= len(chunk)
+        except (OSError, ValueError):
+            return
 
     def log_message(self, fmt, *args):
         log.debug("%s %s", self.client_address[0], fmt % args)
