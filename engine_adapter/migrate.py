@@ -3,6 +3,9 @@
 The VF is reserved before the engine is asked to migrate, so a migration
 never starts toward a host with no free VF. Whatever goes wrong after the
 reservation, Ctrl-C included, the reservation is released before we exit.
+After a success the destination is asked to release too: its service
+keeps the VFs the hook plugged, so only a reservation nobody used goes
+(behind an engine that plugs VFs itself, the hooks never use it).
 """
 
 from __future__ import annotations
@@ -115,6 +118,7 @@ def run_migration(engine, vm_key: str, host_key: str, reserver_factory, out, err
             raise  # reserveVfs is all or nothing: a refusal holds no VF
         _cleanup(engine, vm, reserver, steps, opts, cancel=isinstance(e, WaitTimeout))
         raise
+    _release(reserver, vm, steps, opts, after_success=True)
     out.write("migrated %s to %s in %.2fs\n" % (vm.name, host.name, opts.clock() - steps.t0))
     return EXIT_OK
 
@@ -193,13 +197,25 @@ def _cleanup(engine, vm, reserver, steps, opts, cancel: bool):
             steps.done("cancel", "asked the engine to cancel the migration", t, numbered=False)
         except (AdapterError, KeyboardInterrupt) as e:
             steps.failed("cancel", getattr(e, "message", "interrupted"), t)
+    _release(reserver, vm, steps, opts, after_success=False)
+
+
+def _release(reserver, vm, steps, opts, after_success: bool) -> None:
+    """``releaseVfs`` on the destination; a failure is reported, the TTL frees the VFs.
+
+    After a success the service keeps the VFs the hook plugged (and those
+    it is about to plug), so this frees only a reservation nobody used,
+    e.g. behind an engine that plugs VFs itself.
+    """
     if reserver is None:
         return
     t = opts.clock()
     try:
         result = reserver.release(vm.id)
-        steps.done("release", "released %s VF(s) for %s"
-                   % ((result or {}).get("released", "?"), vm.name), t, numbered=False)
+        n = (result or {}).get("released", "?")
+        text = ("released %s unused reserved VF(s); plugged VFs stay in use" % n if after_success
+                else "released %s VF(s) for %s" % (n, vm.name))
+        steps.done("release", text, t, numbered=False)
     except (AdapterError, KeyboardInterrupt) as e:
         if isinstance(e, ServiceError) and e.code == NO_SUCH_VM:
             steps.done("release", "nothing was reserved", t, numbered=False)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from engine_adapter.errors import AdapterError
 from engine_adapter.reserve import ServiceError
 from sriov_host.errors import NO_FREE_VF
 
@@ -35,9 +36,10 @@ class Seed:
 class FakeReserver:
     """The destination's service: records calls; flags make it fail."""
 
-    def __init__(self, fail_reserve: bool = False, on_reserve=None):
+    def __init__(self, fail_reserve: bool = False, on_reserve=None, fail_release: bool = False):
         self.calls = []
         self.fail_reserve = fail_reserve
+        self.fail_release = fail_release
         self.on_reserve = on_reserve
         self.endpoint = None
 
@@ -53,6 +55,8 @@ class FakeReserver:
 
     def release(self, vm_id):
         self.calls.append(("release", vm_id))
+        if self.fail_release:
+            raise AdapterError("sriov-migrationd at %s:%d unreachable: timed out" % self.endpoint)
         return {"released": 1}
 
     def factory(self, host, port):

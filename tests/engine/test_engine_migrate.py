@@ -24,7 +24,7 @@ def test_migrate_should_reserve_then_migrate_then_wait_for_the_destination(sim, 
     nic_id = next(n["id"] for n in sim.vms[seed.vm_ready]["nics"] if n["mac"] == MAC2)
     assert fake.calls == [("reserve", seed.vm_ready,
                            [{"mac": MAC2, "alias": "ua-" + nic_id, "vlan": None, "network": "sriov-other"}],
-                           300)]
+                           300), ("release", seed.vm_ready)]
     assert fake.endpoint == ("127.0.0.1", 54399)  # from the engine's host record
     action = sim.find("POST", "/vms/%s/migrate$" % seed.vm_ready)
     assert len(action) == 1 and '<host id="%s"/>' % seed.host2 in action[0].body
@@ -34,6 +34,26 @@ def test_migrate_should_reserve_then_migrate_then_wait_for_the_destination(sim, 
     assert re.search(r"step 3/5 reserve .*0000:05:10\.0.*\(\d+\.\d\ds\)", res.out)
     assert "migrated vm-ready to host2 in" in res.out
     assert "waiting: migrating" in res.err
+
+
+def test_migrate_should_release_what_is_left_of_the_reservation_after_success(sim, seed, run):
+    """The service keeps plugged VFs; a reservation no hook used (engine >= 4.1) goes."""
+    fake = FakeReserver()
+    res = migrate(run, "vm-ready", reserver=fake)
+    assert res.rc == 0, res.err
+    assert fake.calls[1:] == [("release", seed.vm_ready)]
+    assert re.search(r"cleanup  release +released 1 unused reserved VF\(s\); plugged VFs stay in use",
+                     res.out)
+    assert res.out.index("step 5/5 wait") < res.out.index("cleanup  release") < res.out.index("migrated")
+
+
+def test_migrate_should_succeed_when_the_release_after_success_fails(sim, seed, run):
+    fake = FakeReserver(fail_release=True)
+    res = migrate(run, "vm-ready", reserver=fake)
+    assert res.rc == 0, res.err
+    assert [c[0] for c in fake.calls] == ["reserve", "release"]
+    assert "release  FAILED: sriov-migrationd at 127.0.0.1:54399 unreachable" in res.out
+    assert "expires after its ttl of 300s" in res.out and "migrated vm-ready to host2" in res.out
 
 
 def test_migrate_should_reserve_before_the_engine_is_asked(sim, seed, run):

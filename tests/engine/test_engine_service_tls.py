@@ -85,7 +85,8 @@ def client_flags(ca: TestCa, name="engine-adapter"):
 def test_migrate_should_reserve_over_mutual_tls_with_the_client_certificate(sim, seed, run, service):
     res = run("migrate", "vm-ready", "--host", "host2", "--poll-interval", "0.05", *client_flags(sim.ca))
     assert res.rc == 0, res.err
-    assert [(cn, method) for cn, method, _ in service.calls] == [("engine-adapter", "SRIOV.reserveVfs")]
+    assert [(cn, method) for cn, method, _ in service.calls] == [
+        ("engine-adapter", "SRIOV.reserveVfs"), ("engine-adapter", "SRIOV.releaseVfs")]
     params = service.calls[0][2]
     assert params["vmID"] == seed.vm_ready and params["ttl"] == 300
     assert [n["network"] for n in params["nics"]] == ["sriov-other"]
