@@ -224,15 +224,22 @@ def attached_keys(root) -> set:
 
 def render_attach(vnic: Vnic, vf_address: str, mode: str = MODE_HOSTDEV,
                   model: str = "virtio") -> str:
-    """The device XML that plugs *vnic* on the VF at *vf_address*."""
+    """The device XML that plugs *vnic* on the VF at *vf_address*.
+
+    ``managed='yes'``, unlike the ``'no'`` VDSM writes when it starts a
+    VM: VDSM binds a VF to vfio-pci itself before start, and gives it back
+    to the host once a NIC is removed behind its back, so a VF we hot-plug
+    (on the destination, or again on the source in a rollback) may still
+    be on its host driver. libvirt binds it, and unbinds it on unplug.
+    """
     if mode == MODE_EMULATED:
         return _render_emulated(vnic, model)
     if vnic.kind == KIND_HOSTDEV:
-        elem = etree.Element("hostdev", mode="subsystem", type="pci", managed="no")
+        elem = etree.Element("hostdev", mode="subsystem", type="pci", managed="yes")
         etree.SubElement(etree.SubElement(elem, "source"), "address",
                          PciAddress.parse(vf_address).xml_attrs())
     else:
-        elem = etree.Element("interface", type="hostdev", managed="no")
+        elem = etree.Element("interface", type="hostdev", managed="yes")
         if vnic.mac:
             etree.SubElement(elem, "mac", address=vnic.mac)
         etree.SubElement(etree.SubElement(elem, "source"), "address",

@@ -262,19 +262,19 @@ def test_attached_keys_should_list_aliases_and_vf_keys():
 @pytest.mark.parametrize("vnic, vf, expected", [
     pytest.param(
         domxml.Vnic(alias="ua-vf1", mac="56:6f:1a:2b:00:01", vlan=100), "0000:05:10.2",
-        "<interface type='hostdev' managed='no'><mac address='56:6f:1a:2b:00:01'/>"
+        "<interface type='hostdev' managed='yes'><mac address='56:6f:1a:2b:00:01'/>"
         "<source><address type='pci' domain='0x0000' bus='0x05' slot='0x10' function='0x2'/>"
         "</source><vlan><tag id='100'/></vlan><driver name='vfio'/><alias name='ua-vf1'/>"
         "</interface>", id="interface-with-vlan"),
     pytest.param(
         domxml.Vnic(alias="ua-vf2", mac="56:6f:1a:2b:00:02", teaming="ua-virtio"), "0000:3c:01.7",
-        "<interface type='hostdev' managed='no'><mac address='56:6f:1a:2b:00:02'/>"
+        "<interface type='hostdev' managed='yes'><mac address='56:6f:1a:2b:00:02'/>"
         "<source><address type='pci' domain='0x0000' bus='0x3c' slot='0x01' function='0x7'/>"
         "</source><driver name='vfio'/><alias name='ua-vf2'/>"
         "<teaming type='transient' persistent='ua-virtio'/></interface>", id="failover-member"),
     pytest.param(
         domxml.Vnic(alias="ua-hd", mac=None, kind="hostdev"), "0000:05:10.3",
-        "<hostdev mode='subsystem' type='pci' managed='no'><source>"
+        "<hostdev mode='subsystem' type='pci' managed='yes'><source>"
         "<address type='pci' domain='0x0000' bus='0x05' slot='0x10' function='0x3'/></source>"
         "<alias name='ua-hd'/></hostdev>", id="plain-hostdev"),
 ])
