@@ -151,17 +151,19 @@ class EngineSimulator:
         with self._lock:
             self.hosts[self._id(self.hosts, host)].update(address=address, service_port=port)
 
-    def add_vm(self, name: str, host: Optional[str], nics=(), status: str = "up") -> str:
-        """*nics*: dicts with name, mac, profile (id) and optional interface."""
+    def add_vm(self, name: str, host: Optional[str], nics=(), status: str = "up",
+               vm_id: Optional[str] = None) -> str:
+        """*nics*: dicts with name, mac, profile (id), optional interface and id (alias ua-<id>)."""
         vm_nics = []
         for n in nics:
             profile = self.profiles.get(n.get("profile"))
             iface = n.get("interface") or ("pci_passthrough" if profile and profile["passthrough"]
                                            else "virtio")
-            vm_nics.append({"id": str(uuid.uuid4()), "name": n["name"], "mac": n["mac"],
+            vm_nics.append({"id": n.get("id") or str(uuid.uuid4()), "name": n["name"], "mac": n["mac"],
                             "profile": n.get("profile"), "interface": iface})
         host_id = self._id(self.hosts, host) if host else None
-        return self._add(self.vms, {"name": name, "host": host_id, "status": status, "nics": vm_nics})
+        return self._add(self.vms, {"name": name, "host": host_id, "status": status, "nics": vm_nics},
+                         vm_id)
 
     def on_migrate(self, callback: Optional[Callable[[Migration], object]]) -> None:
         """Run *callback(Migration)* for each migrate action; raise or return False to fail it."""
@@ -176,9 +178,9 @@ class EngineSimulator:
         """Never answer matching requests (until stop); ``hang("POST", "sso")`` for the login."""
         self._rules.append(_Rule(method, re.compile(path), "hang", times=times))
 
-    def _add(self, table: dict, record: dict) -> str:
+    def _add(self, table: dict, record: dict, rid: Optional[str] = None) -> str:
         with self._lock:
-            rid = str(uuid.uuid4())
+            rid = rid or str(uuid.uuid4())
             table[rid] = dict(record, id=rid)
             return rid
 
