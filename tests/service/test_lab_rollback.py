@@ -20,9 +20,11 @@ import pytest
 from jsonrpc_plugin.client import RpcClient
 from jsonrpc_plugin.service import Service
 from sriov_host import config, devices, domxml, metadata, rollback
+from sriov_host.ledger import Ledger
 from sriov_lab import domains
 from sriov_lab import hookrunner as hr
 from sriov_lab.migration import migrate
+from sriov_lab.services import install_hooks
 
 pytestmark = pytest.mark.lab
 
@@ -64,7 +66,7 @@ def _wait_plugged(dom, timeout):
     raise AssertionError("not re-plugged within %.1f s: %s" % (timeout, rollback.read_live_record(dom)))
 
 
-def test_failed_migration_should_be_rolled_back_by_the_reconciler(lab_hosts, lab_conns, lab_vms,
+def test_failed_migration_should_be_rolled_back_by_the_reconciler(lab, lab_hosts, lab_conns, lab_vms,
                                                                     lab_hook_runners):
     a, _b = lab_hosts
     vnic = lab_vms.vnic(0)
@@ -83,15 +85,51 @@ def test_failed_migration_should_be_rolled_back_by_the_reconciler(lab_hosts, lab
         failed_at = time.monotonic()
 
         assert not result.ok and result.aborted_at == hr.BEFORE_DEST
-        rec = _wait_plugged(dom, GRACE + 1.0 + 0.5)
-        elapsed = time.monotonic() - failed_at
-        assert elapsed <= GRACE + 1.0, elapsed
-        assert rec.phase == rollback.PHASE_ROLLED_BACK and rec.vnics[0].rollback_ms is not None
-        assert vnic.alias in domxml.attached_keys(domxml.parse_domain(dom.XMLDesc(0)))
-        domains.wait_serial(a, spec.name, _nic_seen(vnic.mac, True), 30, "NIC back in the guest")
-        status = RpcClient("127.0.0.1", svc.port, insecure=True).call(
-            "SRIOV.migrationStatus", {"vmID": spec.uuid})
-        assert status["phase"] == "rolled-back" and status["vnics"][0]["state"] == "plugged"
-        assert status["vnics"][0]["rollback_ms"] is not None
+        _assert_rolled_back(a, dom, spec, vnic, svc, failed_at)
     finally:
         svc.stop()
+
+
+def _assert_rolled_back(host, dom, spec, vnic, svc, failed_at):
+    rec = _wait_plugged(dom, GRACE + 1.0 + 0.5)
+    elapsed = time.monotonic() - failed_at
+    assert elapsed <= GRACE + 1.0, elapsed
+    assert rec.phase == rollback.PHASE_ROLLED_BACK and rec.vnics[0].rollback_ms is not None
+    assert vnic.alias in domxml.attached_keys(domxml.parse_domain(dom.XMLDesc(0)))
+    domains.wait_serial(host, spec.name, _nic_seen(vnic.mac, True), 30, "NIC back in the guest")
+    status = RpcClient("127.0.0.1", svc.port, insecure=True).call(
+        "SRIOV.migrationStatus", {"vmID": spec.uuid})
+    assert status["phase"] == "rolled-back" and status["vnics"][0]["state"] == "plugged"
+    assert status["vnics"][0]["rollback_ms"] is not None
+
+
+def test_libvirt_migration_failing_after_the_real_source_hook_should_be_rolled_back(
+        lab, lab_hosts, lab_conns, lab_vms, tmp_path):
+    """The installed hooks unplug and reserve; then libvirt itself fails the migration.
+
+    Host B already runs a domain with the VM's UUID, so migrate3 is refused
+    after both ``before_*`` hooks ran, as a destination that fails mid-way
+    would. VDSM runs no source hook then: only A's reconciler can help.
+    """
+    a, b = lab_hosts
+    runners = install_hooks(lab, str(tmp_path / "hooks"))
+    vnic = lab_vms.vnic(0, 4)
+    spec, dom = lab_vms.start(0, vnics=(vnic,))
+    lab_vms.start(1, with_os=False, uuid=spec.uuid, name=spec.name + "-on-b")
+    domains.wait_ready(a, spec.name)
+    cfg = config.load(a.config_path, required=True)
+    cfg.rollback_grace, cfg.reconcile_interval = GRACE, 0.5
+    svc = Service(cfg, insecure=True, port=0).start()
+    try:
+        result = migrate(lab_conns[0], lab_conns[1], spec.uuid, *runners)
+        failed_at = time.monotonic()
+
+        assert not result.ok and result.aborted_at == "migrate", result.error
+        assert [s.rc for s in result.steps] == [0, 0]
+        _assert_rolled_back(a, dom, spec, vnic, svc, failed_at)
+    finally:
+        svc.stop()
+        with Ledger(cfg.ledger_path) as ledger:
+            ledger.release(spec.uuid)
+        with Ledger(config.load(b.config_path).ledger_path) as ledger:
+            ledger.release(spec.uuid)
