@@ -108,6 +108,9 @@ def test_removal_failed_event_should_be_final():
 
 def test_libvirt_error_should_become_libvirt_failure():
     libvirt = pytest.importorskip("libvirt")
+    # libvirtError() copies this thread's last libvirt error (its code
+    # decides NoSuchVm vs LibvirtFailure): start from none.
+    libvirt.virResetLastError()
     dom = FakeDomain(present=False, error=libvirt.libvirtError("boom"))
     with pytest.raises(LibvirtFailure) as err:
         devices.attach_and_wait(dom, NIC, ALIAS, timeout=2, events=FakeEvents())
