@@ -87,7 +87,13 @@ class Verbs:
     @rpc_verb
     def listVfs(self, pf):
         refs = self.host.domain_refs()
-        return vfstate.vf_table(self.host.inventory(), self.host.ledger.claims(pf=pf), refs, pf)
+        inv = self.host.inventory()
+        kernel = None
+        if self.cfg.vf_device == "hostdev":  # real VFs: the kernel knows their MAC/VLAN
+            from sriov_host import netlink
+
+            kernel = netlink.kernel_vf_settings([pf] if pf else inv.pfs)
+        return vfstate.vf_table(inv, self.host.ledger.claims(pf=pf), refs, pf, kernel)
 
     @rpc_verb
     def reserveVfs(self, vmID, nics, ttl):

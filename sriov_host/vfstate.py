@@ -16,8 +16,14 @@ FREE = "free"
 RESERVED = "reserved"
 
 
-def vf_table(inventory, claims, domain_refs: dict, pf: Optional[str] = None) -> list:
-    """Rows for ``SRIOV.listVfs``; *domain_refs* maps VF address to VM UUID."""
+def vf_table(inventory, claims, domain_refs: dict, pf: Optional[str] = None,
+             kernel: Optional[dict] = None) -> list:
+    """Rows for ``SRIOV.listVfs``; *domain_refs* maps VF address to VM UUID.
+
+    *kernel* (``{(pf, index): (mac, vlan)}`` from netlink, where the host
+    has real VFs) fills MAC and VLAN for VFs the ledger does not describe,
+    such as those the engine placed itself.
+    """
     by_addr = {c.vf_address: c for c in claims}
     rows = []
     for vf in inventory.vfs:
@@ -30,6 +36,8 @@ def vf_table(inventory, claims, domain_refs: dict, pf: Optional[str] = None) -> 
             row.update(state=state, vm_id=claim.vm_id, mac=claim.mac, vlan=claim.vlan)
         elif vf.address in domain_refs:
             row.update(state=IN_USE, vm_id=domain_refs[vf.address])
+        if row["mac"] is None and kernel and (vf.pf, vf.index) in kernel:
+            row["mac"], row["vlan"] = kernel[(vf.pf, vf.index)]
         rows.append(row)
     return rows
 

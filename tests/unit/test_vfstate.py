@@ -42,3 +42,27 @@ def test_vf_table_should_merge_ledger_and_domain_refs(tmp_path):
     assert set(rows[0]) == {"name", "address", "pf", "pf_address", "index", "state", "vm_id",
                             "mac", "vlan", "numa_node"}
     assert vfstate.vf_table(inv, [], refs, pf="ens9f9") == []
+
+
+def test_vf_table_should_take_mac_and_vlan_from_the_kernel_where_the_ledger_is_silent():
+    from sriov_host.inventory import Inventory, Vf
+    from sriov_host.ledger import Claim
+
+    vfs = tuple(Vf(name="vf%d" % i, address="0000:05:10.%d" % i, pf="ens1f0",
+                   pf_address="0000:05:00.0", index=i) for i in range(3))
+    claim = Claim("0000:05:10.0", "vf0", "ens1f0", 0, "vm-a", "56:6f:1a:2b:00:0a", "ua-a", 7, None,
+                  "in_use", None, 0.0)
+    kernel = {("ens1f0", 0): ("02:00:00:00:00:99", 5), ("ens1f0", 1): ("56:6f:1a:2b:00:0c", 100)}
+    rows = vfstate.vf_table(Inventory(vfs), [claim], {"0000:05:10.1": VM_UUID}, kernel=kernel)
+    assert [(r["state"], r["vm_id"], r["mac"], r["vlan"]) for r in rows] == [
+        ("in_use", "vm-a", "56:6f:1a:2b:00:0a", 7),          # the ledger's record wins
+        ("in_use", VM_UUID, "56:6f:1a:2b:00:0c", 100),      # engine-placed: the kernel tells
+        ("free", None, None, None),                         # the kernel knows nothing of it
+    ]
+
+
+def test_kernel_vf_settings_should_be_empty_for_a_pf_that_does_not_exist():
+    from sriov_host import netlink
+
+    assert netlink.kernel_vf_settings(["no-such-pf0"]) == {}
+    assert netlink.vf_settings("no-such-pf0", 0) is None
