@@ -94,6 +94,10 @@ def unplug_all(ctx, vnics) -> metadata.MigrationRecord:
         phase="unplugging", updated=time.time())
     ctx.save_record(dom, record)
     for vnic, rec in zip(vnics, record.vnics):
+        # Intent first: if this process dies mid-detach, the record already
+        # says unplugged and the reconciler re-plugs whatever is missing.
+        record = record.replace_vnic(rec.with_state(metadata.UNPLUGGED))
+        ctx.save_record(dom, record)
         try:
             xml = _live_device_xml(live, vnic)
             ms = ctx.devices.detach_and_wait(dom, xml, rec.key, ctx.cfg.unplug_timeout)
@@ -125,22 +129,22 @@ def _phase(record, phase):
 
 
 def _put_back(ctx, dom, record, failed_rec, error) -> None:
-    """Re-plug what was already removed, then say what happened."""
+    """Re-plug what is missing of what we meant to unplug, then say what happened.
+
+    Works from the record (desired state) against the live domain, so the
+    vNIC whose detach failed is re-plugged too if it went away after all.
+    """
     from sriov_host import rollback
 
-    removed = record.by_state(metadata.UNPLUGGED)
-    outcome = None
-    if removed:
-        outcome = rollback.restore_vnics(dom, ctx.cfg, ctx.ledger, ctx.host_id,
-                                         reason="unplug of %s failed" % failed_rec.key,
-                                         devices=ctx.devices)
-    else:
-        ctx.save_record(dom, _phase(record, "unplug-failed"))
+    outcome = rollback.restore_vnics(dom, ctx.cfg, ctx.ledger, ctx.host_id,
+                                     reason="unplug of %s failed" % failed_rec.key,
+                                     devices=ctx.devices)
+    macs = {r.key: r.mac or r.key for r in record.vnics}
     error.message = "unplug of vNIC %s (%s) failed: %s; %s" % (
         failed_rec.mac, failed_rec.key, error.message,
-        "re-plugged %s on their own VFs" % ", ".join(r.mac or r.key for r in removed)
-        if removed else "nothing else had been unplugged")
-    if outcome is not None and outcome.failed:
+        "re-plugged %s on their own VFs" % ", ".join(macs[k] for k in outcome.restored)
+        if outcome.restored else "nothing else had been unplugged")
+    if outcome.failed:
         error.message += "; re-plug FAILED for %s" % ", ".join(
             "%s (%s)" % (f["mac"], f["error"]) for f in outcome.failed)
 
