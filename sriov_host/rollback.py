@@ -71,12 +71,20 @@ class RestoreResult:
                 "already": self.already, "failed": self.failed, "rollback_ms": self.rollback_ms}
 
 
-def pending_vnics(record, host_id: Optional[str], retry_failed: bool = False) -> list:
-    """The record's vNICs this host should re-plug (none if the VFs are another host's)."""
+def pending_vnics(record, host_id: Optional[str], retry_failed: bool = False,
+                  attached=frozenset()) -> list:
+    """The record's vNICs this host should re-plug (none if the VFs are another host's).
+
+    The reconciler takes only unplugged-for-migration ones. On demand
+    (``retry_failed``, i.e. ``SRIOV.restoreNics``) failed ones are retried,
+    and so are ones the record calls plugged that are not attached (a
+    guest that let go of a device after the source hook gave up waiting).
+    """
     if record is None or (host_id and record.host and record.host != host_id):
         return []
     states = (metadata.UNPLUGGED, metadata.FAILED) if retry_failed else (metadata.UNPLUGGED,)
-    return [v for v in record.vnics if v.state in states and v.vf_address]
+    return [v for v in record.vnics if v.vf_address and (
+        v.state in states or (retry_failed and v.state == metadata.PLUGGED and v.key not in attached))]
 
 
 def restore_vnics(dom: Domain, cfg, ledger: StatusLedger, host_id: Optional[str], reason: str,
@@ -86,12 +94,12 @@ def restore_vnics(dom: Domain, cfg, ledger: StatusLedger, host_id: Optional[str]
     vm_id = dom.UUIDString()
     root = _live_tree(dom)
     record = metadata.read_record(root)
-    todo = pending_vnics(record, host_id, retry_failed)
+    attached = domxml.attached_keys(root)
+    todo = pending_vnics(record, host_id, retry_failed, attached)
     result = RestoreResult(vm_id)
     if not todo:
         return result
     log.info("restoring %d vNIC(s) of VM %s: %s", len(todo), vm_id, reason)
-    attached = domxml.attached_keys(root)
     start = clock()
     for rec in todo:
         record = record.replace_vnic(_restore_one(dom, cfg, devices, rec, attached, result, clock))

@@ -88,3 +88,13 @@ def test_restore_without_record_should_do_nothing(cfg):
     dom = FakeDomain(None)
     result = rollback.restore_vnics(dom, cfg, FakeLedger(), HOST, "t", FakeDevices())
     assert result.to_json()["restored"] == []
+
+
+def test_restore_on_demand_should_replug_a_plugged_vnic_the_guest_let_go_later(cfg):
+    dom = FakeDomain(record(vnic(1, metadata.PLUGGED), vnic(2, metadata.PLUGGED)), attached=["ua-n2"])
+    devices = FakeDevices()
+    assert rollback.restore_vnics(dom, cfg, FakeLedger(), HOST, "reconciler", devices).restored == []
+    result = rollback.restore_vnics(dom, cfg, FakeLedger(), HOST, "restoreNics", devices,
+                                    retry_failed=True)
+    assert [a for a, _ in devices.calls] == ["ua-n1"]
+    assert result.restored == ["ua-n1"] and result.already == []
