@@ -148,7 +148,12 @@ def logout(opts: EngineOptions, token: str) -> None:
 
 def connect(opts: EngineOptions):
     """Log in (bounded) and return an SDK connection that stays bounded."""
-    import ovirtsdk4 as sdk
+    try:
+        import ovirtsdk4 as sdk
+        import pycurl  # noqa: F401 - the login below needs it too
+    except ImportError as e:
+        raise AdapterError("this command needs ovirtsdk4 and pycurl (%s): install the [engine] extra, "
+                           "pip install 'vdsm-sriov-migration[engine]'" % e) from None
 
     class BoundedConnection(sdk.Connection):
         def _get_access_token(self):
