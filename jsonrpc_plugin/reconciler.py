@@ -132,13 +132,16 @@ class Reconciler:
                  result.rollback_ms or 0.0)
 
     def _quiet_since(self, uuid: str, record, now: float) -> float:
-        """When this VM last had a job: the last one seen, else its record's stamp."""
-        since = self._last_job.get(uuid)
-        if since is None and record.updated:
-            since = now - max(0.0, self.wall() - record.updated)
-        if since is None:
-            since = self._first_seen[uuid]
-        return since
+        """The latest of: its last job seen, and the last write to its record.
+
+        The source hook rewrites the record after every vNIC it unplugs, so
+        a long unplug keeps the VM out of the reconciler's hands.
+        """
+        marks = [self._last_job.get(uuid)]
+        if record.updated:
+            marks.append(now - max(0.0, self.wall() - record.updated))
+        marks = [m for m in marks if m is not None]
+        return max(marks) if marks else self._first_seen[uuid]
 
     def _record(self, dom, uuid: str):
         try:

@@ -103,7 +103,14 @@ class HookContext:
         return domxml.parse_domain(libvirtconn.live_xml(dom))
 
     def save_record(self, dom, record) -> None:
-        """Write our record into the live domain metadata (AFFECT_LIVE)."""
+        """Write our record into the live domain metadata (AFFECT_LIVE).
+
+        Every save refreshes ``updated``: the reconciler's grace counts from
+        it, so a long unplug of many vNICs is never mistaken for an
+        abandoned one.
+        """
+        from dataclasses import replace
+
         from sriov_host import rollback
 
-        rollback.save_record(dom, record)
+        rollback.save_record(dom, replace(record, updated=time.time()))

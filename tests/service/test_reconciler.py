@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import threading
 
 from jsonrpc_plugin.host import LockedLedger
@@ -137,3 +138,18 @@ def test_thread_should_start_and_stop_quickly():
     rec.wake()
     rec.stop(timeout=3)
     assert not rec._thread.is_alive()
+
+
+def test_reconciler_should_count_the_grace_from_a_record_write_after_the_last_job():
+    """A source hook still unplugging (it rewrites the record) is not abandoned."""
+    rec, dom, devices, _ledger, clock = setup(job=1)
+    rec.run_once()                     # a migration job is seen now
+    dom.job = 0
+    clock.now += 4.0
+    dom.record = dataclasses.replace(dom.record, updated=clock.now)  # the hook wrote again
+    clock.now += 4.0                   # 8 s after the job, 4 s after the write
+    rec.run_once()
+    assert devices.calls == []
+    clock.now += 1.1
+    rec.run_once()
+    assert [a for a, _ in devices.calls] == ["ua-n1"]
