@@ -86,6 +86,7 @@ def _guest_view(st: Stage, host_index: int, spec, after: int = -1, timeout: floa
         return seen[-1] if seen else None
 
     host = st.lab.hosts[host_index]
+    report.step("waiting for the guest on %s to list its NICs on its serial console ...", host.name)
     tick = domains.wait_serial(host, spec.name, until, timeout, "the vNICs in the guest")
     report.step("guest on %s sees its NICs: %s", host.name, report.nics(tick.nics))
     return tick
