@@ -83,6 +83,24 @@ def _assign(record, pending, claims, host_id):
                    updated=time.time())
 
 
+def _reserved_claims(ctx, pending) -> list:
+    """This VM's reserved claims; reserve again if the reservation lapsed.
+
+    A long migration can outlive the reservation's TTL. The VM is here
+    now, so VFs are taken afresh rather than leaving it without NICs;
+    if none is free the vNICs are marked failed by :func:`_assign`.
+    """
+    claims = [c for c in ctx.ledger.claims(vm_id=ctx.vm_id) if c.state == RESERVED]
+    if all(r.mac in {c.mac for c in claims} for r in pending):
+        return claims
+    try:
+        ctx.ledger.reserve(ctx.vm_id, [_nic_request(r) for r in pending], ctx.inventory,
+                           frozenset(ctx.domain_refs()), ctx.cfg.networks, ctx.cfg.reservation_ttl)
+    except SriovError:
+        return claims
+    return [c for c in ctx.ledger.claims(vm_id=ctx.vm_id) if c.state == RESERVED]
+
+
 def after_migrate_destination(ctx, root, dry_run) -> Result:
     _, pending = _pending(root)
     if dry_run or not pending:
@@ -90,8 +108,7 @@ def after_migrate_destination(ctx, root, dry_run) -> Result:
         return Result(OK, record_plan(ctx.vm_id, pending, verdict, "vNICs to plug"))
     dom = ctx.domain()
     record, pending = _pending(ctx.live_root(dom))
-    claims = [c for c in ctx.ledger.claims(vm_id=ctx.vm_id) if c.state == RESERVED]
-    record = _assign(record, pending, claims, ctx.host_id)
+    record = _assign(record, pending, _reserved_claims(ctx, pending), ctx.host_id)
     ctx.save_record(dom, record)
     for rec in record.by_state(metadata.UNPLUGGED):
         record = record.replace_vnic(_plug_one(ctx, dom, rec))

@@ -195,3 +195,20 @@ def test_destination_should_release_the_vf_of_a_vnic_it_cannot_plug(host8, tmp_p
     assert sorted(s for a, s in states.items() if a != bad) == [metadata.PLUGGED] * 2
     assert incoming.record().phase == "plug-failed"
     assert sorted(c.mac for c in host8.claims(VM)) == [MACS[0], MACS[2]]
+
+
+def test_destination_should_reserve_again_when_the_reservation_lapsed_in_flight(host8, tmp_path,
+                                                                                capsys):
+    from sriov_host.ledger import Ledger
+
+    src = FakeDomain(source_xml())
+    assert hook("before_vm_migrate_source", src, FakeDevices(), tmp_path)[0] == 0
+    assert hook("after_vm_migrate_source", src, FakeDevices(), tmp_path)[0] == 0
+    incoming = FakeDomain(src.XMLDesc().encode())
+    assert hook("before_vm_migrate_destination", incoming, FakeDevices(), tmp_path)[0] == 0
+    with Ledger(str(host8.ledger)) as ledger:  # a migration longer than the TTL
+        ledger.release(VM)
+    rc, _ = hook("after_vm_migrate_destination", incoming, FakeDevices(), tmp_path)
+    assert rc == 0, capsys.readouterr().err
+    assert {r.state for r in incoming.record().vnics} == {metadata.PLUGGED}
+    assert sorted((c.mac, c.state) for c in host8.claims(VM)) == [(m, "in_use") for m in MACS]
