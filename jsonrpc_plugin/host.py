@@ -16,7 +16,7 @@ import time
 from typing import Callable, Optional
 
 from sriov_host import inventory as inventory_mod
-from sriov_host import vfstate
+from sriov_host import libvirtconn, vfstate
 from sriov_host.errors import LibvirtFailure
 
 log = logging.getLogger(__name__)
@@ -43,26 +43,12 @@ class LockedLedger:
         return locked
 
 
-def open_libvirt(cfg):
-    """This host's libvirt (VDSM's SASL-aware getter where importable), events running."""
-    import libvirt
-
-    from sriov_host import libvirtconn
-
-    libvirt.registerErrorHandler(_quiet, None)  # errors are raised and logged, not printed
-    return libvirtconn.open_connection(cfg)
-
-
-def _quiet(_ctx, _err) -> None:
-    pass
-
-
 class HostContext:
     def __init__(self, cfg, ledger, conn_factory: Optional[Callable] = None,
                  clock: Callable[[], float] = time.monotonic):
         self.cfg = cfg
         self.ledger = ledger
-        self._conn_factory = conn_factory or (lambda: open_libvirt(cfg))
+        self._conn_factory = conn_factory or (lambda: libvirtconn.open_connection(cfg))
         self._conn = None
         self._conn_lock = threading.Lock()
         self._host_id = None
@@ -95,7 +81,7 @@ class HostContext:
     def host_id(self) -> Optional[str]:
         """libvirt's host UUID: the owner stamp on our metadata records."""
         if self._host_id is None:
-            self._host_id = vfstate.host_uuid(self.conn())
+            self._host_id = libvirtconn.host_uuid(self.conn())
         return self._host_id
 
     def inventory(self):

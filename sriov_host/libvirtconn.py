@@ -147,7 +147,15 @@ def live_xml(dom, flags: int = 0) -> str:
 
 
 def host_uuid(conn) -> Optional[str]:
-    """The libvirt host UUID (``<host><uuid>`` of the capabilities)."""
+    """The libvirt host UUID (``host_uuid`` in libvirtd.conf, else SMBIOS).
+
+    Our record names the host its VF addresses belong to by this UUID.
+    """
     with translated("reading host capabilities"):
         caps = conn.getCapabilities()
-    return etree.fromstring(caps.encode()).findtext("host/uuid")
+    try:
+        root = etree.fromstring(caps.encode(), etree.XMLParser(resolve_entities=False,
+                                                               no_network=True))
+    except etree.XMLSyntaxError as e:
+        raise LibvirtFailure("cannot read host capabilities: %s" % e) from e
+    return (root.findtext("host/uuid") or "").strip() or None

@@ -69,15 +69,3 @@ def scan_domain_refs(conn, host_id: Optional[str] = None) -> dict:
         for addr in domxml.referenced_vf_addresses(root, host_id):
             refs[addr] = dom.UUIDString()
     return refs
-
-
-def host_uuid(conn) -> Optional[str]:
-    """The libvirt host UUID (``host_uuid`` in libvirtd.conf, else SMBIOS)."""
-    from lxml import etree
-
-    try:
-        caps = etree.fromstring(conn.getCapabilities().encode(),
-                                etree.XMLParser(resolve_entities=False, no_network=True))
-    except Exception as e:  # noqa: BLE001 - any failure means "unknown host"
-        raise LibvirtFailure("cannot read host capabilities: %s" % e) from e
-    return (caps.findtext("host/uuid") or "").strip() or None

@@ -19,7 +19,7 @@ from typing import Callable, Optional
 
 from lxml import etree
 
-from sriov_host import domxml, metadata
+from sriov_host import domxml, libvirtconn, metadata
 
 from .errors import LabError
 from .guest import GuestImage, parse_serial
@@ -156,18 +156,12 @@ def domain_xml(spec: DomainSpec, host_uuid: Optional[str] = None) -> str:
     return etree.tostring(root, encoding="unicode", pretty_print=True)
 
 
-def host_uuid_of(conn) -> str:
-    """The host UUID libvirt reports (``<host><uuid>``), as the record holds it."""
-    root = etree.fromstring(conn.getCapabilities().encode())
-    return root.findtext("host/uuid")
-
-
 def start(conn, spec: DomainSpec):
     """Create (transient, like VDSM's VMs) and start the lab VM on *conn*."""
     import libvirt
 
     try:
-        return conn.createXML(domain_xml(spec, host_uuid_of(conn)), 0)
+        return conn.createXML(domain_xml(spec, libvirtconn.host_uuid(conn)), 0)
     except libvirt.libvirtError as e:
         raise LabError("lab VM %s did not start: %s" % (spec.name, e)) from e
 

@@ -72,9 +72,9 @@ class HookContext:
     @property
     def host_id(self) -> Optional[str]:
         if self._host_id is None:
-            from sriov_host import vfstate
+            from sriov_host import libvirtconn
 
-            self._host_id = vfstate.host_uuid(self.conn)
+            self._host_id = libvirtconn.host_uuid(self.conn)
         return self._host_id
 
     def domain_refs(self) -> dict:

@@ -5,8 +5,7 @@ from __future__ import annotations
 import pytest
 from lxml import etree
 
-from sriov_host import domxml, metadata
-from sriov_lab import domains
+from sriov_host import domxml, libvirtconn, metadata
 
 pytestmark = pytest.mark.lab
 
@@ -20,7 +19,7 @@ def test_lab_vm_should_carry_vdsm_metadata_and_our_record(lab_conns, lab_vms):
     assert domxml.vdsm_device_custom(root) == {vnic.mac: {"sriov_migratable": "true"}}
     assert domxml.vdsm_device_networks(root) == {vnic.mac: "lab-net"}
     record = metadata.read_record(root)
-    assert record.host == domains.host_uuid_of(lab_conns[0])
+    assert record.host == libvirtconn.host_uuid(lab_conns[0])
     assert [(v.alias, v.vf_address, v.state) for v in record.vnics] == [
         (vnic.alias, vnic.vf_address, metadata.PLUGGED)]
     found = domxml.find_vnics(root, mode=domxml.MODE_EMULATED)

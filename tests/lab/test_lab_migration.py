@@ -7,7 +7,7 @@ import os
 import pytest
 from lxml import etree
 
-from sriov_host import metadata
+from sriov_host import libvirtconn, metadata
 from sriov_lab import domains
 from sriov_lab import hookrunner as hr
 from sriov_lab.guest import parse_serial
@@ -52,7 +52,7 @@ def test_migrated_vm_should_carry_the_metadata_record(lab_hosts, lab_conns, lab_
     assert result.ok, result.error
     xml = lab_conns[1].lookupByUUIDString(spec.uuid).XMLDesc(0)
     record = metadata.read_record(etree.fromstring(xml.encode()))
-    assert record.host == domains.host_uuid_of(lab_conns[0])
+    assert record.host == libvirtconn.host_uuid(lab_conns[0])
     assert [v.alias for v in record.vnics] == [spec.vnics[0].alias]
 
 

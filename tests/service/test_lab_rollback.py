@@ -19,7 +19,7 @@ import pytest
 
 from jsonrpc_plugin.client import RpcClient
 from jsonrpc_plugin.service import Service
-from sriov_host import config, devices, domxml, metadata, rollback
+from sriov_host import config, devices, domxml, libvirtconn, metadata, rollback
 from sriov_host.ledger import Ledger
 from sriov_lab import domains
 from sriov_lab import hookrunner as hr
@@ -77,7 +77,7 @@ def test_failed_migration_should_be_rolled_back_by_the_reconciler(lab, lab_hosts
     cfg.rollback_grace, cfg.reconcile_interval = GRACE, 0.5
     svc = Service(cfg, insecure=True, port=0).start()
     try:
-        _unplug_like_the_source_hook(dom, spec, vnic, domains.host_uuid_of(lab_conns[0]), cfg)
+        _unplug_like_the_source_hook(dom, spec, vnic, libvirtconn.host_uuid(lab_conns[0]), cfg)
         domains.wait_serial(a, spec.name, _nic_seen(vnic.mac, False), 30, "NIC gone in the guest")
         _refuse(lab_hook_runners[1], hr.BEFORE_DEST)
 
