@@ -19,14 +19,6 @@ from helpers import nodedev  # noqa: E402
 from jsonrpc_plugin.client import RpcClient  # noqa: E402
 from jsonrpc_plugin.service import Service  # noqa: E402
 from sriov_host import config  # noqa: E402
-from sriov_lab.fixtures import (  # noqa: E402, F401  (lab fixtures, for test_lab_rollback)
-    lab,
-    lab_conns,
-    lab_guest,
-    lab_hook_runners,
-    lab_hosts,
-    lab_vms,
-)
 from sriov_lab.pki import TestCa  # noqa: E402
 
 VM_BUSY = "11111111-2222-3333-4444-555555555555"
