@@ -130,15 +130,19 @@ class Engine:
 
     def find_vm(self, key: str) -> Vm:
         service = self._system.vms_service()
+        return self._vm(self._find("VM", service, service.vm_service, key))
+
+    def _find(self, kind: str, collection, item_service, key: str):
+        """The one object *key* names: by id where it looks like one, else by exact name."""
         if looks_like_id(key):
-            vm = self._get_or_none("get VM %s" % key, service.vm_service(key).get)
-            if vm is not None:
-                return self._vm(vm)
-        found = self._call("search VM %s" % key, service.list, search=_search_name(key))
-        matches = [vm for vm in found if vm.name == key]
+            obj = self._get_or_none("get %s %s" % (kind, key), item_service(key).get)
+            if obj is not None:
+                return obj
+        found = self._call("search %s %s" % (kind, key), collection.list, search=_search_name(key))
+        matches = [o for o in found if o.name == key]
         if not matches:
-            raise AdapterError("no VM named or with id %r on engine %s" % (key, self.opts.origin))
-        return self._vm(matches[0])
+            raise AdapterError("no %s named or with id %r on engine %s" % (kind, key, self.opts.origin))
+        return matches[0]
 
     def _get_or_none(self, what, fn):
         try:
@@ -173,15 +177,7 @@ class Engine:
 
     def find_host(self, key: str) -> Host:
         service = self._system.hosts_service()
-        if looks_like_id(key):
-            host = self._get_or_none("get host %s" % key, service.host_service(key).get)
-            if host is not None:
-                return self._host(host)
-        found = self._call("search host %s" % key, service.list, search=_search_name(key))
-        matches = [h for h in found if h.name == key]
-        if not matches:
-            raise AdapterError("no host named or with id %r on engine %s" % (key, self.opts.origin))
-        return self._host(matches[0])
+        return self._host(self._find("host", service, service.host_service, key))
 
     @staticmethod
     def _host(h) -> Host:
