@@ -26,6 +26,7 @@ class HookContext:
         self._ledger = ledger
         self._devices = devices
         self._inventory = None
+        self._vf_by_address = None
         self._host_id = None
         self._owned = []
         self.clock = clock
@@ -68,6 +69,13 @@ class HookContext:
             conn = None if self.cfg.nodedev_xml_path else self.conn
             self._inventory = inventory_mod.load(self.cfg, conn)
         return self._inventory
+
+    @property
+    def vf_by_address(self) -> dict:
+        """The inventory's VFs by PCI address, built once per hook run."""
+        if self._vf_by_address is None:
+            self._vf_by_address = self.inventory.by_address()
+        return self._vf_by_address
 
     @property
     def host_id(self) -> Optional[str]:

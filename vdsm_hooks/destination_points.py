@@ -148,7 +148,7 @@ def _verify_vf(ctx, rec) -> None:
         return
     from sriov_host import netlink
 
-    vf = ctx.inventory.by_address().get(rec.vf_address)
+    vf = ctx.vf_by_address.get(rec.vf_address)
     seen = netlink.vf_settings(vf.pf, vf.index) if vf else None
     if seen is None:
         return

@@ -52,7 +52,7 @@ def before_migrate_source(ctx, root, dry_run) -> Result:
 def _pf_of(ctx, vnic):
     if vnic.pf:
         return vnic.pf
-    vf = ctx.inventory.by_address().get(vnic.vf_address) if vnic.vf_address else None
+    vf = ctx.vf_by_address.get(vnic.vf_address) if vnic.vf_address else None
     return vf.pf if vf else None
 
 
@@ -114,7 +114,7 @@ def unplug_all(ctx, vnics) -> metadata.MigrationRecord:
 
 
 def _hold_entry(ctx, rec) -> dict:
-    vf = ctx.inventory.by_address().get(rec.vf_address)
+    vf = ctx.vf_by_address.get(rec.vf_address)
     if vf is None:
         raise SriovError("VF %s of vNIC %s is not in this host's inventory"
                          % (rec.vf_address, rec.mac))
