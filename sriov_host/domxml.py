@@ -50,6 +50,12 @@ class Vnic:
         return self.alias or ("vf:%s" % self.vf_address)
 
 
+def vnic_from_record(rec) -> Vnic:
+    """The vNIC a :class:`metadata.VnicRecord` describes, to plug it again."""
+    return Vnic(alias=rec.alias, mac=rec.mac, kind=rec.kind, vf_address=rec.vf_address,
+                vlan=rec.vlan, teaming=rec.teaming, network=rec.network, pf=rec.pf)
+
+
 def parse_domain(data) -> etree._Element:
     root = parse_xml(data, "domain XML")
     if root.tag != "domain":

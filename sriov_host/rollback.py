@@ -116,7 +116,8 @@ def _restore_one(dom, cfg, devices, rec, attached, result, clock):
     if rec.key in attached:
         result.already.append(rec.key)
         return rec.with_state(metadata.PLUGGED, error=None)
-    xml = domxml.render_attach(_as_vnic(rec), rec.vf_address, mode=cfg.vf_device, model=cfg.vf_model)
+    xml = domxml.render_attach(domxml.vnic_from_record(rec), rec.vf_address, mode=cfg.vf_device,
+                               model=cfg.vf_model)
     start = clock()
     try:
         devices.attach_and_wait(dom, xml, rec.alias, cfg.plug_timeout)
@@ -131,11 +132,6 @@ def _restore_one(dom, cfg, devices, rec, attached, result, clock):
     log.info("re-plugged vNIC %s (%s) of VM %s on VF %s in %.1f ms",
              rec.key, rec.mac, dom.UUIDString(), rec.vf_address, ms)
     return rec.with_state(metadata.PLUGGED, error=None, rollback_ms=ms)
-
-
-def _as_vnic(rec) -> domxml.Vnic:
-    return domxml.Vnic(alias=rec.alias, mac=rec.mac, kind=rec.kind, vf_address=rec.vf_address,
-                       vlan=rec.vlan, teaming=rec.teaming, network=rec.network, pf=rec.pf)
 
 
 def _finish_record(record, phase: str):

@@ -129,10 +129,9 @@ def after_migrate_destination(ctx, root, dry_run) -> Result:
 
 def _plug_one(ctx, dom, rec) -> metadata.VnicRecord:
     """Attach one vNIC on its reserved VF; on failure release the VF."""
-    vnic = domxml.Vnic(alias=rec.alias, mac=rec.mac, kind=rec.kind, vlan=rec.vlan,
-                       teaming=rec.teaming, network=rec.network)
     try:
-        xml = domxml.render_attach(vnic, rec.vf_address, ctx.cfg.vf_device, ctx.cfg.vf_model)
+        xml = domxml.render_attach(domxml.vnic_from_record(rec), rec.vf_address, ctx.cfg.vf_device,
+                                   ctx.cfg.vf_model)
         ms = ctx.devices.attach_and_wait(dom, xml, rec.key, ctx.cfg.plug_timeout)
         _verify_vf(ctx, rec)
         ctx.ledger.set_state(ctx.vm_id, rec.vf_address, IN_USE)

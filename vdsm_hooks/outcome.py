@@ -19,8 +19,6 @@ class Result:
 
 def record_plan(vm_id, record_vnics, verdict, reason) -> policy.Plan:
     """A plan built from our record (destination points), all migratable."""
-    vnics = tuple(domxml.Vnic(alias=r.alias, mac=r.mac, kind=r.kind, vf_address=r.vf_address,
-                              vlan=r.vlan, teaming=r.teaming, network=r.network)
-                  for r in record_vnics)
+    vnics = tuple(domxml.vnic_from_record(r) for r in record_vnics)
     decisions = tuple(policy.Decision(True, "recorded by the source") for _ in vnics)
     return policy.Plan(vm_id, verdict, reason, vnics, decisions)

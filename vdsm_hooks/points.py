@@ -8,7 +8,6 @@ and returns VDSM's rc.
 from __future__ import annotations
 
 import json
-import logging
 import sys
 
 from sriov_host import domxml
@@ -18,8 +17,6 @@ from sriov_host.xmlsafe import to_bytes
 from . import destination_points, source_points
 from .context import HookContext
 from .hook import failure_rc, say
-
-log = logging.getLogger("sriov_migration.hook")
 
 HANDLERS = {
     "before_vm_migrate_source": source_points.before_migrate_source,
