@@ -37,7 +37,9 @@ _SCHEMA = {
     "server": {"listen", "port", "tls", "cert", "key", "ca", "workers", "max_request_bytes",
                "client_timeout"},
     "networks": None,  # free-form: NAME = pf1, pf2
+    "vdsm": {"client", "address", "port", "migration_timeout"},
 }
+VDSM_CLIENTS = ("vdsm", "lab")
 
 
 @dataclass
@@ -65,6 +67,10 @@ class Config:
     workers: int = 8
     max_request_bytes: int = 1024 * 1024
     client_timeout: float = 10.0
+    vdsm_client: str = "vdsm"
+    vdsm_address: str = "localhost"
+    vdsm_port: int = 54321
+    migration_timeout: float = 600.0
     path: Optional[str] = None
 
     @property
@@ -155,6 +161,10 @@ def from_parser(parser, path: str) -> Config:
     cfg.max_request_bytes = get.number("server", "max_request_bytes", cfg.max_request_bytes,
                                        integer=True)
     cfg.client_timeout = get.number("server", "client_timeout", cfg.client_timeout)
+    cfg.vdsm_client = get.choice("vdsm", "client", cfg.vdsm_client, VDSM_CLIENTS)
+    cfg.vdsm_address = get.str("vdsm", "address", cfg.vdsm_address)
+    cfg.vdsm_port = get.number("vdsm", "port", cfg.vdsm_port, upper=65535, integer=True)
+    cfg.migration_timeout = get.number("vdsm", "migration_timeout", cfg.migration_timeout)
     return cfg
 
 

@@ -47,6 +47,12 @@ ca = /pki/ca.pem
 workers = 4
 max_request_bytes = 65536
 client_timeout = 2.5
+
+[vdsm]
+client = lab
+address = 127.0.0.11
+port = 15321
+migration_timeout = 90
 """
 
 
@@ -83,6 +89,8 @@ def test_load_should_read_every_key(tmp_path, monkeypatch):
         "listen": "192.0.2.10", "port": 15432, "tls": False,
         "cert": "/pki/cert.pem", "key": "/pki/key.pem", "ca": "/pki/ca.pem",
         "workers": 4, "max_request_bytes": 65536, "client_timeout": 2.5,
+        "vdsm_client": "lab", "vdsm_address": "127.0.0.11", "vdsm_port": 15321,
+        "migration_timeout": 90.0,
     }
     assert cfg.nodedev_xml_path == "/etc/sriov/nodedev.xml"
     assert cfg.listen_address == "192.0.2.10"
