@@ -120,7 +120,7 @@ def _restore_one(dom, cfg, devices, rec, attached, result, clock):
                                model=cfg.vf_model)
     start = clock()
     try:
-        devices.attach_and_wait(dom, xml, rec.alias, cfg.plug_timeout)
+        devices.attach_and_wait(dom, xml, rec.key, cfg.plug_timeout)
     except Exception as e:  # noqa: BLE001 - each vNIC's failure is reported, then the next is tried
         msg = _one_line(getattr(e, "message", None) or str(e) or type(e).__name__)
         log.warning("re-plug of vNIC %s (%s) of VM %s failed: %s",

@@ -37,8 +37,24 @@ def _covered(ctx, pending) -> bool:
     return all(r.mac in have for r in pending)
 
 
+def _still_attached(ctx, root, record) -> list:
+    """SR-IOV vNICs the source left in the XML (VDSM would bind their VFs here)."""
+    recorded = {r.vf_address for r in record.vnics if r.vf_address} if record else set()
+    if ctx.cfg.vf_device == domxml.MODE_EMULATED:
+        return domxml.find_vnics(root, domxml.MODE_EMULATED)
+    return domxml.find_vnics(root, domxml.MODE_HOSTDEV, recorded)
+
+
 def before_migrate_destination(ctx, root, dry_run) -> Result:
     record, pending = _pending(root)
+    attached = _still_attached(ctx, root, record)
+    if attached:
+        macs = ", ".join(v.mac or v.key for v in attached)
+        plan = record_plan(ctx.vm_id, (), policy.REFUSE, "SR-IOV vNIC(s) still attached: %s" % macs)
+        return Result(FAIL, plan, [
+            "mac=%s: the incoming domain XML still holds the source's SR-IOV vNIC(s); they must "
+            "be unplugged before VDSM's VM.migrate (use 'sriov-client SRIOV migrate' on the "
+            "source, or an oVirt engine >= 4.1)" % macs])
     if not pending:
         return Result(OK, record_plan(ctx.vm_id, (), policy.NOTHING, "no SR-IOV vNIC recorded"))
     plan = record_plan(ctx.vm_id, pending, policy.MIGRATE,
