@@ -19,13 +19,14 @@ import json
 import socket
 import ssl
 import sys
+import time
 from typing import Any, Optional
 
 from sriov_host.config import VDSM_CA, VDSM_CERT, VDSM_KEY
 
 DEFAULT_PORT = 54325
 NAMESPACE = "SRIOV"
-_INT_PARAMS = ("ttl",)  # values are strings on the command line, like vdsm-client
+_INT_PARAMS = ("ttl", "port", "timeout")  # values are strings on the command line, like vdsm-client
 
 
 class RpcError(Exception):
@@ -139,7 +140,7 @@ def _parse_args(argv):
                    help="accept a server certificate that does not name HOST")
     p.add_argument("namespace", help="always SRIOV")
     p.add_argument("method", help="ping, listVfs, reserveVfs, releaseVfs, getReservation, "
-                                  "migrationStatus, restoreNics")
+                                  "migrationStatus, restoreNics, migrate (waits and shows progress)")
     p.add_argument("args", nargs="*", metavar="name=value")
     return p.parse_args(argv)
 
@@ -185,8 +186,61 @@ def main(argv=None) -> int:
         print("sriov-client: Connection to %s:%d failed: %s" % (args.host, args.port, e.message),
               file=sys.stderr)
         return 1
+    if args.method == "migrate":
+        return follow_migration(client, params, result)
     print(json.dumps(result, indent=4, sort_keys=True))
     return 0
+
+
+FOLLOW_POLL = 0.5
+FOLLOW_MARGIN = 120.0
+
+
+def follow_migration(client: RpcClient, params: dict, started: dict, out=None, err=None,
+                     sleep=time.sleep, clock=time.monotonic) -> int:
+    """Show each step of an ``SRIOV.migrate`` as it ends; rc 0 only if every vNIC is plugged on dst."""
+    out, err = out or sys.stdout, err or sys.stderr
+    vm_id = started["vmID"]
+    deadline = clock() + float(params.get("timeout") or 600) + FOLLOW_MARGIN
+    shown, job = 0, None
+    while clock() < deadline:
+        try:
+            job = client.call("SRIOV.migrationStatus", {"vmID": vm_id}).get("migration")
+        except (RpcError, RpcUnavailable) as e:
+            print("sriov-client: lost track of the migration of %s: %s" % (vm_id, e), file=err)
+            return 1
+        steps = (job or {}).get("steps", [])
+        done = [s for s in steps if s["ms"] is not None]
+        for step in done[shown:]:
+            print("[%s] %-8s %-4s %7.0f ms  %s" % (time.strftime("%H:%M:%S", time.localtime(step["start"])),
+                                                 step["step"], "ok" if step["ok"] else "FAIL",
+                                                 step["ms"], step["detail"]), file=err)
+        shown = len(done)
+        if job and job["done"]:
+            break
+        sleep(FOLLOW_POLL)
+    if not job or not job["done"]:
+        print("sriov-client: migration of %s did not end in time; see SRIOV migrationStatus" % vm_id,
+              file=err)
+        return 1
+    print(json.dumps(job, indent=4, sort_keys=True), file=out)
+    for line in vnic_lines(job):
+        print(line, file=err)
+    return 0 if job["phase"] == "migrated" else 1
+
+
+def vnic_lines(job: dict) -> list:
+    """One line per vNIC saying where it is, and the verdict."""
+    lines = []
+    for v in job.get("vnics", []):
+        where = job["dst"] if v.get("host") != "source" else "the source"
+        lines.append("vnic %s (%s): %s on %s%s" % (v.get("mac"), v.get("alias"), v.get("state"), where,
+                                                   " (VF %s)" % v["vf_address"] if v.get("vf_address")
+                                                   else "") + (": %s" % v["error"] if v.get("error") else ""))
+    verdict = ("migrated to %s with every vNIC plugged" % job["dst"] if job["phase"] == "migrated"
+               else "%s: %s" % (job["phase"], job.get("error")))
+    lines.append("sriov-client: %s" % verdict)
+    return lines
 
 
 if __name__ == "__main__":

@@ -145,6 +145,22 @@ def bind(verb: str, spec: tuple, args: tuple, kwargs: dict, defaults: Optional[d
     return out
 
 
+HOST_RE = re.compile(r"^[A-Za-z0-9]([A-Za-z0-9.-]{0,252})$|^\[[0-9a-fA-F:.]{2,45}\]$")
+MAX_MIGRATION_TIMEOUT = 24 * 3600
+
+
+def host(field: str, value) -> str:
+    return _string(field, value, HOST_RE, "a host name or address", max_len=253)
+
+
+def port(field: str, value) -> int:
+    return _int(field, value, 1, 65535)
+
+
+def timeout(field: str, value) -> Optional[int]:
+    return None if value is None else _int(field, value, 1, MAX_MIGRATION_TIMEOUT)
+
+
 VM_ONLY = (Param("vmID", vm_id),)
 
 SPECS = {
@@ -155,4 +171,6 @@ SPECS = {
     "getReservation": VM_ONLY,
     "migrationStatus": VM_ONLY,
     "restoreNics": VM_ONLY,
+    "migrate": (Param("vmID", vm_id), Param("dst", host), Param("port", port, 54325),
+                Param("timeout", timeout, None)),
 }

@@ -27,13 +27,16 @@ VIR_CONNECT_LIST_DOMAINS_ACTIVE = 1
 
 class Reconciler:
     def __init__(self, host, devices, job_active: Callable, clock: Callable[[], float] = time.monotonic,
-                 wall: Callable[[], float] = time.time):
+                 wall: Callable[[], float] = time.time, busy: Optional[Callable[[str], bool]] = None,
+                 vdsm_migrating: Optional[Callable[[str], bool]] = None):
         self.host = host
         self.cfg = host.cfg
         self.devices = devices
         self.job_active = job_active
         self.clock = clock
         self.wall = wall
+        self.busy = busy or (lambda uuid: False)
+        self.vdsm_migrating = vdsm_migrating or (lambda uuid: False)
         self._last_job = {}
         self._first_seen = {}
         self._wake = threading.Event()
@@ -100,7 +103,7 @@ class Reconciler:
             self._forget(uuid)
             return None
         self._first_seen.setdefault(uuid, now)
-        if self.job_active(dom):
+        if self.busy(uuid) or self.job_active(dom):  # SRIOV.migrate drives it, or libvirt migrates
             self._last_job[uuid] = now
             return now + self.cfg.rollback_grace
         due = self._quiet_since(uuid, record, now) + self.cfg.rollback_grace
@@ -110,7 +113,7 @@ class Reconciler:
         if not lock.acquire(blocking=False):
             return now + self.cfg.reconcile_interval  # restoreNics is on it
         try:
-            if self.job_active(dom):  # a migration started while we looked
+            if self.busy(uuid) or self.job_active(dom) or self.vdsm_migrating(uuid):
                 self._last_job[uuid] = self.clock()
                 return None
             self._restore(dom, uuid)

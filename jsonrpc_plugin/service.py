@@ -18,7 +18,10 @@ from sriov_host import config as config_mod
 from sriov_host.errors import SriovError
 from sriov_host.ledger import Ledger
 
+from . import vdsm_api
+from .client import RpcClient
 from .host import HostContext, LockedLedger
+from .migrator import Migrations
 from .reconciler import Reconciler
 from .server import ServerThread, build_server
 from .verbs import Verbs, _job_active
@@ -37,7 +40,8 @@ class Service:
 
     def __init__(self, cfg, insecure: bool = False, conn_factory: Optional[Callable] = None,
                  devices=None, job_active: Callable = _job_active, reconcile: bool = True,
-                 port: Optional[int] = None, listen: Optional[str] = None):
+                 port: Optional[int] = None, listen: Optional[str] = None,
+                 peer_factory: Optional[Callable] = None, vdsm_factory: Optional[Callable] = None):
         self.cfg = cfg
         self.insecure = insecure
         self._port = port
@@ -45,9 +49,18 @@ class Service:
         self.ledger = LockedLedger(Ledger(cfg.ledger_path))
         self.host = HostContext(cfg, self.ledger, conn_factory)
         devices = devices if devices is not None else _default_devices()
-        self.verbs = Verbs(self.host, devices, job_active)
-        self.reconciler = Reconciler(self.host, devices, job_active) if reconcile else None
+        self.migrations = Migrations(self.host, devices, peer_factory or self._peer,
+                                     vdsm_factory or vdsm_api.connect, job_active)
+        self.verbs = Verbs(self.host, devices, job_active, self.migrations)
+        self.reconciler = Reconciler(self.host, devices, job_active,
+                                     busy=self.migrations.is_driving,
+                                     vdsm_migrating=self.migrations.vdsm_migrating) if reconcile else None
         self._server_thread: Optional[ServerThread] = None
+
+    def _peer(self, address: str, port: int):
+        """Another host's service, over mutual TLS with this host's certificate."""
+        return RpcClient(address, port, cert=self.cfg.cert, key=self.cfg.key, ca=self.cfg.ca,
+                         insecure=not self.cfg.tls, timeout=self.cfg.client_timeout)
 
     @property
     def port(self) -> int:

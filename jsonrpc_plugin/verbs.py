@@ -18,7 +18,7 @@ from jsonrpclib import Fault
 
 import sriov_host
 from sriov_host import metadata, rollback, vfstate
-from sriov_host.errors import NoSuchVm, SriovError
+from sriov_host.errors import MigrationInProgress, NoSuchVm, NotMigratable, SriovError
 from sriov_host.ledger import RESERVED, STATES
 
 from . import params
@@ -66,11 +66,12 @@ def _log_call(verb, vm, start, outcome, level):
 class Verbs:
     """The verbs over one host's context (see host.HostContext)."""
 
-    def __init__(self, host, devices=None, job_active=None):
+    def __init__(self, host, devices=None, job_active=None, migrations=None):
         self.host = host
         self.cfg = host.cfg
         self.devices = devices
         self._job_active = job_active or _job_active
+        self.migrations = migrations
 
     def defaults(self) -> dict:
         return {"ttl": self.cfg.reservation_ttl}
@@ -129,15 +130,28 @@ class Verbs:
         claims = self.host.ledger.claims(vm_id=vmID)
         dom = self.host.lookup(vmID)
         record = rollback.read_live_record(dom) if dom is not None else None
-        if status is None and dom is None and not claims:
+        job = self.migrations.job(vmID) if self.migrations is not None else None
+        if status is None and dom is None and not claims and job is None:
             raise NoSuchVm("this host knows nothing of VM %s" % vmID, {"vmID": vmID})
-        return status_view(vmID, record, status, claims, dom is not None)
+        view = status_view(vmID, record, status, claims, dom is not None)
+        view["migration"] = job.to_json() if job is not None else None
+        return view
+
+    @rpc_verb
+    def migrate(self, vmID, dst, port, timeout):
+        """Start a VDSM-level migration driven from here; follow it with migrationStatus."""
+        if self.migrations is None:
+            raise NotMigratable("this service was started without migration support")
+        return self.migrations.start(vmID, dst, port, timeout)
 
     @rpc_verb
     def restoreNics(self, vmID):
         dom = self.host.lookup(vmID)
         if dom is None or not dom.isActive():
             raise NoSuchVm("VM %s is not running on this host" % vmID, {"vmID": vmID})
+        if self.migrations is not None and self.migrations.is_driving(vmID):
+            raise MigrationInProgress("SRIOV.migrate is driving VM %s; it re-plugs by itself if "
+                                      "the migration fails" % vmID, {"vmID": vmID})
         with self.host.vm_lock(vmID):
             if self._job_active(dom):
                 raise rollback.DomainBusy("VM %s has an active libvirt job (migration?); "

@@ -54,3 +54,19 @@ class ConfigError(SriovError):
 
 class InventoryError(SriovError):
     """The VF inventory source cannot be read."""
+
+
+NOT_MIGRATABLE = 2006
+MIGRATION_IN_PROGRESS = 2007
+
+
+class NotMigratable(SriovError):
+    """The VM's policy, or a device no migration can carry, refuses the migration."""
+
+    code = NOT_MIGRATABLE
+
+
+class MigrationInProgress(SriovError):
+    """A migration of this VM is already being driven or run."""
+
+    code = MIGRATION_IN_PROGRESS

@@ -34,7 +34,10 @@ nic = st.one_of(known_nic, st.builds(lambda n, extra: dict(n, **extra), known_ni
                 json_values)
 nics = st.one_of(st.lists(nic, max_size=4), json_values)
 ttls = st.one_of(st.integers(-10, 10**7), json_values)
-VALUES = {"vmID": uuids, "nics": nics, "ttl": ttls, "pf": st.one_of(st.sampled_from(["ens1f0"]), json_values)}
+VALUES = {"vmID": uuids, "nics": nics, "ttl": ttls, "pf": st.one_of(st.sampled_from(["ens1f0"]), json_values),
+          "dst": st.one_of(st.sampled_from(["host-b.example", "127.0.0.1", "-bad", ""]), json_values),
+          "port": st.one_of(st.integers(-1, 70000), json_values),
+          "timeout": st.one_of(st.integers(-1, 10**6), json_values)}
 
 
 def params_for(verb):

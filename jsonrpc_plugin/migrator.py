@@ -1,0 +1,377 @@
+"""``SRIOV.migrate``: drive one VDSM-level migration from the source host.
+
+VDSM captures the XML it sends to the destination before any migration
+hook runs, so the unplug has to come first. The order, one thread per
+migration: reserve on the destination's service (mutual TLS, this host's
+certificate); record, then unplug here; VDSM's ``VM.migrate``; follow
+it; on failure re-plug here at once; on success wait until the
+destination's hooks have plugged. Each step is kept with its timings for
+``migrationStatus``; the reconciler leaves a VM alone while it is driven.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Callable, Optional
+
+from sriov_host import domxml, libvirtconn, metadata, policy, rollback, unplug
+from sriov_host.errors import MigrationInProgress, NoSuchVm, NotMigratable, SriovError
+
+from . import vdsm_api
+
+log = logging.getLogger("sriov-migrationd.migrate")
+
+POLL = 0.2
+FINAL = ("migrated", "plug-failed", "plug-unconfirmed", "failed", "rolled-back", "rollback-failed")
+
+
+@dataclass
+class Step:
+    name: str
+    start: float
+    end: Optional[float] = None
+    ok: Optional[bool] = None
+    detail: str = ""
+
+    def to_json(self) -> dict:
+        ms = None if self.end is None else round((self.end - self.start) * 1000.0, 1)
+        return {"step": self.name, "start": round(self.start, 3), "ms": ms, "ok": self.ok,
+                "detail": self.detail}
+
+
+@dataclass
+class MigrationJob:
+    """One ``SRIOV.migrate``, as ``migrationStatus`` shows it."""
+
+    vm_id: str
+    dst: str
+    port: int
+    phase: str = "started"
+    error: Optional[str] = None
+    steps: list = field(default_factory=list)
+    vnics: list = field(default_factory=list)  # the destination's view at the end
+    started: float = field(default_factory=time.time)
+    ended: Optional[float] = None
+
+    @property
+    def done(self) -> bool:
+        return self.phase in FINAL
+
+    def begin(self, name: str, phase: str) -> Step:
+        self.phase = phase
+        step = Step(name, time.time())
+        self.steps.append(step)
+        return step
+
+    def to_json(self) -> dict:
+        return {"vmID": self.vm_id, "dst": self.dst, "port": self.port, "phase": self.phase,
+                "done": self.done, "error": self.error, "started": round(self.started, 3),
+                "ended": None if self.ended is None else round(self.ended, 3),
+                "steps": [s.to_json() for s in self.steps], "vnics": self.vnics}
+
+
+def _finish(step: Step, ok: bool, detail: str = "") -> None:
+    step.end, step.ok, step.detail = time.time(), ok, detail
+
+
+class _UnplugContext:
+    """The host's service context, shaped as :class:`sriov_host.unplug.UnplugContext`."""
+
+    def __init__(self, host, devices, vm_id):
+        self.vm_id = vm_id
+        self.cfg = host.cfg
+        self.ledger = host.ledger
+        self.devices = devices
+        self.inventory = host.inventory()
+        self.vf_by_address = self.inventory.by_address()
+        self.host_id = host.host_id
+        self._host = host
+
+    def domain(self):
+        return libvirtconn.lookup(self._host.conn(), self.vm_id)
+
+    def live_root(self, dom):
+        return domxml.parse_domain(libvirtconn.live_xml(dom))
+
+    def save_record(self, dom, record) -> None:
+        from dataclasses import replace
+
+        rollback.save_record(dom, replace(record, updated=time.time()))
+
+
+class Migrations:
+    """The migrations this host drives; at most one per VM."""
+
+    def __init__(self, host, devices, peer_factory: Callable, vdsm_factory: Callable = vdsm_api.connect,
+                 job_active: Optional[Callable] = None):
+        self.host = host
+        self.cfg = host.cfg
+        self.devices = devices
+        self.peer_factory = peer_factory
+        self.vdsm_factory = vdsm_factory
+        self.job_active = job_active or (lambda dom: False)
+        self._jobs = {}
+        self._lock = threading.Lock()
+
+    def job(self, vm_id: str) -> Optional[MigrationJob]:
+        with self._lock:
+            return self._jobs.get(vm_id)
+
+    def is_driving(self, vm_id: str) -> bool:
+        job = self.job(vm_id)
+        return job is not None and not job.done
+
+    def vdsm_migrating(self, vm_id: str) -> bool:
+        """True when this host's VDSM says a migration of the VM is under way.
+
+        Asked only right before a rollback; if VDSM cannot be asked, libvirt's
+        job (checked by the caller) is the word.
+        """
+        try:
+            state = self.vdsm_factory(self.cfg).migration_status(vm_id).state
+        except SriovError as e:
+            log.debug("VM %s: VDSM not asked about a migration: %s", vm_id, e.message)
+            return False
+        return state == vdsm_api.IN_PROGRESS
+
+    def start(self, vm_id: str, dst: str, port: int, timeout: Optional[float]) -> dict:
+        """Check now (so a refusal is the verb's answer), then drive in a thread."""
+        plan = self._check(vm_id)
+        job = MigrationJob(vm_id, dst, port)
+        with self._lock:
+            if self.is_driving_locked(vm_id):
+                raise MigrationInProgress("a migration of VM %s is already being driven from this "
+                                          "host" % vm_id, {"vmID": vm_id})
+            self._jobs[vm_id] = job
+        step = job.begin("check", "checking")
+        _finish(step, True, plan.reason)
+        driver = _Driver(self, job, plan, timeout or self.cfg.migration_timeout)
+        threading.Thread(target=driver.run, name="sriov-migrate-%s" % vm_id[:8], daemon=True).start()
+        return {"vmID": vm_id, "dst": dst, "phase": job.phase,
+                "vnics": [v["mac"] for v in plan.to_json()["vnics"]]}
+
+    def is_driving_locked(self, vm_id: str) -> bool:
+        job = self._jobs.get(vm_id)
+        return job is not None and not job.done
+
+    def _check(self, vm_id: str) -> policy.Plan:
+        dom = self.host.lookup(vm_id)
+        if dom is None or not dom.isActive():
+            raise NoSuchVm("VM %s is not running on this host" % vm_id, {"vmID": vm_id})
+        if self.job_active(dom):
+            raise MigrationInProgress("VM %s has an active libvirt job (a migration?)" % vm_id,
+                                      {"vmID": vm_id})
+        root = domxml.parse_domain(libvirtconn.live_xml(dom))
+        plan = unplug.build_plan(vm_id, root, self.cfg, lambda: self.host.inventory().addresses)
+        if plan.verdict == policy.REFUSE:
+            raise NotMigratable("VM %s: %s" % (vm_id, plan.reason), {"vmID": vm_id})
+        macless = [v.key for v in plan.vnics if not v.mac]
+        if macless:
+            raise NotMigratable("VM %s: VF(s) %s have no MAC (plain <hostdev>); only SR-IOV vNICs "
+                                "with a MAC can be re-created on the destination"
+                                % (vm_id, ", ".join(macless)), {"vmID": vm_id})
+        return plan
+
+
+class _Driver:
+    """The steps of one job, run in its own thread."""
+
+    def __init__(self, owner: Migrations, job: MigrationJob, plan, timeout: float):
+        self.owner = owner
+        self.host = owner.host
+        self.cfg = owner.cfg
+        self.job = job
+        self.plan = plan
+        self.timeout = timeout
+        self.peer = None
+        self.nics = [{"mac": v.mac, "alias": v.alias, "vlan": v.vlan, "network": v.network}
+                     for v in plan.vnics]
+
+    def run(self) -> None:
+        try:
+            self._run()
+        except Exception as e:  # noqa: BLE001 - a crashed driver must still end its job
+            log.exception("SRIOV.migrate of VM %s crashed", self.job.vm_id)
+            self._fail("internal error: %s: %s" % (type(e).__name__, e))
+        finally:
+            self.job.ended = time.time()
+            log.info("SRIOV.migrate vmID=%s -> %s: %s%s", self.job.vm_id, self.job.dst,
+                     self.job.phase, " (%s)" % self.job.error if self.job.error else "")
+
+    def _run(self) -> None:
+        if self.nics and not self._reserve():
+            return
+        if self.plan.vnics and not self._unplug():
+            self._release_peer()
+            return
+        if not self._migrate():
+            self._rollback()
+            self._release_peer()
+            return
+        if self.plan.vnics:
+            self._await_plug()
+        else:
+            self.job.phase = "migrated"
+
+    def _fail(self, error: str, phase: str = "failed") -> None:
+        self.job.error = error
+        self.job.phase = phase
+
+    # -- the steps ----------------------------------------------------
+
+    def _reserve(self) -> bool:
+        step = self.job.begin("reserve", "reserving")
+        try:
+            self.peer = self.owner.peer_factory(self.job.dst, self.job.port)
+            res = self.peer.call("SRIOV.reserveVfs", {"vmID": self.job.vm_id, "nics": self.nics,
+                                                      "ttl": self.cfg.reservation_ttl})
+        except Exception as e:  # noqa: BLE001 - RpcError/RpcUnavailable: nothing was touched
+            _finish(step, False, _text(e))
+            self._fail("reserveVfs on %s failed: %s; nothing was unplugged" % (self.job.dst, _text(e)))
+            return False
+        _finish(step, True, ", ".join("%s on %s" % (n["mac"], n["vf"]["address"]) for n in res["nics"]))
+        return True
+
+    def _unplug(self) -> bool:
+        step = self.job.begin("unplug", "unplugging")
+        ctx = _UnplugContext(self.host, self.owner.devices, self.job.vm_id)
+        try:
+            with self.host.vm_lock(self.job.vm_id):
+                record = unplug.unplug_all(ctx, self.plan.vnics)
+        except SriovError as e:
+            _finish(step, False, e.message)
+            self._fail("unplug failed: %s" % e.message)
+            return False
+        _finish(step, True, ", ".join("%s %.0f ms" % (r.mac or r.key, r.unplug_ms or 0)
+                                      for r in record.vnics))
+        return True
+
+    def _migrate(self) -> bool:
+        step = self.job.begin("migrate", "migrating")
+        dst = "%s:%d" % (self.job.dst, self.cfg.vdsm_port)
+        try:
+            vdsm = self.owner.vdsm_factory(self.cfg)
+            vdsm.migrate(self.job.vm_id, dst)
+            outcome = self._follow(vdsm)
+        except SriovError as e:
+            outcome = vdsm_api.MigrationProgress(vdsm_api.FAILED, 0, e.message)
+        ok = outcome.state == vdsm_api.DONE
+        _finish(step, ok, outcome.message)
+        if not ok:
+            self.job.error = "VDSM migration to %s failed: %s" % (dst, outcome.message)
+        return ok
+
+    def _follow(self, vdsm) -> vdsm_api.MigrationProgress:
+        """Poll VDSM until the migration ends; keep the destination's reservation alive."""
+        deadline = time.monotonic() + self.timeout
+        extend_every = max(1.0, self.cfg.reservation_ttl / 3.0)
+        next_extend = time.monotonic() + extend_every
+        while True:
+            status = vdsm.migration_status(self.job.vm_id)
+            if status.state != vdsm_api.IN_PROGRESS:
+                return status
+            now = time.monotonic()
+            if now > deadline:
+                return self._cancel(vdsm)
+            if self.peer is not None and now > next_extend:
+                self._extend()
+                next_extend = now + extend_every
+            time.sleep(POLL)
+
+    def _cancel(self, vdsm) -> vdsm_api.MigrationProgress:
+        msg = "no end within %.0f s; cancelled" % self.timeout
+        try:
+            vdsm.cancel(self.job.vm_id)
+        except SriovError as e:
+            msg += " (cancel failed: %s)" % e.message
+        for _ in range(int(30 / POLL)):
+            status = vdsm.migration_status(self.job.vm_id)
+            if status.state == vdsm_api.DONE:
+                return status
+            if status.state == vdsm_api.FAILED:
+                break
+            time.sleep(POLL)
+        return vdsm_api.MigrationProgress(vdsm_api.FAILED, 0, msg)
+
+    def _extend(self) -> None:
+        try:
+            self.peer.call("SRIOV.reserveVfs", {"vmID": self.job.vm_id, "nics": self.nics,
+                                                "ttl": self.cfg.reservation_ttl})
+        except Exception as e:  # noqa: BLE001 - the destination hook reserves again if it lapsed
+            log.info("VM %s: extending the reservation on %s failed: %s", self.job.vm_id,
+                     self.job.dst, _text(e))
+
+    def _rollback(self) -> None:
+        step = self.job.begin("rollback", "rolling-back")
+        dom = self.host.lookup(self.job.vm_id)
+        if dom is None or not dom.isActive():
+            _finish(step, False, "the VM no longer runs here")
+            self._fail(self.job.error + "; the VM no longer runs here, nothing re-plugged")
+            return
+        try:
+            with self.host.vm_lock(self.job.vm_id):
+                result = rollback.restore_vnics(dom, self.cfg, self.host.ledger, self.host.host_id,
+                                                "SRIOV.migrate: " + self.job.error, self.owner.devices)
+        except SriovError as e:
+            _finish(step, False, e.message)
+            self._fail("%s; re-plug failed: %s" % (self.job.error, e.message), "rollback-failed")
+            return
+        _finish(step, result.ok, "re-plugged %s%s" % (", ".join(result.restored) or "nothing",
+                "; FAILED: %s" % result.failed if result.failed else ""))
+        self.job.vnics = [_source_row(r) for r in _record_vnics(dom)]
+        self._fail(self.job.error, "rolled-back" if result.ok else "rollback-failed")
+
+    def _release_peer(self) -> None:
+        if self.peer is None:
+            return
+        try:
+            self.peer.call("SRIOV.releaseVfs", {"vmID": self.job.vm_id})
+        except Exception as e:  # noqa: BLE001 - it expires after its TTL anyway
+            log.warning("VM %s: releasing the reservation on %s failed: %s", self.job.vm_id,
+                        self.job.dst, _text(e))
+
+    def _await_plug(self) -> None:
+        """Wait until the destination's after hook has plugged (or failed) every vNIC."""
+        step = self.job.begin("plug", "plugging")
+        deadline = time.monotonic() + self.cfg.plug_timeout * max(1, len(self.nics)) + 30.0
+        view = None
+        while time.monotonic() < deadline:
+            try:
+                view = self.peer.call("SRIOV.migrationStatus", {"vmID": self.job.vm_id})
+            except Exception as e:  # noqa: BLE001 - keep asking until the deadline
+                log.debug("migrationStatus on %s: %s", self.job.dst, _text(e))
+            if view and view.get("phase") in ("migrated", "plug-failed") \
+                    and view.get("record_host") != self.host.host_id:
+                break
+            time.sleep(POLL)
+        self.job.vnics = [dict(v, host=self.job.dst) for v in (view or {}).get("vnics", [])]
+        if not view or view.get("phase") not in ("migrated", "plug-failed"):
+            _finish(step, False, "the destination did not report its plug in time")
+            self._fail("migrated, but %s did not report the plug in time" % self.job.dst,
+                       "plug-unconfirmed")
+            return
+        plugged = [v for v in self.job.vnics if v["state"] == metadata.PLUGGED]
+        ok = len(plugged) == len(self.job.vnics) == len(self.nics)
+        _finish(step, ok, ", ".join("%s %s" % (v["mac"], v["state"]) for v in self.job.vnics))
+        if ok:
+            self.job.phase = "migrated"
+        else:
+            self._fail("migrated, but not every vNIC was plugged on %s" % self.job.dst,
+                       "plug-failed")
+
+
+def _record_vnics(dom) -> list:
+    record = rollback.read_live_record(dom)
+    return list(record.vnics) if record else []
+
+
+def _source_row(rec) -> dict:
+    return {"alias": rec.alias, "mac": rec.mac, "vf_address": rec.vf_address, "state": rec.state,
+            "error": rec.error, "host": "source"}
+
+
+def _text(e) -> str:
+    return " ".join(str(getattr(e, "message", None) or e).split()) or type(e).__name__
