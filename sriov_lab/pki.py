@@ -77,17 +77,19 @@ class TestCa:
         _write_key(self._key, os.path.join(directory, "ca.key"))
 
     def issue(self, name: str, sans=("127.0.0.1", "localhost"), client: bool = False) -> Issued:
-        """A leaf certificate for *name*: a server one, or a client one."""
+        """A leaf certificate for *name*: a host one (server and client, as VDSM's
+        host certificate is used both ways), or a client-only one."""
         key = ec.generate_private_key(ec.SECP256R1())
         now = datetime.datetime.now(datetime.timezone.utc)
-        usage = ExtendedKeyUsageOID.CLIENT_AUTH if client else ExtendedKeyUsageOID.SERVER_AUTH
+        usage = [ExtendedKeyUsageOID.CLIENT_AUTH] if client else [
+            ExtendedKeyUsageOID.SERVER_AUTH, ExtendedKeyUsageOID.CLIENT_AUTH]
         builder = (
             x509.CertificateBuilder().subject_name(_name(name)).issuer_name(self._cert.subject)
             .public_key(key.public_key()).serial_number(x509.random_serial_number())
             .not_valid_before(now - datetime.timedelta(minutes=5))
             .not_valid_after(now + datetime.timedelta(days=1))
             .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-            .add_extension(x509.ExtendedKeyUsage([usage]), critical=False)
+            .add_extension(x509.ExtendedKeyUsage(usage), critical=False)
         )
         if sans:
             builder = builder.add_extension(_san(sans), critical=False)

@@ -153,3 +153,26 @@ def test_reconciler_should_count_the_grace_from_a_record_write_after_the_last_jo
     clock.now += 1.1
     rec.run_once()
     assert [a for a, _ in devices.calls] == ["ua-n1"]
+
+
+def test_reconciler_should_leave_alone_a_vm_that_sriov_migrate_drives():
+    rec, dom, devices, _ledger, clock = setup()
+    driving = {VM}
+    rec.busy = lambda uuid: uuid in driving
+    rec.run_once()
+    clock.now += 60
+    rec.run_once()
+    assert devices.calls == [] and dom.record.phase == "unplugged"
+    driving.clear()
+    clock.now += 6
+    rec.run_once()
+    assert [alias for alias, _ in devices.calls] == ["ua-n1"]
+
+
+def test_reconciler_should_leave_alone_a_vm_that_vdsm_reports_migrating():
+    rec, dom, devices, _ledger, clock = setup()
+    rec.vdsm_migrating = lambda uuid: True
+    rec.run_once()
+    clock.now += 60
+    rec.run_once()
+    assert devices.calls == [] and dom.record.phase == "unplugged"

@@ -1,0 +1,378 @@
+"""``SRIOV.migrate`` over the wire, up to the point where VDSM takes over.
+
+The source is a real service over mutual TLS whose libvirt domain is a
+small fake (no machine here can hot-unplug a VF, and libvirt's test driver
+has no detach), and whose VDSM is a scripted fake (VDSM does not run
+here). The destination is a second real service on a test-driver host:
+the reservation, its release and mutual TLS between the hosts are real.
+The whole flow with real libvirtd and the lab's VDSM stand-in is in
+tests/lab/test_sriov_migrate.py.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import time
+
+import pytest
+from helpers import nodedev
+from helpers.corpus import read_domain
+from lxml import etree
+
+from jsonrpc_plugin import vdsm_api
+from jsonrpc_plugin.client import RpcClient, RpcError, follow_migration, vnic_lines
+from jsonrpc_plugin.service import Service
+from sriov_host import config, metadata
+from sriov_host.devices import DeviceTimeout
+from sriov_host.ledger import Ledger
+
+from .conftest import client_for
+
+VM = "7a9c0e12-3b4d-4e5f-8a6b-7c8d9e0f1a22"
+SRC_HOST = "aaaaaaaa-1111-4222-8333-444444444444"
+MACS = ["56:6f:1a:2b:01:01", "56:6f:1a:2b:01:02", "56:6f:1a:2b:01:03"]
+
+
+class FakeDomain:
+    """A live domain: XML in memory, metadata set the way libvirt sets it."""
+
+    def __init__(self, xml: bytes):
+        self.root = etree.fromstring(xml)
+        self.active = True
+
+    def UUIDString(self):
+        return VM
+
+    def XMLDesc(self, flags=0):
+        return etree.tostring(self.root, encoding="unicode")
+
+    def isActive(self):
+        return self.active
+
+    def jobInfo(self):
+        return [0] * 12
+
+    def setMetadata(self, kind, xml, key, uri, flags=0):
+        elem = etree.fromstring(xml)
+        for e in elem.iter():
+            e.tag = "{%s}%s" % (uri, e.tag)
+        meta = self.root.find("metadata")
+        for old in meta.findall("{%s}*" % uri):
+            meta.remove(old)
+        meta.append(copy.deepcopy(elem))
+
+    def vf_macs(self):
+        return sorted(m.get("address") for m in
+                      self.root.iterfind("devices/interface[@type='hostdev']/mac"))
+
+    def record(self):
+        return metadata.read_record(self.root)
+
+
+class FakeConn:
+    def __init__(self, dom):
+        self.dom = dom
+
+    def lookupByUUIDString(self, uuid):
+        import libvirt
+
+        if uuid != VM:
+            e = libvirt.libvirtError("Domain not found")
+            e.err = (libvirt.VIR_ERR_NO_DOMAIN, 0, "Domain not found", 0, "", None, None, 0, 0)
+            raise e
+        return self.dom
+
+    def getCapabilities(self):
+        return "<capabilities><host><uuid>%s</uuid></host></capabilities>" % SRC_HOST
+
+    def listAllDomains(self, flags=0):
+        return [self.dom] if self.dom.active else []
+
+    def isAlive(self):
+        return True
+
+    def close(self):
+        pass
+
+
+class FakeDevices:
+    """Detach/attach that change the fake's XML; *stuck* aliases never leave."""
+
+    def __init__(self, stuck=()):
+        self.stuck, self.calls = set(stuck), []
+
+    def detach_and_wait(self, dom, xml, alias, timeout):
+        self.calls.append(("detach", alias))
+        if alias in self.stuck:
+            raise DeviceTimeout("device %s still present after %.1f s" % (alias, timeout))
+        for elem in dom.root.find("devices"):
+            a = elem.find("alias")
+            if a is not None and a.get("name") == alias:
+                elem.getparent().remove(elem)
+        return 12.0
+
+    def attach_and_wait(self, dom, xml, alias, timeout):
+        self.calls.append(("attach", alias))
+        dom.root.find("devices").append(etree.fromstring(xml))
+        return 3.0
+
+
+class FakeVdsm:
+    """VDSM's VM.migrate and getMigrationStatus, scripted: *outcome* after *polls*."""
+
+    def __init__(self, dom, outcome="done", polls=2, refuse=None):
+        self.dom, self.outcome, self.polls, self.refuse = dom, outcome, polls, refuse
+        self.calls, self.xml_at_migrate = [], None
+
+    def migrate(self, vm_id, dst):
+        self.calls.append(("migrate", vm_id, dst))
+        if self.refuse:
+            raise vdsm_api.VdsmUnavailable(self.refuse)
+        self.xml_at_migrate = self.dom.XMLDesc()  # what VDSM would capture now
+
+    def migration_status(self, vm_id):
+        self.polls -= 1
+        if self.polls > 0:
+            return vdsm_api.MigrationProgress(vdsm_api.IN_PROGRESS, 40, "Migration in progress")
+        if self.outcome == "done":
+            self.dom.active = False
+            return vdsm_api.MigrationProgress(vdsm_api.DONE, 100, "Migration done")
+        return vdsm_api.MigrationProgress(vdsm_api.FAILED, 40, "Fatal error during migration (code 12)")
+
+    def cancel(self, vm_id):
+        self.calls.append(("cancel", vm_id))
+
+
+def source_xml() -> bytes:
+    """several_vfs.xml with its VFs on the source inventory's addresses (bus 0x04)."""
+    return read_domain("several_vfs").replace(b'slot="0x10"', b'slot="0x00"')
+
+
+def _conf(path, lines):
+    path.write_text("\n".join(lines) + "\n")
+    return config.load(str(path), required=True)
+
+
+@pytest.fixture
+def dst(tmp_path, pki):
+    """The destination: a real service over mutual TLS on a test-driver host with free VFs."""
+    d = tmp_path / "dst"
+    d.mkdir()
+    uri = nodedev.write_node(d / "node.xml", pfs=2, vfs=4)
+    cfg = _conf(d / "dst.conf", [
+        "[libvirt]", "uri = %s" % uri, "[ledger]", "path = %s" % (d / "ledger.sqlite"),
+        "[server]", "tls = true", "listen = 127.0.0.1", "cert = %s" % pki["cert"],
+        "key = %s" % pki["key"], "ca = %s" % pki["ca"]])
+    svc = Service(cfg, port=0, reconcile=False).start()
+    yield svc
+    svc.stop()
+
+
+class Source:
+    def __init__(self, tmp_path, pki, dst, outcome="done", stuck=(), refuse=None, polls=2):
+        d = tmp_path / "src"
+        d.mkdir()
+        inv = d / "nodedev.xml"
+        inv.write_text(nodedev.devices_xml(pfs=2, vfs=8, base_bus=0x04))
+        self.ledger_path = d / "ledger.sqlite"
+        self.cfg = _conf(d / "src.conf", [
+            "[ledger]", "path = %s" % self.ledger_path, "[inventory]", "source = nodedev-xml:%s" % inv,
+            "[timeouts]", "unplug = 2", "plug = 2", "reservation_ttl = 60",
+            "[server]", "tls = true", "listen = 127.0.0.1", "cert = %s" % pki["cert"],
+            "key = %s" % pki["key"], "ca = %s" % pki["ca"]])
+        self.dom = FakeDomain(source_xml())
+        self.devices = FakeDevices(stuck)
+        self.vdsm = FakeVdsm(self.dom, outcome, polls, refuse)
+        self.svc = Service(self.cfg, conn_factory=lambda: FakeConn(self.dom), devices=self.devices,
+                           port=0, reconcile=False, vdsm_factory=lambda cfg: self.vdsm,
+                           job_active=lambda dom: False).start()
+        self.client = client_for(self.svc, pki)
+        self.dst = dst
+
+    def migrate(self, **extra):
+        params = {"vmID": VM, "dst": "localhost", "port": self.dst.port}
+        params.update(extra)
+        return self.client.call("SRIOV.migrate", params)
+
+    def wait(self, timeout=10.0):
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            job = self.client.call("SRIOV.migrationStatus", {"vmID": VM})["migration"]
+            if job["done"]:
+                return job
+            time.sleep(0.05)
+        raise AssertionError("SRIOV.migrate did not end: %s" % job)
+
+    def claims(self):
+        with Ledger(str(self.ledger_path)) as ledger:
+            return ledger.claims(vm_id=VM)
+
+
+@pytest.fixture
+def make_source(tmp_path, pki, dst):
+    made = []
+
+    def make(**kw):
+        src = Source(tmp_path, pki, dst, **kw)
+        made.append(src)
+        return src
+
+    yield make
+    for src in made:
+        src.svc.stop()
+
+
+def dst_claims(dst):
+    return dst.ledger.claims(vm_id=VM)
+
+
+def steps(job):
+    return [(s["step"], s["ok"]) for s in job["steps"]]
+
+
+def test_migrate_should_reserve_then_unplug_before_vdsm_captures_the_xml(make_source, dst):
+    src = make_source(outcome="done", polls=100)
+    started = src.migrate()
+    assert started["phase"] in ("checking", "reserving", "unplugging", "migrating")
+    deadline = time.monotonic() + 5
+    while not src.vdsm.calls and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert src.vdsm.calls == [("migrate", VM, "localhost:54321")]
+    captured = etree.fromstring(src.vdsm.xml_at_migrate.encode())
+    assert captured.find("devices/interface[@type='hostdev']") is None
+    record = metadata.read_record(captured)
+    assert sorted(r.mac for r in record.vnics) == MACS
+    assert {r.state for r in record.vnics} == {metadata.UNPLUGGED}
+    assert sorted(c.mac for c in dst_claims(dst)) == MACS
+    assert {c.state for c in src.claims()} == {"unplugged-for-migration"}
+    job = src.client.call("SRIOV.migrationStatus", {"vmID": VM})["migration"]
+    assert steps(job)[:3] == [("check", True), ("reserve", True), ("unplug", True)]
+    assert job["phase"] == "migrating" and not job["done"]
+
+
+def test_migrate_should_replug_at_once_and_release_dst_when_vdsm_fails(make_source, dst):
+    src = make_source(outcome="failed")
+    src.migrate()
+    job = src.wait()
+    assert job["phase"] == "rolled-back", json.dumps(job)
+    assert "Fatal error during migration" in job["error"]
+    assert [s for s, _ in steps(job)] == ["check", "reserve", "unplug", "migrate", "rollback"]
+    assert src.dom.vf_macs() == MACS
+    assert {r.state for r in src.dom.record().vnics} == {metadata.PLUGGED}
+    assert dst_claims(dst) == []
+    assert {c.state for c in src.claims()} == {"in_use"}
+    assert {v["state"] for v in job["vnics"]} == {"plugged"}
+
+
+def test_migrate_should_unplug_nothing_when_dst_has_no_free_vf(make_source, dst):
+    for i in range(8):
+        dst.ledger.reserve("dddddddd-0000-4000-8000-%012d" % i, [{"mac": "02:00:00:00:00:%02x" % i}],
+                           dst.host.inventory(), frozenset(dst.host.domain_refs()), {}, 60)
+    src = make_source()
+    src.migrate()
+    job = src.wait()
+    assert job["phase"] == "failed" and "2001" in job["error"] or "no free VF" in job["error"]
+    assert steps(job) == [("check", True), ("reserve", False)]
+    assert src.devices.calls == [] and src.vdsm.calls == []
+    assert src.dom.vf_macs() == MACS and src.claims() == []
+
+
+def test_migrate_should_put_back_and_release_dst_when_an_unplug_times_out(make_source, dst):
+    stuck = etree.fromstring(source_xml()).findall("devices/interface[@type='hostdev']/alias")[1]
+    src = make_source(stuck=(stuck.get("name"),))
+    src.migrate()
+    job = src.wait()
+    assert job["phase"] == "failed" and "still present" in job["error"]
+    assert src.vdsm.calls == []
+    assert src.dom.vf_macs() == MACS
+    assert dst_claims(dst) == []
+
+
+def test_migrate_should_roll_back_when_vdsm_cannot_be_asked(make_source, dst):
+    src = make_source(refuse="VDSM's client (vdsm.client) is not importable on this host")
+    src.migrate()
+    job = src.wait()
+    assert job["phase"] == "rolled-back" and "not importable" in job["error"]
+    assert src.dom.vf_macs() == MACS
+
+
+@pytest.mark.parametrize("params, code, fragment", [
+    pytest.param({"vmID": "00000000-0000-4000-8000-000000000000", "dst": "localhost"}, 2002,
+                 "not running", id="unknown-vm"),
+    pytest.param({"vmID": VM, "dst": "bad host!"}, -32602, "dst", id="bad-dst"),
+    pytest.param({"vmID": VM, "dst": "localhost", "port": 0}, -32602, "port", id="bad-port"),
+    pytest.param({"vmID": VM, "dst": "localhost", "speed": 1}, -32602, "speed", id="unknown-key"),
+])
+def test_migrate_should_refuse_bad_calls_and_touch_nothing(make_source, params, code, fragment):
+    src = make_source()
+    with pytest.raises(RpcError) as e:
+        src.client.call("SRIOV.migrate", params)
+    assert e.value.code == code and fragment in e.value.message
+    assert src.devices.calls == [] and src.vdsm.calls == [] and src.claims() == []
+
+
+def test_migrate_should_refuse_a_second_migration_while_one_runs(make_source):
+    src = make_source(polls=10**6)
+    src.migrate()
+    with pytest.raises(RpcError) as e:
+        src.migrate()
+    assert e.value.code == 2007
+    with pytest.raises(RpcError) as e:
+        src.client.call("SRIOV.restoreNics", {"vmID": VM})
+    assert e.value.code == 2007
+    src.vdsm.polls, src.vdsm.outcome = 1, "failed"
+    assert src.wait()["phase"] == "rolled-back"
+
+
+def test_migrate_should_refuse_a_vm_that_is_not_migratable(make_source):
+    src = make_source()
+    custom = src.dom.root.find(".//{http://ovirt.org/vm/1.0}sriov_migratable")
+    custom.text = "false"
+    with pytest.raises(RpcError) as e:
+        src.migrate()
+    assert e.value.code == 2006 and MACS[0] in e.value.message
+    assert src.devices.calls == [] and src.dom.vf_macs() == MACS
+
+
+def test_client_should_show_each_step_and_fail_when_rolled_back(make_source, capsys):
+    src = make_source(outcome="failed")
+    client = src.client
+    started = src.migrate()
+    rc = follow_migration(client, {"vmID": VM}, started)
+    out, err = capsys.readouterr()
+    assert rc == 1
+    assert json.loads(out)["phase"] == "rolled-back"
+    for name in ("reserve", "unplug", "migrate", "rollback"):
+        assert " %s " % name in err
+    assert sum(1 for line in err.splitlines() if line.startswith("vnic ")) == 3
+    assert "plugged on the source" in err
+
+
+def test_vnic_lines_should_say_where_each_vnic_is():
+    job = {"dst": "host-b", "phase": "plug-failed", "error": "not every vNIC was plugged",
+           "vnics": [{"mac": MACS[0], "alias": "ua-1", "state": "plugged", "vf_address": "0000:06:10.0",
+                      "host": "host-b"},
+                     {"mac": MACS[1], "alias": "ua-2", "state": "failed", "vf_address": None,
+                      "error": "VF busy", "host": "host-b"}]}
+    lines = vnic_lines(job)
+    assert lines[0] == "vnic %s (ua-1): plugged on host-b (VF 0000:06:10.0)" % MACS[0]
+    assert lines[1] == "vnic %s (ua-2): failed on host-b: VF busy" % MACS[1]
+    assert lines[2].startswith("sriov-client: plug-failed")
+
+
+def test_client_cli_should_refuse_unknown_vm_with_the_code(make_source, pki, capsys):
+    from jsonrpc_plugin.client import main
+
+    src = make_source()
+    rc = main(["-a", "localhost", "-p", str(src.svc.port), "--cert", pki["client_cert"],
+               "--key", pki["client_key"], "--ca", pki["ca"], "SRIOV", "migrate",
+               "vmID=00000000-0000-4000-8000-000000000000", "dst=localhost"])
+    assert rc == 1 and "code=2002" in capsys.readouterr().err
+
+
+def test_peer_should_use_mutual_tls_with_the_host_certificate(make_source, dst, pki):
+    src = make_source()
+    peer = src.svc._peer("localhost", dst.port)
+    assert isinstance(peer, RpcClient) and not peer.insecure
+    assert peer.call("SRIOV.ping")["version"]
