@@ -22,6 +22,7 @@ from sriov_host.errors import LibvirtFailure
 log = logging.getLogger(__name__)
 
 INVENTORY_TTL = 10.0
+MAX_BACKOFF = 8.0
 
 
 class LockedLedger:
@@ -51,6 +52,7 @@ class HostContext:
         self._conn_factory = conn_factory or (lambda: libvirtconn.open_connection(cfg))
         self._conn = None
         self._conn_lock = threading.Lock()
+        self._backoff, self._retry_at = 0.0, 0.0
         self._host_id = None
         self._inventory = None
         self._inventory_key = None
@@ -60,12 +62,27 @@ class HostContext:
         self.clock = clock
 
     def conn(self):
+        """The connection, reopened after libvirtd went away, with backoff between tries.
+
+        While libvirtd is down a caller gets LibvirtFailure at once instead of
+        every verb and reconciler pass hammering the socket.
+        """
         with self._conn_lock:
             if self._conn is not None and not _alive(self._conn):
                 log.warning("libvirt connection to %s lost; reconnecting", self.cfg.libvirt_uri)
                 self._conn = None
             if self._conn is None:
-                self._conn = self._conn_factory()
+                now = self.clock()
+                if now < self._retry_at:
+                    raise LibvirtFailure("libvirt is unavailable; next try in %.1f s"
+                                         % (self._retry_at - now))
+                try:
+                    self._conn = self._conn_factory()
+                except LibvirtFailure:
+                    self._backoff = min(MAX_BACKOFF, self._backoff * 2 or 0.5)
+                    self._retry_at = now + self._backoff
+                    raise
+                self._backoff, self._retry_at = 0.0, 0.0
             return self._conn
 
     def close(self):

@@ -15,6 +15,7 @@ import socket
 import ssl
 import threading
 import time
+from typing import Optional
 
 import jsonrpclib.config
 from jsonrpclib.SimpleJSONRPCServer import PooledJSONRPCServer, SimpleJSONRPCRequestHandler
@@ -162,11 +163,34 @@ class RpcServer(PooledJSONRPCServer):
     server_close = stop
 
 
-def build_server(cfg, verbs, insecure: bool = False, port=None, listen=None) -> RpcServer:
+def plain_address(address: Optional[str], on_network: bool) -> str:
+    """Where plain HTTP may listen: loopback, unless the admin said so in so many words."""
+    if not address:
+        return "127.0.0.1"
+    if on_network or _is_loopback(address):
+        return address
+    log.warning("plain HTTP is served on 127.0.0.1, not on %s: pass "
+                "--insecure-listen-on-network to serve it unencrypted on the network", address)
+    return "127.0.0.1"
+
+
+def _is_loopback(address: str) -> bool:
+    import ipaddress
+
+    try:
+        return ipaddress.ip_address(address).is_loopback
+    except ValueError:
+        return address == "localhost"
+
+
+def build_server(cfg, verbs, insecure: bool = False, port=None, listen=None,
+                 plain_on_network: bool = False) -> RpcServer:
     """Bind (TLS unless asked otherwise) and register every ``SRIOV.*`` verb."""
     tls = cfg.tls and not insecure
     ctx = server_ssl_context(cfg.cert, cfg.key, cfg.ca) if tls else None
-    address = listen or cfg.listen or ("0.0.0.0" if tls else "127.0.0.1")
+    address = listen or cfg.listen or "0.0.0.0"
+    if not tls:
+        address = plain_address(listen or cfg.listen, plain_on_network)
     server = RpcServer((address, cfg.port if port is None else port), ctx, workers=cfg.workers,
                        max_request_bytes=cfg.max_request_bytes, client_timeout=cfg.client_timeout)
     for name, func in verbs.registered().items():

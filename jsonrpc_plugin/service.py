@@ -41,11 +41,13 @@ class Service:
     def __init__(self, cfg, insecure: bool = False, conn_factory: Optional[Callable] = None,
                  devices=None, job_active: Callable = _job_active, reconcile: bool = True,
                  port: Optional[int] = None, listen: Optional[str] = None,
-                 peer_factory: Optional[Callable] = None, vdsm_factory: Optional[Callable] = None):
+                 peer_factory: Optional[Callable] = None, vdsm_factory: Optional[Callable] = None,
+                 plain_on_network: bool = False):
         self.cfg = cfg
         self.insecure = insecure
         self._port = port
         self._listen = listen
+        self._plain_on_network = plain_on_network
         self.ledger = LockedLedger(Ledger(cfg.ledger_path))
         self.host = HostContext(cfg, self.ledger, conn_factory)
         devices = devices if devices is not None else _default_devices()
@@ -72,7 +74,8 @@ class Service:
 
     def start(self) -> Service:
         try:
-            server = build_server(self.cfg, self.verbs, self.insecure, self._port, self._listen)
+            server = build_server(self.cfg, self.verbs, self.insecure, self._port, self._listen,
+                                  self._plain_on_network)
             self._server_thread = ServerThread(server).start()
         except BaseException:
             self.ledger.close()
@@ -106,7 +109,10 @@ def _parse_args(argv):
     p.add_argument("-c", "--config", help="config file (default $SRIOV_MIGRATION_CONF or %s)"
                    % config_mod.DEFAULT_PATH)
     p.add_argument("--insecure", action="store_true",
-                   help="plain HTTP (binds to 127.0.0.1 unless [server] listen says otherwise)")
+                   help="plain HTTP, served on 127.0.0.1 only (for tests)")
+    p.add_argument("--insecure-listen-on-network", action="store_true",
+                   help="with --insecure: serve plain, unencrypted, unauthenticated HTTP on the "
+                        "[server] listen / --listen address even if it is not loopback")
     p.add_argument("--listen", help="address to bind (overrides [server] listen)")
     p.add_argument("--port", type=int, help="port (overrides [server] port)")
     p.add_argument("-v", "--verbose", action="store_true", help="debug logging")
@@ -121,7 +127,8 @@ def main(argv=None) -> int:
         cfg = config_mod.load(args.config)
         if args.insecure:
             cfg.tls = False
-        service = Service(cfg, insecure=args.insecure, port=args.port, listen=args.listen).start()
+        service = Service(cfg, insecure=args.insecure, port=args.port, listen=args.listen,
+                          plain_on_network=args.insecure_listen_on_network).start()
     except SriovError as e:
         print("sriov-migrationd: %s" % e.message, file=sys.stderr)
         return 1

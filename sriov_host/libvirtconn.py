@@ -1,9 +1,12 @@
 """Opening libvirt, once per process, the way the host wants it.
 
-On an oVirt host libvirt requires SASL for vdsm, so VDSM's own
-``vdsm.common.libvirtconnection.get()`` is used wherever it is importable.
-Elsewhere (the lab, a plain libvirt host) the ``[libvirt]`` section of
-the config names the URI and optional SASL credentials.
+On an oVirt host libvirt requires SASL for vdsm. Where VDSM is installed
+and the config names no credentials, we open our *own* connection with
+VDSM's (``vdsm@ovirt`` and its password file). VDSM's
+``libvirtconnection.get()`` is not used: it caches one connection per
+process and, when libvirtd restarts, sends SIGTERM to its own process,
+which would stop the service for good. Elsewhere (the lab, a plain
+libvirt host) the ``[libvirt]`` section names the URI and credentials.
 
 Device events are only delivered while an event loop runs, and libvirt
 wants the loop implementation registered *before* a connection opens, so
@@ -80,13 +83,18 @@ def translated(what: str, vm_id: Optional[str] = None):
         raise LibvirtFailure("%s: %s" % (what, e.get_error_message() or e), data) from e
 
 
-def _vdsm_get():
-    """VDSM's connection getter, or None off oVirt hosts."""
+VDSM_SASL_USERNAME = "vdsm@ovirt"
+VDSM_PASSWORD_FILE = "/etc/pki/vdsm/keys/libvirt_password"
+
+
+def vdsm_credentials():
+    """VDSM's SASL user and password file where VDSM is installed, else None."""
     try:
         from vdsm.common import libvirtconnection
     except ImportError:
         return None
-    return libvirtconnection.get
+    return (getattr(libvirtconnection, "SASL_USERNAME", VDSM_SASL_USERNAME),
+            getattr(libvirtconnection, "LIBVIRT_PASSWORD_PATH", VDSM_PASSWORD_FILE))
 
 
 def _read_password(path: str) -> str:
@@ -112,24 +120,23 @@ def _open_auth(uri: str, username: str, password_file: Optional[str]):
 
 
 def open_connection(cfg=None, use_vdsm: bool = True):
-    """A connection to this host's libvirt, with the event loop running.
+    """A new, uncached connection to this host's libvirt, with the event loop running.
 
     *cfg* is a :class:`sriov_host.config.Config`; without one, the default
-    config is loaded. VDSM's getter wins where importable (unless
-    *use_vdsm* is false, for tests).
+    config is loaded. Credentials: the config's, else VDSM's where VDSM is
+    installed (unless *use_vdsm* is false, for tests), else none.
     """
     start_event_loop()
-    getter = _vdsm_get() if use_vdsm else None
-    if getter is not None:
-        with translated("connecting to libvirt through VDSM"):
-            return getter()
     if cfg is None:
         from . import config
 
         cfg = config.load()
+    creds = (cfg.libvirt_username, cfg.libvirt_password_file)
+    if not cfg.libvirt_username and use_vdsm:
+        creds = vdsm_credentials() or creds
     with translated("connecting to libvirt at %s" % cfg.libvirt_uri):
-        if cfg.libvirt_username:
-            return _open_auth(cfg.libvirt_uri, cfg.libvirt_username, cfg.libvirt_password_file)
+        if creds[0]:
+            return _open_auth(cfg.libvirt_uri, creds[0], creds[1])
         import libvirt
 
         return libvirt.open(cfg.libvirt_uri)
