@@ -150,6 +150,7 @@ def from_parser(parser, path: str) -> Config:
     cfg.reservation_ttl = get.number("timeouts", "reservation_ttl", cfg.reservation_ttl, integer=True)
     cfg.rollback_grace = get.number("timeouts", "rollback_grace", cfg.rollback_grace)
     cfg.reconcile_interval = get.number("timeouts", "reconcile_interval", cfg.reconcile_interval)
+    _check_timeouts(cfg, path)
     cfg.networks = _networks(parser, path)
     cfg.listen = get.str("server", "listen", None)
     cfg.port = get.number("server", "port", cfg.port, upper=65535, integer=True)
@@ -166,6 +167,14 @@ def from_parser(parser, path: str) -> Config:
     cfg.vdsm_port = get.number("vdsm", "port", cfg.vdsm_port, upper=65535, integer=True)
     cfg.migration_timeout = get.number("vdsm", "migration_timeout", cfg.migration_timeout)
     return cfg
+
+
+def _check_timeouts(cfg, path) -> None:
+    """The reconciler must not re-plug a vNIC an unplug or plug is still waiting for."""
+    for key, value in (("unplug", cfg.unplug_timeout), ("plug", cfg.plug_timeout)):
+        if value >= cfg.rollback_grace:
+            raise ConfigError("%s: [timeouts] %s (%g s) must be shorter than rollback_grace (%g s)"
+                              % (path, key, value, cfg.rollback_grace))
 
 
 def _check_schema(parser, path):

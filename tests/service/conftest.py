@@ -62,6 +62,7 @@ def write_config(tmp_path, pki, pfs=2, vfs=8, domains=(BUSY_DOMAIN,), tls=True, 
     text = ("[libvirt]\nuri = %s\n[ledger]\npath = %s\n"
             "[server]\ntls = %s\ncert = %s\nkey = %s\nca = %s\nclient_timeout = 2\nworkers = 8\n"
             "max_request_bytes = 65536\n[timeouts]\nreconcile_interval = 0.5\nrollback_grace = 2\n"
+            "unplug = 1\nplug = 1\n"
             "[networks]\nblue = ens1f0\nred = ens1f1\n%s"
             % (uri, tmp_path / "ledger.sqlite", str(tls).lower(), pki["cert"], pki["key"],
                pki["ca"], extra))

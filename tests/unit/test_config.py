@@ -119,6 +119,12 @@ def test_load_should_refuse_missing_file_named_by_env(tmp_path, monkeypatch):
     pytest.param("[timeouts]\nreservation_ttl = nan\n", "[timeouts] reservation_ttl", id="nan"),
     pytest.param("[timeouts]\nreservation_ttl = inf\n", "[timeouts] reservation_ttl", id="inf"),
     pytest.param("[timeouts]\nunplug = inf\n", "[timeouts] unplug", id="inf-timeout"),
+    pytest.param("[timeouts]\nunplug = 30\n", "[timeouts] unplug (30 s) must be shorter than "
+                 "rollback_grace (30 s)", id="unplug-not-below-grace"),
+    pytest.param("[timeouts]\nunplug = 5\nplug = 20\nrollback_grace = 10\n", "[timeouts] plug (20 s) must be "
+                 "shorter than rollback_grace", id="plug-above-grace"),
+    pytest.param("[vdsm]\nclient = stomp\n", "[vdsm] client must be one of vdsm/lab", id="bad-vdsm-client"),
+    pytest.param("[vdsm]\nport = 0\n", "[vdsm] port out of range", id="bad-vdsm-port"),
     pytest.param("[server]\nport = 70000\n", "[server] port out of range", id="port-range"),
     pytest.param("[server]\nport = 80.5\n", "[server] port must be an integer", id="port-fraction"),
     pytest.param("[server]\nworkers = 1000\n", "[server] workers out of range", id="workers"),
