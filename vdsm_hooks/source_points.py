@@ -11,6 +11,7 @@ it asks VDSM to migrate; by then this hook finds nothing to refuse.
 from __future__ import annotations
 
 from sriov_host import policy, unplug
+from sriov_host.ledger import IN_USE, UNPLUGGED
 
 from .hook import FAIL, OK
 from .outcome import Result
@@ -43,21 +44,28 @@ def before_migrate_source(ctx, root, dry_run) -> Result:
     return Result(FAIL, plan, [guard_message(plan)])
 
 
+# What an instance that ran here held. A reservation (``reserved``) is for
+# an instance still to come, e.g. one made here for a migration back after
+# A->B while VDSM destroys the old instance; it is never the destroyed one's,
+# and expires by itself if nobody comes.
+INSTANCE_STATES = (IN_USE, UNPLUGGED)
+
+
 def after_migrate_source(ctx, root, dry_run) -> Result:
     """The VM now runs elsewhere: its source VFs go back to the pool."""
     if dry_run:
         return Result(OK, policy.Plan(ctx.vm_id, policy.NOTHING, "releases source VFs"))
-    released = ctx.ledger.release(ctx.vm_id)
+    released = ctx.ledger.release(ctx.vm_id, INSTANCE_STATES)
     ctx.ledger.set_status(ctx.vm_id, "migrated-away")
     msgs = ["released %d source VF(s) after migration" % released] if released else []
     return Result(OK, None, msgs)
 
 
 def after_destroy(ctx, root, dry_run) -> Result:
-    """Release everything this host holds for the VM."""
+    """Release what the destroyed instance held here; keep a reservation for a coming one."""
     if dry_run:
-        return Result(OK, policy.Plan(ctx.vm_id, policy.NOTHING, "releases all VFs"))
-    released = ctx.ledger.release(ctx.vm_id)
+        return Result(OK, policy.Plan(ctx.vm_id, policy.NOTHING, "releases the VM's VFs"))
+    released = ctx.ledger.release(ctx.vm_id, INSTANCE_STATES)
     ctx.ledger.forget_status(ctx.vm_id)
     msgs = ["released %d VF(s) of destroyed VM" % released] if released else []
     return Result(OK, None, msgs)
