@@ -221,6 +221,26 @@ def _element_key(elem) -> Optional[str]:
     return "vf:%s" % addr if addr else None
 
 
+def foreign_hostdevs(root, vnics) -> list:
+    """Host devices that are not among *vnics*: a GPU, an mdev, a USB device...
+
+    No migration can carry them, so a VM that has them must not lose its
+    SR-IOV vNICs to an unplug that libvirt will follow with a refusal.
+    """
+    mine = {v.key for v in vnics} | {"vf:%s" % v.vf_address for v in vnics if v.vf_address}
+    out = []
+    for elem in root.iterfind("devices/hostdev"):
+        if elem.get("type") != "pci":
+            mdev = elem.find("source/address[@uuid]")
+            out.append(_alias(elem) or "%s:%s" % (elem.get("type"), mdev.get("uuid") if mdev is not None
+                                                 else "?"))
+            continue
+        key = _element_key(elem)
+        if key not in mine and "vf:%s" % _source_address(elem) not in mine:
+            out.append(key or "pci")
+    return out
+
+
 def attached_keys(root) -> set:
     """Aliases (or VF keys) of every interface/hostdev in a live domain."""
     keys = {_element_key(elem) for elem in _device_elements(root)}

@@ -148,6 +148,11 @@ class Ledger:
         A retry with the same NICs returns the same VFs with a new expiry;
         a different set replaces the VM's earlier reservation.
         """
+        for i, n in enumerate(nics):
+            if not isinstance(n.get("mac"), str):
+                raise InvalidParams("nics[%d].mac: a MAC is required; a VF without one (a plain "
+                                    "<hostdev>) cannot be re-created on another host" % i,
+                                    {"field": "nics[%d].mac" % i})
         nics = [dict(n, mac=n["mac"].lower()) for n in nics]
         if not nics:
             raise InvalidParams("nics: at least one NIC is required")

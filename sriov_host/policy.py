@@ -76,6 +76,24 @@ class Plan:
         }
 
 
+def _same_mac(vnics):
+    """(MAC, [keys]) of the first MAC two vNICs share, or None."""
+    seen = {}
+    for v in vnics:
+        if v.mac:
+            seen.setdefault(v.mac.lower(), []).append(v.key)
+    return next(((mac, keys) for mac, keys in seen.items() if len(keys) > 1), None)
+
+
+def with_foreign_devices(plan: Plan, foreign) -> Plan:
+    """Refuse a migration that would unplug vNICs of a VM no migration can carry."""
+    if plan.verdict != MIGRATE or not foreign:
+        return plan
+    return Plan(plan.vm_id, REFUSE, "the VM also has host device(s) %s that no live migration can "
+                "carry; its SR-IOV vNICs are left alone" % ", ".join(foreign), plan.vnics,
+                plan.decisions)
+
+
 def make_plan(vm_id: str, vnics, device_custom: dict, vm_custom: Optional[str],
               default: bool) -> Plan:
     """The verdict for a migration of this VM's currently attached vNICs."""
@@ -83,6 +101,10 @@ def make_plan(vm_id: str, vnics, device_custom: dict, vm_custom: Optional[str],
     if not vnics:
         return Plan(vm_id, NOTHING, "no SR-IOV vNIC")
     decisions = tuple(decide(v, device_custom, vm_custom, default) for v in vnics)
+    twice = _same_mac(vnics)
+    if twice:
+        return Plan(vm_id, REFUSE, "SR-IOV vNICs %s share MAC %s; each must have its own MAC to be "
+                    "re-created on the destination" % (", ".join(twice[1]), twice[0]), vnics, decisions)
     blocked = [(v, d) for v, d in zip(vnics, decisions) if not d.migratable]
     if blocked:
         names = ", ".join("%s (%s)" % (v.mac or v.alias or v.vf_address, d.why) for v, d in blocked)

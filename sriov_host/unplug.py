@@ -57,8 +57,9 @@ def build_plan(vm_id, root, cfg, inventory_addresses, vm_custom=None) -> policy.
     vnics = domxml.find_vnics(root, cfg.vf_device, addresses)
     if vm_custom is None:
         vm_custom = domxml.vdsm_vm_custom(root).get(policy.PROPERTY)
-    return policy.make_plan(vm_id, vnics, domxml.vdsm_device_custom(root), vm_custom,
+    plan = policy.make_plan(vm_id, vnics, domxml.vdsm_device_custom(root), vm_custom,
                             cfg.migratable_by_default)
+    return policy.with_foreign_devices(plan, domxml.foreign_hostdevs(root, vnics))
 
 
 def _pf_of(ctx, vnic):

@@ -238,3 +238,13 @@ def test_set_state_should_refuse_moving_back_to_reserved(ledger):
     with pytest.raises(ValueError, match="reserved"):
         ledger.set_state(VM1, addr, RESERVED)
     assert [c.state for c in ledger.claims(VM1)] == [IN_USE]
+
+
+@pytest.mark.parametrize("nic", [pytest.param({"alias": "ua-gpu"}, id="missing"),
+                                 pytest.param({"mac": None}, id="null")])
+def test_reserve_should_refuse_a_nic_without_mac_clearly_and_write_nothing(ledger, nic):
+    from sriov_host.errors import InvalidParams
+
+    with pytest.raises(InvalidParams, match=r"nics\[1\]\.mac: a MAC is required"):
+        ledger.reserve(VM1, [{"mac": "00:1a:4a:16:01:51"}, nic], INV)
+    assert ledger.claims() == []

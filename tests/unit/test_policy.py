@@ -105,3 +105,33 @@ def test_plan_to_json_should_be_empty_for_nothing():
     assert _plan("no_sriov").to_json() == {
         "vm_id": "0d6b7c1e-2f3a-4b5c-8d9e-0f1a2b3c4d5e", "verdict": "nothing",
         "reason": "no SR-IOV vNIC", "vnics": []}
+
+
+def test_make_plan_should_refuse_two_vnics_with_one_mac():
+    twin = domxml.Vnic(alias="ua-vf2", mac=MAC, vf_address="0000:05:10.3")
+    plan = policy.make_plan("vm", [VNIC, twin], {}, "true", False)
+    assert plan.verdict == policy.REFUSE
+    assert "ua-vf1, ua-vf2 share MAC %s" % MAC in plan.reason
+
+
+def test_plan_should_refuse_a_vm_with_a_device_no_migration_can_carry():
+    xml = read_domain("one_vf_vlan").replace(b"</devices>", (
+        b"<hostdev mode='subsystem' type='pci' managed='yes'><source>"
+        b"<address domain='0x0000' bus='0x65' slot='0x00' function='0x0'/></source>"
+        b"<alias name='ua-gpu'/></hostdev>"
+        b"<hostdev mode='subsystem' type='mdev' model='vfio-pci'><source>"
+        b"<address uuid='c2177883-f1bb-47f0-914d-32a22e3a8804'/></source></hostdev></devices>"))
+    root = domxml.parse_domain(xml)
+    vnics = domxml.find_vnics(root)
+    assert len(vnics) == 1
+    foreign = domxml.foreign_hostdevs(root, vnics)
+    assert foreign == ["ua-gpu", "mdev:c2177883-f1bb-47f0-914d-32a22e3a8804"]
+    plan = policy.with_foreign_devices(policy.make_plan("vm", vnics, {}, "true", False), foreign)
+    assert plan.verdict == policy.REFUSE and "ua-gpu" in plan.reason and "no live migration" in plan.reason
+
+
+def test_foreign_hostdevs_should_name_the_non_vf_hostdev_and_not_the_vf():
+    root = domxml.parse_domain(read_domain("plain_hostdev"))
+    vnics = domxml.find_vnics(root, domxml.MODE_HOSTDEV, ["0000:05:10.3"])
+    assert [v.vf_address for v in vnics] == ["0000:05:10.3"]
+    assert domxml.foreign_hostdevs(root, vnics) == ["ua-33333333-aaaa-4bbb-8ccc-000000000002"]
