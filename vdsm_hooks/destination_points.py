@@ -7,24 +7,11 @@ cannot be plugged is marked failed, its VF released, and rc 1 reported.
 
 from __future__ import annotations
 
-import time
-from dataclasses import replace
-
-from sriov_host import domxml, metadata, policy
+from sriov_host import domxml, metadata, plug, policy
 from sriov_host.errors import NoSuchVm, ReservationExpired, SriovError
-from sriov_host.ledger import IN_USE, RESERVED
 
 from .hook import ERROR, FAIL, OK
 from .outcome import Result, record_plan
-
-
-def _pending(root):
-    record = metadata.read_record(root)
-    return record, (record.by_state(metadata.UNPLUGGED) if record else [])
-
-
-def _nic_request(rec) -> dict:
-    return {"mac": rec.mac, "alias": rec.alias, "vlan": rec.vlan, "network": rec.network}
 
 
 def _covered(ctx, pending) -> bool:
@@ -46,7 +33,7 @@ def _still_attached(ctx, root, record) -> list:
 
 
 def before_migrate_destination(ctx, root, dry_run) -> Result:
-    record, pending = _pending(root)
+    record, pending = plug.pending(root)
     attached = _still_attached(ctx, root, record)
     if attached:
         macs = ", ".join(v.mac or v.key for v in attached)
@@ -65,7 +52,7 @@ def before_migrate_destination(ctx, root, dry_run) -> Result:
         if _covered(ctx, pending):
             how = "reservation made earlier"
         else:
-            ctx.ledger.reserve(ctx.vm_id, [_nic_request(r) for r in pending], ctx.inventory,
+            ctx.ledger.reserve(ctx.vm_id, [plug.nic_request(r) for r in pending], ctx.inventory,
                                frozenset(ctx.domain_refs()), ctx.cfg.networks,
                                ctx.cfg.reservation_ttl)
             how = "reserved now"
@@ -78,97 +65,25 @@ def before_migrate_destination(ctx, root, dry_run) -> Result:
                   rewritten=True)
 
 
-def _assign(record, pending, claims, host_id):
-    """Point every pending entry at this host's reserved VF before plugging.
-
-    Saved before any attach, so if this hook dies half-way the record
-    names this host's VFs and the reconciler can finish (or undo) the
-    plug instead of guessing from the source's addresses.
-    """
-    by_mac = {c.mac: c for c in claims}
-    vnics = []
-    for v in record.vnics:
-        claim = by_mac.get(v.mac) if v in pending else None
-        if claim is not None:
-            v = replace(v, vf_address=claim.vf_address, pf=claim.pf)
-        elif v in pending:
-            v = replace(v, state=metadata.FAILED, vf_address=None,
-                        error="no VF reserved on the destination")
-        vnics.append(v)
-    return replace(record, vnics=tuple(vnics), host=host_id, phase="plugging",
-                   updated=time.time())
-
-
-def _reserved_claims(ctx, pending) -> list:
-    """This VM's reserved claims; reserve again if the reservation lapsed.
-
-    A long migration can outlive the reservation's TTL. The VM is here
-    now, so VFs are taken afresh rather than leaving it without NICs;
-    if none is free the vNICs are marked failed by :func:`_assign`.
-    """
-    claims = [c for c in ctx.ledger.claims(vm_id=ctx.vm_id) if c.state == RESERVED]
-    if all(r.mac in {c.mac for c in claims} for r in pending):
-        return claims
-    try:
-        ctx.ledger.reserve(ctx.vm_id, [_nic_request(r) for r in pending], ctx.inventory,
-                           frozenset(ctx.domain_refs()), ctx.cfg.networks, ctx.cfg.reservation_ttl)
-    except SriovError:
-        return claims
-    return [c for c in ctx.ledger.claims(vm_id=ctx.vm_id) if c.state == RESERVED]
-
-
 def after_migrate_destination(ctx, root, dry_run) -> Result:
-    _, pending = _pending(root)
-    if dry_run or not pending:
-        verdict = policy.MIGRATE if pending else policy.NOTHING
-        return Result(OK, record_plan(ctx.vm_id, pending, verdict, "vNICs to plug"))
-    dom = ctx.domain()
-    record, pending = _pending(ctx.live_root(dom))
-    record = _assign(record, pending, _reserved_claims(ctx, pending), ctx.host_id)
-    ctx.save_record(dom, record)
-    for rec in record.by_state(metadata.UNPLUGGED):
-        record = record.replace_vnic(_plug_one(ctx, dom, rec))
-        ctx.save_record(dom, record)
-    failed = record.by_state(metadata.FAILED)
-    record = replace(record, phase="plug-failed" if failed else "migrated", updated=time.time())
-    ctx.save_record(dom, record)
-    ctx.ledger.set_status(ctx.vm_id, record.phase, record.vnics)
-    plugged = record.by_state(metadata.PLUGGED)
+    _, todo = plug.pending(root)
+    if dry_run or not todo:
+        verdict = policy.MIGRATE if todo else policy.NOTHING
+        return Result(OK, record_plan(ctx.vm_id, todo, verdict, "vNICs to plug"))
+    record = plug.plug_arrived(ctx, ctx.domain())
+    return Result(*plug_report(record))
+
+
+def plug_report(record):
+    """VDSM's rc and one message per outcome: plugged, plugged with a problem, failed."""
+    plugged, failed = record.by_state(metadata.PLUGGED), record.by_state(metadata.FAILED)
     msgs = ["plugged %s" % ", ".join("%s on %s (%.0f ms)" % (r.mac, r.vf_address, r.plug_ms or 0)
                                      for r in plugged)] if plugged else []
+    warned = [r for r in plugged if r.error]
+    if warned:
+        msgs.append("plugged with a problem: %s" % "; ".join("mac=%s: %s" % (r.mac, r.error)
+                                                            for r in warned))
     if failed:
         msgs.append("plug FAILED for %s; the VM stays here without them"
                     % "; ".join("mac=%s: %s" % (r.mac, r.error) for r in failed))
-        return Result(ERROR, None, msgs)
-    return Result(OK, None, msgs)
-
-
-def _plug_one(ctx, dom, rec) -> metadata.VnicRecord:
-    """Attach one vNIC on its reserved VF; on failure release the VF."""
-    try:
-        xml = domxml.render_attach(domxml.vnic_from_record(rec), rec.vf_address, ctx.cfg.vf_device,
-                                   ctx.cfg.vf_model)
-        ms = ctx.devices.attach_and_wait(dom, xml, rec.key, ctx.cfg.plug_timeout)
-        _verify_vf(ctx, rec)
-        ctx.ledger.set_state(ctx.vm_id, rec.vf_address, IN_USE)
-    except SriovError as e:
-        ctx.ledger.release_vf(ctx.vm_id, rec.vf_address)
-        return rec.with_state(metadata.FAILED, error=e.message)
-    return rec.with_state(metadata.PLUGGED, plug_ms=ms, error=None)
-
-
-def _verify_vf(ctx, rec) -> None:
-    """Where netlink knows the VF (real SR-IOV), check its MAC and VLAN."""
-    if ctx.cfg.vf_device != domxml.MODE_HOSTDEV or rec.kind != domxml.KIND_INTERFACE:
-        return
-    from sriov_host import netlink
-
-    vf = ctx.vf_by_address.get(rec.vf_address)
-    seen = netlink.vf_settings(vf.pf, vf.index) if vf else None
-    if seen is None:
-        return
-    mac, vlan = seen
-    if mac and rec.mac and mac.lower() != rec.mac.lower():
-        raise SriovError("VF %s carries MAC %s, expected %s" % (rec.vf_address, mac, rec.mac))
-    if (rec.vlan or 0) != (vlan or 0):
-        raise SriovError("VF %s carries VLAN %s, expected %s" % (rec.vf_address, vlan, rec.vlan))
+    return ERROR if failed or warned else OK, None, msgs

@@ -205,20 +205,20 @@ def test_destination_should_not_take_vfs_held_by_running_domains(tmp_path, monke
     assert h.claims() == []
 
 
-def test_after_source_and_destroy_should_release_the_vms_vfs(host, hook_env, capsys):
+def test_after_source_and_destroy_should_release_the_vms_vfs_in_use(host, hook_env, capsys):
     from sriov_host import inventory
-    from sriov_host.ledger import Ledger
+    from sriov_host.ledger import IN_USE, Ledger
 
     inv = inventory.load_nodedev_file(str(host.inventory))
     with Ledger(str(host.ledger)) as ledger:
-        ledger.reserve(VM, [{"mac": "56:6f:1a:2b:00:01"}], inv, ttl=60)
+        ledger.hold(VM, [{"vf": inv.vfs[0], "mac": "56:6f:1a:2b:00:01"}], IN_USE)
         ledger.reserve("other", [{"mac": "56:6f:1a:2b:00:09"}], inv, ttl=60)
     env, _ = hook_env(incoming_xml())
     rc, _, err = run(env, "after_vm_migrate_source", capsys=capsys)
     assert rc == 0 and "released 1 source VF" in err
     assert [c.vm_id for c in host.claims()] == ["other"]
     with Ledger(str(host.ledger)) as ledger:
-        ledger.reserve(VM, [{"mac": "56:6f:1a:2b:00:01"}], inv, ttl=60)
+        ledger.hold(VM, [{"vf": inv.vfs[0], "mac": "56:6f:1a:2b:00:01"}], IN_USE)
     rc, _, err = run(env, "after_vm_destroy", capsys=capsys)
     assert rc == 0 and "released 1 VF" in err
     assert [c.vm_id for c in host.claims()] == ["other"]

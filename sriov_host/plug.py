@@ -1,0 +1,152 @@
+"""Plug an arrived VM's SR-IOV vNICs on this host's reserved VFs, and verify them.
+
+``after_vm_migrate_destination`` calls :func:`plug_arrived`; so does the
+destination's reconciler when that hook died before it rewrote our
+record (the record still names the source host, so nothing else would
+ever plug those vNICs). The VM is never migrated back: a vNIC that
+cannot be plugged is marked failed and its VF released. After any
+failure past a successful attach, ledger, record and guest are made to
+agree again: detach what was attached, or keep its VF claimed.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import replace
+
+from . import domxml, metadata
+from .errors import SriovError
+from .ledger import IN_USE, RESERVED
+
+
+def pending(root):
+    """Our record in *root* and its vNICs still unplugged-for-migration."""
+    record = metadata.read_record(root)
+    return record, (record.by_state(metadata.UNPLUGGED) if record else [])
+
+
+def nic_request(rec) -> dict:
+    return {"mac": rec.mac, "alias": rec.alias, "vlan": rec.vlan, "network": rec.network}
+
+
+def plug_arrived(ctx, dom):
+    """Assign this host's reserved VFs to the record, then plug each; returns the record."""
+    record, todo = pending(ctx.live_root(dom))
+    record = _assign(record, todo, _reserved_claims(ctx, todo), ctx.host_id)
+    ctx.save_record(dom, record)
+    for rec in record.by_state(metadata.UNPLUGGED):
+        record = record.replace_vnic(_plug_one(ctx, dom, rec))
+        ctx.save_record(dom, record)
+    failed = record.by_state(metadata.FAILED)
+    record = replace(record, phase="plug-failed" if failed else "migrated", updated=time.time())
+    ctx.save_record(dom, record)
+    ctx.ledger.set_status(ctx.vm_id, record.phase, record.vnics)
+    return record
+
+
+def _assign(record, todo, claims, host_id):
+    """Point every pending entry at this host's reserved VF before plugging.
+
+    Saved before any attach, so if this hook dies half-way the record
+    names this host's VFs and the reconciler can finish (or undo) the
+    plug instead of guessing from the source's addresses.
+    """
+    by_mac = {c.mac: c for c in claims}
+    vnics = []
+    for v in record.vnics:
+        claim = by_mac.get(v.mac) if v in todo else None
+        if claim is not None:
+            v = replace(v, vf_address=claim.vf_address, pf=claim.pf)
+        elif v in todo:
+            v = replace(v, state=metadata.FAILED, vf_address=None,
+                        error="no VF reserved on the destination")
+        vnics.append(v)
+    return replace(record, vnics=tuple(vnics), host=host_id, phase="plugging",
+                   updated=time.time())
+
+
+def _reserved_claims(ctx, todo) -> list:
+    """This VM's reserved claims; reserve again if the reservation lapsed.
+
+    A long migration can outlive the reservation's TTL. The VM is here
+    now, so VFs are taken afresh rather than leaving it without NICs;
+    if none is free the vNICs are marked failed by :func:`_assign`.
+    """
+    claims = [c for c in ctx.ledger.claims(vm_id=ctx.vm_id) if c.state == RESERVED]
+    if all(r.mac in {c.mac for c in claims} for r in todo):
+        return claims
+    try:
+        ctx.ledger.reserve(ctx.vm_id, [nic_request(r) for r in todo], ctx.inventory,
+                           frozenset(ctx.domain_refs()), ctx.cfg.networks, ctx.cfg.reservation_ttl)
+    except SriovError:
+        return claims
+    return [c for c in ctx.ledger.claims(vm_id=ctx.vm_id) if c.state == RESERVED]
+
+
+def _plug_one(ctx, dom, rec) -> metadata.VnicRecord:
+    """Attach one vNIC on its reserved VF; ledger, record and guest end up agreeing."""
+    xml = None
+    try:
+        xml = domxml.render_attach(domxml.vnic_from_record(rec), rec.vf_address, ctx.cfg.vf_device,
+                                   ctx.cfg.vf_model)
+        ms = ctx.devices.attach_and_wait(dom, xml, rec.key, ctx.cfg.plug_timeout)
+    except SriovError as e:
+        ctx.ledger.release_vf(ctx.vm_id, rec.vf_address)
+        return rec.with_state(metadata.FAILED, error=e.message)
+    try:
+        _verify_vf(ctx, rec)
+    except SriovError as e:
+        return _undo_attach(ctx, dom, rec, xml, "verification failed: %s" % e.message)
+    try:
+        ctx.ledger.set_state(ctx.vm_id, rec.vf_address, IN_USE)
+    except SriovError as e:
+        return _keep_claim(ctx, dom, rec, xml, ms, e)
+    return rec.with_state(metadata.PLUGGED, plug_ms=ms, error=None)
+
+
+def _undo_attach(ctx, dom, rec, xml, why) -> metadata.VnicRecord:
+    """Detach what we attached and free the VF; if it will not go, keep it in use."""
+    try:
+        ctx.devices.detach_and_wait(dom, xml, rec.key, ctx.cfg.unplug_timeout)
+    except SriovError as e:
+        _hold_in_use(ctx, rec)
+        return rec.with_state(metadata.PLUGGED, error="%s; detaching it again failed (%s), so "
+                              "the VF stays in the guest and in use" % (why, e.message))
+    ctx.ledger.release_vf(ctx.vm_id, rec.vf_address)
+    return rec.with_state(metadata.FAILED, error="%s; detached again and VF released" % why)
+
+
+def _keep_claim(ctx, dom, rec, xml, ms, error) -> metadata.VnicRecord:
+    """The VF is in the guest but its claim is gone (expired): claim it again, or undo."""
+    try:
+        _hold_in_use(ctx, rec)
+    except SriovError as e:
+        return _undo_attach(ctx, dom, rec, xml, "the claim lapsed (%s) and the VF is now held "
+                            "elsewhere (%s)" % (error.message, e.message))
+    return rec.with_state(metadata.PLUGGED, plug_ms=ms,
+                          error="claim lapsed during the plug (%s); claimed again" % error.message)
+
+
+def _hold_in_use(ctx, rec) -> None:
+    vf = ctx.vf_by_address.get(rec.vf_address)
+    if vf is None:
+        raise SriovError("VF %s is not in this host's inventory" % rec.vf_address)
+    ctx.ledger.hold(ctx.vm_id, [{"vf": vf, "mac": rec.mac, "alias": rec.alias, "vlan": rec.vlan,
+                                 "network": rec.network}], IN_USE)
+
+
+def _verify_vf(ctx, rec) -> None:
+    """Where netlink knows the VF (real SR-IOV), check its MAC and VLAN."""
+    if ctx.cfg.vf_device != domxml.MODE_HOSTDEV or rec.kind != domxml.KIND_INTERFACE:
+        return
+    from . import netlink
+
+    vf = ctx.vf_by_address.get(rec.vf_address)
+    seen = netlink.vf_settings(vf.pf, vf.index) if vf else None
+    if seen is None:
+        return
+    mac, vlan = seen
+    if mac and rec.mac and mac.lower() != rec.mac.lower():
+        raise SriovError("VF %s carries MAC %s, expected %s" % (rec.vf_address, mac, rec.mac))
+    if (rec.vlan or 0) != (vlan or 0):
+        raise SriovError("VF %s carries VLAN %s, expected %s" % (rec.vf_address, vlan, rec.vlan))
