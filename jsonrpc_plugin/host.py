@@ -154,3 +154,40 @@ def _alive(conn) -> bool:
         return bool(conn.isAlive())
     except Exception:  # noqa: BLE001
         return False
+
+
+class VmContext:
+    """One VM on this host, shaped as the shared unplug/plug code wants it.
+
+    The same attributes as the hooks' HookContext, over the service's
+    long-lived connection, ledger and inventory.
+    """
+
+    def __init__(self, host: HostContext, devices, vm_id: str):
+        self.vm_id = vm_id
+        self.cfg = host.cfg
+        self.ledger = host.ledger
+        self.devices = devices
+        self.inventory = host.inventory()
+        self.vf_by_address = self.inventory.by_address()
+        self.host_id = host.host_id
+        self._host = host
+
+    def domain(self):
+        return libvirtconn.lookup(self._host.conn(), self.vm_id)
+
+    def live_root(self, dom):
+        from sriov_host import domxml
+
+        return domxml.parse_domain(libvirtconn.live_xml(dom))
+
+    def save_record(self, dom, record) -> None:
+        """Every save refreshes ``updated``, which the reconciler's grace counts from."""
+        from dataclasses import replace
+
+        from sriov_host import rollback
+
+        rollback.save_record(dom, replace(record, updated=time.time()))
+
+    def domain_refs(self) -> dict:
+        return self._host.domain_refs()

@@ -21,6 +21,7 @@ from sriov_host import domxml, libvirtconn, metadata, policy, rollback, unplug
 from sriov_host.errors import MigrationInProgress, NoSuchVm, NotMigratable, SriovError
 
 from . import vdsm_api
+from .host import VmContext
 
 log = logging.getLogger("sriov-migrationd.migrate")
 
@@ -75,31 +76,6 @@ class MigrationJob:
 
 def _finish(step: Step, ok: bool, detail: str = "") -> None:
     step.end, step.ok, step.detail = time.time(), ok, detail
-
-
-class _UnplugContext:
-    """The host's service context, shaped as :class:`sriov_host.unplug.UnplugContext`."""
-
-    def __init__(self, host, devices, vm_id):
-        self.vm_id = vm_id
-        self.cfg = host.cfg
-        self.ledger = host.ledger
-        self.devices = devices
-        self.inventory = host.inventory()
-        self.vf_by_address = self.inventory.by_address()
-        self.host_id = host.host_id
-        self._host = host
-
-    def domain(self):
-        return libvirtconn.lookup(self._host.conn(), self.vm_id)
-
-    def live_root(self, dom):
-        return domxml.parse_domain(libvirtconn.live_xml(dom))
-
-    def save_record(self, dom, record) -> None:
-        from dataclasses import replace
-
-        rollback.save_record(dom, replace(record, updated=time.time()))
 
 
 class Migrations:
@@ -237,7 +213,7 @@ class _Driver:
 
     def _unplug(self) -> bool:
         step = self.job.begin("unplug", "unplugging")
-        ctx = _UnplugContext(self.host, self.owner.devices, self.job.vm_id)
+        ctx = VmContext(self.host, self.owner.devices, self.job.vm_id)
         try:
             with self.host.vm_lock(self.job.vm_id):
                 record = unplug.unplug_all(ctx, self.plan.vnics)

@@ -23,6 +23,7 @@ from sriov_host.ledger import IN_USE, UNPLUGGED
 log = logging.getLogger("sriov-migrationd.reconciler")
 
 VIR_CONNECT_LIST_DOMAINS_ACTIVE = 1
+VIR_DOMAIN_RUNNING = 1
 
 
 class Reconciler:
@@ -78,30 +79,49 @@ class Reconciler:
     # -- one pass -----------------------------------------------------
 
     def run_once(self) -> Optional[float]:
-        """Expire, release orphans, roll back; returns when the next rollback is due."""
-        for claim in self.host.ledger.expire():
-            log.info("reservation of VF %s for VM %s expired", claim.vf_address, claim.vm_id)
+        """Protect arriving VMs' VFs, expire, roll back or finish; returns when to look again."""
         conn = self.host.conn()
         self._ensure_events(conn)
         host_id = self.host.host_id
+        doms = [(dom, dom.UUIDString()) for dom in conn.listAllDomains(VIR_CONNECT_LIST_DOMAINS_ACTIVE)]
+        records = {uuid: self._record(dom, uuid) for dom, uuid in doms}
+        arriving = {uuid for uuid, rec in records.items() if _arriving(rec, host_id)}
+        for uuid in arriving:  # its record names the source's VFs: no domain scan protects ours
+            self.host.ledger.extend_reserved(uuid, self.cfg.reservation_ttl)
+        for claim in self.host.ledger.expire():
+            log.info("reservation of VF %s for VM %s expired", claim.vf_address, claim.vm_id)
         now = self.clock()
         running, due = set(), None
-        for dom in conn.listAllDomains(VIR_CONNECT_LIST_DOMAINS_ACTIVE):
-            uuid = dom.UUIDString()
+        for dom, uuid in doms:
             running.add(uuid)
-            when = self._check(dom, uuid, host_id, now)
+            check = self._check_arrival if uuid in arriving else self._check
+            when = check(dom, uuid, records[uuid], host_id, now)
             if when is not None:
                 due = when if due is None else min(due, when)
         self._forget_except(running)
         self._release_orphans(running)
         return due
 
-    def _check(self, dom, uuid: str, host_id, now: float) -> Optional[float]:
+    def _check(self, dom, uuid: str, record, host_id, now: float) -> Optional[float]:
         """Roll back this VM if due; else return when it will be (None: nothing pending)."""
-        record = self._record(dom, uuid)
         if not rollback.pending_vnics(record, host_id):
             self._forget(uuid)
             return None
+        return self._when_quiet(dom, uuid, record, now, self._restore)
+
+    def _check_arrival(self, dom, uuid: str, record, host_id, now: float) -> Optional[float]:
+        """An arrived VM whose destination hook never rewrote our record: plug it here.
+
+        Once the migration is over and the record has been quiet for the
+        grace period, nothing else will ever plug those vNICs.
+        """
+        if not _running(dom):
+            self._last_job[uuid] = now  # still paused: the incoming migration is not over
+            return now + self.cfg.rollback_grace
+        return self._when_quiet(dom, uuid, record, now, self._finish_arrival)
+
+    def _when_quiet(self, dom, uuid: str, record, now: float, act) -> Optional[float]:
+        """Run *act* once the VM has had no job and no record write for the grace period."""
         self._first_seen.setdefault(uuid, now)
         if self.busy(uuid) or self.job_active(dom):  # SRIOV.migrate drives it, or libvirt migrates
             self._last_job[uuid] = now
@@ -116,11 +136,27 @@ class Reconciler:
             if self.busy(uuid) or self.job_active(dom) or self.vdsm_migrating(uuid):
                 self._last_job[uuid] = self.clock()
                 return None
-            self._restore(dom, uuid)
+            act(dom, uuid)
         finally:
             lock.release()
         self._forget(uuid)
         return None
+
+    def _finish_arrival(self, dom, uuid: str) -> None:
+        from sriov_host import plug
+
+        from .host import VmContext
+
+        log.warning("VM %s arrived but after_vm_migrate_destination never plugged its SR-IOV "
+                    "vNICs; plugging them now", uuid)
+        try:
+            record = plug.plug_arrived(VmContext(self.host, self.devices, uuid), dom)
+        except SriovError as e:
+            log.warning("plugging the vNICs of arrived VM %s failed: %s", uuid, e.message)
+            return
+        log.info("arrived VM %s: %s", uuid, ", ".join("%s %s%s" % (v.mac, v.state, " (%s)" % v.error
+                                                                 if v.error else "")
+                                                      for v in record.vnics))
 
     def _restore(self, dom, uuid: str) -> None:
         reason = "migration did not complete (no libvirt job for %.0f s)" % self.cfg.rollback_grace
@@ -207,3 +243,19 @@ class Reconciler:
             self.note_job(dom.UUIDString())
         except Exception:  # noqa: BLE001
             self._wake.set()
+
+
+def _arriving(record, host_id) -> bool:
+    """The record still names another host's VFs, with vNICs waiting to be plugged here."""
+    return bool(record is not None and host_id and record.host and record.host != host_id
+                and record.by_state(metadata.UNPLUGGED))
+
+
+def _running(dom) -> bool:
+    """Running, not paused: an incoming migration's domain is paused until it completes."""
+    try:
+        return dom.state()[0] == VIR_DOMAIN_RUNNING
+    except AttributeError:  # a fake without state(): treat as running
+        return True
+    except Exception:  # noqa: BLE001 - gone while we looked: nothing to plug
+        return False

@@ -260,6 +260,14 @@ class Ledger:
             self._expire(db, self.clock())
             return self._rows(db, " AND ".join(where), tuple(args))
 
+    def extend_reserved(self, vm_id: str, ttl: float) -> int:
+        """Push back the expiry of the VM's reservation (it is arriving right now)."""
+        now = self.clock()
+        with self._write() as db:
+            return db.execute("UPDATE claims SET expires=?, updated=? WHERE vm_id=? AND state=? "
+                              "AND expires IS NOT NULL AND expires < ?",
+                              (now + ttl, now, vm_id, RESERVED, now + ttl)).rowcount
+
     def expire(self) -> list:
         """Reclaim reservations past their TTL; returns the claims dropped."""
         with self._write() as db:

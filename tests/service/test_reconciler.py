@@ -176,3 +176,59 @@ def test_reconciler_should_leave_alone_a_vm_that_vdsm_reports_migrating():
     clock.now += 60
     rec.run_once()
     assert devices.calls == [] and dom.record.phase == "unplugged"
+
+
+SOURCE_HOST = "5b0a0a0a-0000-4000-8000-0000000000bb"
+LOCAL_VF = Vf("pci_0000_3c_00_4", "0000:3c:00.4", "ens1f0", "0000:3b:00.0", 4)
+
+
+class ArrivalHost(FakeHost):
+    """A destination host: its inventory has the VF the VM's reservation holds."""
+
+    def inventory(self):
+        from sriov_host.inventory import Inventory
+
+        return Inventory((LOCAL_VF,))
+
+    def domain_refs(self):
+        return {}
+
+
+def setup_arrival(ttl=30.0):
+    """A VM that arrived here; the record still names the source (the hook died early)."""
+    cfg = Config(rollback_grace=5.0, reconcile_interval=1.0, reservation_ttl=30)
+    clock = Clock()
+    rec = metadata.MigrationRecord(vnics=(metadata.VnicRecord(
+        alias="ua-n1", mac="00:1a:4a:16:01:01", vf_address="0000:05:10.2", state=metadata.UNPLUGGED),),
+        host=SOURCE_HOST, phase="unplugged", updated=clock.now)
+    dom = FakeDomain(rec)
+    ledger = LockedLedger(Ledger(":memory:", clock=lambda: clock.now))
+    ledger.reserve(VM, [{"mac": "00:1a:4a:16:01:01", "alias": "ua-n1"}],
+                   ArrivalHost(cfg, [], ledger).inventory(), ttl=ttl)
+    devices = FakeDevices()
+    rec = Reconciler(ArrivalHost(cfg, [dom], ledger), devices, _job_active, clock=clock,
+                     wall=lambda: clock.now)
+    return rec, dom, devices, ledger, clock
+
+
+def test_reconciler_should_keep_the_reservation_of_an_arriving_vm_past_its_ttl():
+    rec, dom, devices, ledger, clock = setup_arrival(ttl=30.0)
+    dom.job = 1  # the incoming migration runs for longer than the TTL
+    for _ in range(5):
+        clock.now += 20
+        rec.run_once()
+    assert [(c.vf_address, c.state) for c in ledger.claims(VM)] == [(LOCAL_VF.address, "reserved")]
+    assert devices.calls == []
+
+
+def test_reconciler_should_plug_an_arrived_vm_whose_destination_hook_died():
+    rec, dom, devices, ledger, clock = setup_arrival()
+    rec.run_once()
+    assert devices.calls == []  # within the grace the hook may still be at it
+    clock.now += 6
+    rec.run_once()
+    assert [alias for alias, _ in devices.calls] == ["ua-n1"]
+    assert 'bus="0x3c" slot="0x00" function="0x4"' in devices.calls[0][1]
+    assert dom.record.host == HOST and dom.record.phase == "migrated"
+    assert [(r.state, r.vf_address) for r in dom.record.vnics] == [("plugged", LOCAL_VF.address)]
+    assert [(c.vf_address, c.state) for c in ledger.claims(VM)] == [(LOCAL_VF.address, "in_use")]
