@@ -61,13 +61,55 @@ def client_ssl_context(cert: Optional[str], key: Optional[str], ca: Optional[str
     return ctx
 
 
+def certificate_name(path: str) -> Optional[str]:
+    """The host name a certificate is for: its first DNS SAN, else its CN; None if unreadable.
+
+    VDSM's certificate names the host's FQDN, not ``localhost``: a client
+    on the host checks the server's certificate against that name.
+    """
+    try:
+        decoded = ssl._ssl._test_decode_cert(path)  # the stdlib's own PEM reader; no extra package
+    except (OSError, ssl.SSLError, AttributeError, ValueError):
+        return None
+    dns = [value for kind, value in decoded.get("subjectAltName", ()) if kind == "DNS"]
+    if dns:
+        return dns[0]
+    cns = [value for rdn in decoded.get("subject", ()) for key, value in rdn if key == "commonName"]
+    return cns[0] if cns else None
+
+
+def _own_cert() -> str:
+    """The certificate this host's service presents ([server] cert, else VDSM's)."""
+    from sriov_host import config as config_mod
+    from sriov_host.errors import SriovError
+
+    try:
+        return config_mod.load().cert
+    except SriovError:
+        return VDSM_CERT
+
+
+class _NamedHTTPSConnection(http.client.HTTPSConnection):
+    """Connect to one address, check the certificate against another name."""
+
+    def __init__(self, host, port, server_hostname, **kwargs):
+        super().__init__(host, port, **kwargs)
+        self._server_hostname = server_hostname
+
+    def connect(self):
+        sock = socket.create_connection((self.host, self.port), self.timeout)
+        self.sock = self._context.wrap_socket(sock, server_hostname=self._server_hostname)
+
+
 class RpcClient:
     """Thread-safe: every call opens, uses and closes its own connection."""
 
     def __init__(self, host: str, port: int = DEFAULT_PORT, cert: Optional[str] = None,
                  key: Optional[str] = None, ca: Optional[str] = None, insecure: bool = False,
-                 timeout: float = 10.0, check_hostname: bool = True):
+                 timeout: float = 10.0, check_hostname: bool = True,
+                 server_hostname: Optional[str] = None):
         self.host = host
+        self.server_hostname = server_hostname
         self.port = int(port)
         self.timeout = timeout
         self.insecure = insecure
@@ -96,6 +138,9 @@ class RpcClient:
     def _post(self, body: bytes):
         if self._ctx is None:
             conn = http.client.HTTPConnection(self.host, self.port, timeout=self.timeout)
+        elif self.server_hostname:
+            conn = _NamedHTTPSConnection(self.host, self.port, self.server_hostname,
+                                         timeout=self.timeout, context=self._ctx)
         else:
             conn = http.client.HTTPSConnection(self.host, self.port, timeout=self.timeout,
                                                context=self._ctx)
@@ -128,7 +173,9 @@ def _parse_args(argv):
         epilog="example: sriov-client -a dst.example.com SRIOV getReservation vmID=UUID; "
                "echo '{\"vmID\": \"UUID\", \"nics\": [{\"mac\": \"00:1a:4a:16:01:51\"}]}' | "
                "sriov-client -f - SRIOV reserveVfs")
-    p.add_argument("-a", "--host", default="localhost", help="service host (default localhost)")
+    p.add_argument("-a", "--host", default=None,
+                   help="service host (default: this host, checked against the name in its own "
+                        "certificate, as VDSM's certificate names the FQDN)")
     p.add_argument("-p", "--port", type=int, default=DEFAULT_PORT, help="port (default %d)" % DEFAULT_PORT)
     p.add_argument("--insecure", "--unsecure", action="store_true", help="plain HTTP, no TLS")
     p.add_argument("--timeout", type=float, default=60.0, help="seconds to wait (default 60)")
@@ -173,8 +220,9 @@ def main(argv=None) -> int:
         return 2
     method = "%s.%s" % (NAMESPACE, args.method)
     try:
-        client = RpcClient(args.host, args.port, args.cert, args.key, args.ca, args.insecure,
-                           args.timeout, check_hostname=not args.no_verify_hostname)
+        client = RpcClient(args.host or "localhost", args.port, args.cert, args.key, args.ca,
+                           args.insecure, args.timeout, check_hostname=not args.no_verify_hostname,
+                           server_hostname=None if args.host else certificate_name(_own_cert()))
         result = client.call(method, params)
     except RpcError as e:
         print("sriov-client: Command %s with args %s failed:\n(code=%s, message=%s)%s"
@@ -183,7 +231,8 @@ def main(argv=None) -> int:
               file=sys.stderr)
         return 1
     except RpcUnavailable as e:
-        print("sriov-client: Connection to %s:%d failed: %s" % (args.host, args.port, e.message),
+        print("sriov-client: Connection to %s:%d failed: %s" % (args.host or "localhost", args.port,
+                                                                e.message),
               file=sys.stderr)
         return 1
     if args.method == "migrate":

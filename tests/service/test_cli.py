@@ -92,3 +92,30 @@ def test_rpcclient_should_fail_cleanly_on_missing_tls_files(tmp_path):
     with pytest.raises(RpcUnavailable, match="cannot load TLS material"):
         RpcClient("127.0.0.1", 1, cert=str(tmp_path / "x.pem"), key=str(tmp_path / "x.key"),
                   ca=str(tmp_path / "ca.pem"))
+
+
+def test_cli_on_the_host_should_check_the_server_against_its_own_certificate_name(
+        tmp_path, pki, monkeypatch, capsys):
+    """VDSM's certificate names the FQDN; `sriov-client SRIOV ping` on the host must still work."""
+    from jsonrpc_plugin.client import main
+    from jsonrpc_plugin.service import Service
+    from sriov_host import config
+    from sriov_lab.pki import TestCa
+
+    ca = TestCa(str(tmp_path / "ca"))
+    host = ca.issue("host1.example.com", sans=("host1.example.com",))
+    conf = tmp_path / "host.conf"
+    conf.write_text("[libvirt]\nuri = test:///default\n[server]\nlisten = 127.0.0.1\ncert = %s\nkey = %s\n"
+                    "ca = %s\n[ledger]\npath = %s\n"
+                    % (host.cert, host.key, ca.cert_path, tmp_path / "ledger.sqlite"))
+    monkeypatch.setenv(config.ENV_VAR, str(conf))
+    svc = Service(config.load(), port=0, reconcile=False).start()
+    try:
+        args = ["-p", str(svc.port), "--cert", host.cert, "--key", host.key, "--ca", ca.cert_path]
+        assert main(args + ["SRIOV", "ping"]) == 0
+        assert '"version"' in capsys.readouterr().out
+        assert main(["-a", "localhost"] + args + ["SRIOV", "ping"]) == 1
+        err = capsys.readouterr().err
+        assert "Connection to localhost" in err and ("mismatch" in err or "match" in err)
+    finally:
+        svc.stop()
