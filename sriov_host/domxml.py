@@ -42,6 +42,7 @@ class Vnic:
     teaming: Optional[str] = None
     network: Optional[str] = None
     pf: Optional[str] = None
+    guest_address: Optional[str] = None
     extra: dict = field(default_factory=dict, compare=False, hash=False)
 
     @property
@@ -53,7 +54,8 @@ class Vnic:
 def vnic_from_record(rec) -> Vnic:
     """The vNIC a :class:`metadata.VnicRecord` describes, to plug it again."""
     return Vnic(alias=rec.alias, mac=rec.mac, kind=rec.kind, vf_address=rec.vf_address,
-                vlan=rec.vlan, teaming=rec.teaming, network=rec.network, pf=rec.pf)
+                vlan=rec.vlan, teaming=rec.teaming, network=rec.network, pf=rec.pf,
+                guest_address=rec.guest_address)
 
 
 def parse_domain(data) -> etree._Element:
@@ -89,6 +91,17 @@ def _source_address(elem) -> Optional[str]:
         raise BadDomainXml(str(e)) from e
 
 
+def _guest_address(elem) -> Optional[str]:
+    """The PCI address the guest sees the device at; the engine passes it back on hotplug."""
+    addr = elem.find("address")
+    if addr is None or addr.get("type") != "pci":
+        return None
+    try:
+        return str(PciAddress.from_attrs(addr.attrib))
+    except ValueError as e:
+        raise BadDomainXml("guest address: %s" % e) from e
+
+
 def _vlan(elem) -> Optional[int]:
     tag = elem.find("vlan/tag")
     if tag is None:
@@ -117,6 +130,7 @@ def _hostdev_interfaces(root, networks) -> list:
             alias=_alias(elem), mac=mac, kind=KIND_INTERFACE,
             vf_address=_source_address(elem), vlan=_vlan(elem),
             teaming=_teaming_peer(elem), network=networks.get(mac),
+            guest_address=_guest_address(elem),
         ))
     return vnics
 
@@ -126,7 +140,8 @@ def _plain_hostdevs(root, vf_addresses) -> list:
     for elem in root.iterfind("devices/hostdev[@mode='subsystem'][@type='pci']"):
         addr = _source_address(elem)
         if addr is not None and addr in vf_addresses:
-            vnics.append(Vnic(alias=_alias(elem), mac=None, kind=KIND_HOSTDEV, vf_address=addr))
+            vnics.append(Vnic(alias=_alias(elem), mac=None, kind=KIND_HOSTDEV, vf_address=addr,
+                              guest_address=_guest_address(elem)))
     return vnics
 
 
@@ -143,7 +158,7 @@ def _emulated_interfaces(root, record, networks) -> list:
         vnics.append(Vnic(
             alias=rec.alias, mac=mac, kind=rec.kind, vf_address=rec.vf_address,
             vlan=rec.vlan, teaming=rec.teaming, pf=rec.pf,
-            network=rec.network or networks.get(mac),
+            network=rec.network or networks.get(mac), guest_address=_guest_address(elem),
         ))
     return vnics
 
@@ -249,7 +264,7 @@ def attached_keys(root) -> set:
 
 
 def render_attach(vnic: Vnic, vf_address: str, mode: str = MODE_HOSTDEV,
-                  model: str = "virtio") -> str:
+                  model: str = "virtio", at_guest_address: bool = True) -> str:
     """The device XML that plugs *vnic* on the VF at *vf_address*.
 
     ``managed='yes'``, unlike the ``'no'`` VDSM writes when it starts a
@@ -259,7 +274,7 @@ def render_attach(vnic: Vnic, vf_address: str, mode: str = MODE_HOSTDEV,
     be on its host driver. libvirt binds it, and unbinds it on unplug.
     """
     if mode == MODE_EMULATED:
-        return _render_emulated(vnic, model)
+        return _render_emulated(vnic, model, at_guest_address)
     if vnic.kind == KIND_HOSTDEV:
         elem = etree.Element("hostdev", mode="subsystem", type="pci", managed="yes")
         etree.SubElement(etree.SubElement(elem, "source"), "address",
@@ -277,10 +292,18 @@ def render_attach(vnic: Vnic, vf_address: str, mode: str = MODE_HOSTDEV,
         etree.SubElement(elem, "alias", name=vnic.alias)
     if vnic.teaming and vnic.kind == KIND_INTERFACE:
         etree.SubElement(elem, "teaming", type="transient", persistent=vnic.teaming)
+    _add_guest_address(elem, vnic, at_guest_address)
     return etree.tostring(elem, encoding="unicode")
 
 
-def _render_emulated(vnic: Vnic, model: str) -> str:
+def _add_guest_address(elem, vnic: Vnic, wanted: bool) -> None:
+    """Keep the guest's PCI slot, so the guest does not rename or reorder its NICs."""
+    if wanted and vnic.guest_address:
+        etree.SubElement(elem, "address", dict(PciAddress.parse(vnic.guest_address).xml_attrs(),
+                                               type="pci"))
+
+
+def _render_emulated(vnic: Vnic, model: str, at_guest_address: bool = True) -> str:
     """An emulated PCIe NIC standing in for a VF (lab only: no SR-IOV here).
 
     libvirt accepts VLAN tags and a transient teaming member only on real
@@ -294,6 +317,7 @@ def _render_emulated(vnic: Vnic, model: str) -> str:
     etree.SubElement(elem, "model", type=model)
     if vnic.alias:
         etree.SubElement(elem, "alias", name=vnic.alias)
+    _add_guest_address(elem, vnic, at_guest_address)
     return etree.tostring(elem, encoding="unicode")
 
 

@@ -26,7 +26,8 @@ STATES = (PLUGGED, UNPLUGGED, FAILED)
 
 _INT_FIELDS = ("vlan",)
 _MS_FIELDS = ("unplug_ms", "plug_ms", "rollback_ms")
-_STR_FIELDS = ("alias", "mac", "kind", "vf_address", "pf", "teaming", "network", "state", "error")
+_STR_FIELDS = ("alias", "mac", "kind", "vf_address", "pf", "teaming", "network", "state", "error",
+               "guest_address")
 
 
 @dataclass(frozen=True)
@@ -39,6 +40,7 @@ class VnicRecord:
     vlan: Optional[int] = None
     teaming: Optional[str] = None
     network: Optional[str] = None
+    guest_address: Optional[str] = None
     state: str = PLUGGED
     error: Optional[str] = None
     unplug_ms: Optional[float] = None

@@ -83,13 +83,31 @@ def _reserved_claims(ctx, todo) -> list:
     return [c for c in ctx.ledger.claims(vm_id=ctx.vm_id) if c.state == RESERVED]
 
 
+def attach_vnic(devices, dom, cfg, rec):
+    """Attach *rec* on its VF at its old guest PCI address; elsewhere only if that is taken.
+
+    Returns ``(device_xml, ms, warning)``; the warning says when the guest
+    address could not be kept (the guest may then name the NIC anew).
+    """
+    vnic = domxml.vnic_from_record(rec)
+    xml = domxml.render_attach(vnic, rec.vf_address, cfg.vf_device, cfg.vf_model)
+    try:
+        return xml, devices.attach_and_wait(dom, xml, rec.key, cfg.plug_timeout), None
+    except SriovError as e:
+        if not rec.guest_address:
+            raise
+        first = e.message
+    xml = domxml.render_attach(vnic, rec.vf_address, cfg.vf_device, cfg.vf_model,
+                               at_guest_address=False)
+    ms = devices.attach_and_wait(dom, xml, rec.key, cfg.plug_timeout)
+    return xml, ms, ("guest PCI address %s could not be kept (%s); plugged at another address"
+                     % (rec.guest_address, " ".join(first.split())))
+
+
 def _plug_one(ctx, dom, rec) -> metadata.VnicRecord:
     """Attach one vNIC on its reserved VF; ledger, record and guest end up agreeing."""
-    xml = None
     try:
-        xml = domxml.render_attach(domxml.vnic_from_record(rec), rec.vf_address, ctx.cfg.vf_device,
-                                   ctx.cfg.vf_model)
-        ms = ctx.devices.attach_and_wait(dom, xml, rec.key, ctx.cfg.plug_timeout)
+        xml, ms, warning = attach_vnic(ctx.devices, dom, ctx.cfg, rec)
     except SriovError as e:
         ctx.ledger.release_vf(ctx.vm_id, rec.vf_address)
         return rec.with_state(metadata.FAILED, error=e.message)
@@ -101,7 +119,7 @@ def _plug_one(ctx, dom, rec) -> metadata.VnicRecord:
         ctx.ledger.set_state(ctx.vm_id, rec.vf_address, IN_USE)
     except SriovError as e:
         return _keep_claim(ctx, dom, rec, xml, ms, e)
-    return rec.with_state(metadata.PLUGGED, plug_ms=ms, error=None)
+    return rec.with_state(metadata.PLUGGED, plug_ms=ms, error=warning)
 
 
 def _undo_attach(ctx, dom, rec, xml, why) -> metadata.VnicRecord:

@@ -16,7 +16,7 @@ import time
 from dataclasses import dataclass, field, replace
 from typing import Optional, Protocol
 
-from . import domxml, metadata
+from . import domxml, metadata, plug
 from .errors import LibvirtFailure, NoSuchVm, SriovError
 from .ledger import IN_USE
 
@@ -116,11 +116,9 @@ def _restore_one(dom, cfg, devices, rec, attached, result, clock):
     if rec.key in attached:
         result.already.append(rec.key)
         return rec.with_state(metadata.PLUGGED, error=None)
-    xml = domxml.render_attach(domxml.vnic_from_record(rec), rec.vf_address, mode=cfg.vf_device,
-                               model=cfg.vf_model)
     start = clock()
     try:
-        devices.attach_and_wait(dom, xml, rec.key, cfg.plug_timeout)
+        _xml, _ms, warning = plug.attach_vnic(devices, dom, cfg, rec)
     except Exception as e:  # noqa: BLE001 - each vNIC's failure is reported, then the next is tried
         msg = _one_line(getattr(e, "message", None) or str(e) or type(e).__name__)
         log.warning("re-plug of vNIC %s (%s) of VM %s failed: %s",
@@ -129,9 +127,9 @@ def _restore_one(dom, cfg, devices, rec, attached, result, clock):
         return rec.with_state(metadata.FAILED, error=msg)
     ms = round((clock() - start) * 1000.0, 1)
     result.restored.append(rec.key)
-    log.info("re-plugged vNIC %s (%s) of VM %s on VF %s in %.1f ms",
-             rec.key, rec.mac, dom.UUIDString(), rec.vf_address, ms)
-    return rec.with_state(metadata.PLUGGED, error=None, rollback_ms=ms)
+    log.info("re-plugged vNIC %s (%s) of VM %s on VF %s in %.1f ms%s",
+             rec.key, rec.mac, dom.UUIDString(), rec.vf_address, ms, "; " + warning if warning else "")
+    return rec.with_state(metadata.PLUGGED, error=warning, rollback_ms=ms)
 
 
 def _finish_record(record, phase: str):

@@ -73,7 +73,7 @@ def _to_record(ctx, vnic) -> metadata.VnicRecord:
     return metadata.VnicRecord(
         alias=vnic.alias, mac=vnic.mac, kind=vnic.kind, vf_address=vnic.vf_address,
         pf=_pf_of(ctx, vnic), vlan=vnic.vlan, teaming=vnic.teaming, network=vnic.network,
-        state=metadata.PLUGGED)
+        guest_address=vnic.guest_address, state=metadata.PLUGGED)
 
 
 def _check_ledger(ctx, vnics) -> None:

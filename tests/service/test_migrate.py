@@ -97,10 +97,14 @@ class FakeConn:
 
 
 class FakeDevices:
-    """Detach/attach that change the fake's XML; *stuck* aliases never leave."""
+    """Detach/attach that change the fake's XML; *stuck* aliases never leave.
 
-    def __init__(self, stuck=()):
-        self.stuck, self.calls = set(stuck), []
+    Like libvirt, an attach at a guest PCI slot in *taken_slots* is refused.
+    """
+
+    def __init__(self, stuck=(), taken_slots=()):
+        self.stuck, self.taken_slots = set(stuck), set(taken_slots)
+        self.calls, self.attached_xml = [], []
 
     def detach_and_wait(self, dom, xml, alias, timeout):
         self.calls.append(("detach", alias))
@@ -114,7 +118,15 @@ class FakeDevices:
 
     def attach_and_wait(self, dom, xml, alias, timeout):
         self.calls.append(("attach", alias))
-        dom.root.find("devices").append(etree.fromstring(xml))
+        elem = etree.fromstring(xml)
+        placed = elem.find("address")
+        if placed is not None and placed.get("slot") in self.taken_slots:
+            from sriov_host.errors import LibvirtFailure
+
+            raise LibvirtFailure("XML error: Attempted double use of PCI Address 0000:00:%s.0"
+                                 % placed.get("slot")[2:])
+        self.attached_xml.append(xml)
+        dom.root.find("devices").append(elem)
         return 3.0
 
 
@@ -170,7 +182,8 @@ def dst(tmp_path, pki):
 
 
 class Source:
-    def __init__(self, tmp_path, pki, dst, outcome="done", stuck=(), refuse=None, polls=2):
+    def __init__(self, tmp_path, pki, dst, outcome="done", stuck=(), refuse=None, polls=2,
+                 taken_slots=()):
         d = tmp_path / "src"
         d.mkdir()
         inv = d / "nodedev.xml"
@@ -182,7 +195,7 @@ class Source:
             "[server]", "tls = true", "listen = 127.0.0.1", "cert = %s" % pki["cert"],
             "key = %s" % pki["key"], "ca = %s" % pki["ca"]])
         self.dom = FakeDomain(source_xml())
-        self.devices = FakeDevices(stuck)
+        self.devices = FakeDevices(stuck, taken_slots)
         self.vdsm = FakeVdsm(self.dom, outcome, polls, refuse)
         self.svc = Service(self.cfg, conn_factory=lambda: FakeConn(self.dom), devices=self.devices,
                            port=0, reconcile=False, vdsm_factory=lambda cfg: self.vdsm,
@@ -376,3 +389,32 @@ def test_peer_should_use_mutual_tls_with_the_host_certificate(make_source, dst, 
     peer = src.svc._peer("localhost", dst.port)
     assert isinstance(peer, RpcClient) and not peer.insecure
     assert peer.call("SRIOV.ping")["version"]
+
+
+def _guest_slots(xml):
+    root = etree.fromstring(xml)
+    return {i.find("mac").get("address"): i.find("address").get("slot")
+            for i in root.iterfind("devices/interface[@type='hostdev']")}
+
+
+def test_rollback_should_replug_at_the_same_guest_pci_address(make_source):
+    src = make_source(outcome="failed")
+    before = _guest_slots(src.dom.XMLDesc().encode())
+    src.migrate()
+    assert src.wait()["phase"] == "rolled-back"
+    assert _guest_slots(src.dom.XMLDesc().encode()) == before
+    assert all(r.guest_address for r in src.dom.record().vnics)
+
+
+def test_rollback_should_fall_back_to_another_slot_with_a_warning_when_taken(make_source):
+    src = make_source(outcome="failed")
+    before = _guest_slots(src.dom.XMLDesc().encode())
+    src.devices.taken_slots = {before[MACS[0]]}
+    src.migrate()
+    job = src.wait()
+    assert job["phase"] == "rolled-back"
+    first = next(v for v in job["vnics"] if v["mac"] == MACS[0])
+    assert first["state"] == "plugged" and "could not be kept" in first["error"]
+    assert etree.fromstring(src.devices.attached_xml[0]).find("address") is None
+    others = [v for v in job["vnics"] if v["mac"] != MACS[0]]
+    assert all(v["error"] is None for v in others)

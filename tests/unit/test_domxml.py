@@ -380,3 +380,24 @@ def test_referenced_vf_addresses_should_keep_hostdevs_when_record_unreadable():
     metadata.write_record(root, _record())
     root.find("metadata/{%s}migration" % metadata.NS).set("version", "99")
     assert domxml.referenced_vf_addresses(root) == {"0000:05:10.0", "0000:05:10.4", "0000:05:10.1"}
+
+
+def test_find_vnics_should_keep_the_guest_pci_address_and_render_attach_should_reuse_it():
+    from sriov_host import metadata
+
+    root = domxml.parse_domain(read_domain("several_vfs"))
+    vnic = domxml.find_vnics(root)[0]
+    assert vnic.guest_address is not None
+    rec = metadata.VnicRecord(alias=vnic.alias, mac=vnic.mac, vf_address="0000:3c:00.1",
+                              guest_address=vnic.guest_address)
+    back = metadata.from_element(metadata.to_element(metadata.MigrationRecord(vnics=(rec,))))
+    assert back.vnics[0].guest_address == vnic.guest_address
+    again = domxml.vnic_from_record(back.vnics[0])
+    elem = etree.fromstring(domxml.render_attach(again, "0000:3c:00.1"))
+    placed = elem.find("address")
+    assert placed.get("type") == "pci"
+    assert str(domxml.PciAddress.from_attrs(placed.attrib)) == vnic.guest_address
+    bare = etree.fromstring(domxml.render_attach(again, "0000:3c:00.1", at_guest_address=False))
+    assert bare.find("address") is None and bare.find("source/address") is not None
+    emulated = etree.fromstring(domxml.render_attach(again, "", mode=domxml.MODE_EMULATED))
+    assert emulated.find("address").get("slot") == placed.get("slot")
