@@ -4,7 +4,8 @@ Import them in a conftest (``from sriov_lab.fixtures import *``-style, by
 name). The hosts are session-scoped: they start once (about 0.2 s with a
 warm QEMU capabilities cache, ~8-16 s cold) and are stopped, with every
 QEMU they ran, when the session ends, whether tests passed or not. Each
-test's VMs come from :func:`lab_vms`, which destroys them after the test.
+test's VMs come from :func:`lab_vms`, which destroys them after the test,
+and :func:`lab_vdsm` gives a test one VDSM stand-in per host.
 
 Tests are skipped, with the reason, only where the machine cannot run a
 lab at all: not root, or no ``unshare``/``libvirtd``/QEMU, or mount
@@ -29,6 +30,7 @@ from .guest import ensure_guest
 from .hookrunner import HookRunner
 from .hosts import LIBVIRTD, is_alive
 from .lab import Lab
+from .vdsm_standin import LabStandIns
 
 QEMU = "/usr/bin/qemu-system-x86_64"
 
@@ -153,5 +155,16 @@ def lab_hook_runners(lab_hosts, tmp_path):
     return tuple(runners)
 
 
+@pytest.fixture
+def lab_vdsm(lab, lab_hook_runners):
+    """One VDSM stand-in per host, over ``lab_hook_runners`` (tests add the hooks they need).
+
+    Stopped after the test; a test sets ``lab_vdsm[i].before_migrate`` to act
+    just before the libvirt migration.
+    """
+    with LabStandIns(lab, runners=lab_hook_runners) as standins:
+        yield standins
+
+
 __all__ = ["lab_guest", "lab", "lab_hosts", "lab_conns", "lab_vms", "lab_hook_runners",
-           "lab_unavailable_reason", "LabVms"]
+           "lab_vdsm", "lab_unavailable_reason", "LabVms"]

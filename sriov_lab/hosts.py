@@ -68,6 +68,7 @@ class LabHost:
     name: str
     root: str
     host_uuid: str
+    address: str = "127.0.0.1"  # this host's own loopback address (its services bind here)
     proc: Optional[subprocess.Popen] = None
     extra: dict = field(default_factory=dict)
 
@@ -139,9 +140,10 @@ class LabHost:
         return self.proc is not None and self.proc.poll() is None
 
 
-def prepare_host(name: str, root: str, caps_cache: Optional[str] = None) -> LabHost:
+def prepare_host(name: str, root: str, caps_cache: Optional[str] = None,
+                 address: str = "127.0.0.1") -> LabHost:
     """Lay out a host's directories and config; start nothing."""
-    host = LabHost(name=name, root=root, host_uuid=str(uuid.uuid4()))
+    host = LabHost(name=name, root=root, host_uuid=str(uuid.uuid4()), address=address)
     for sub in BIND_TARGETS:
         os.makedirs(os.path.join(root, sub), exist_ok=True)
     etc = os.path.join(root, "etc")

@@ -4,7 +4,8 @@ There are no VFs here, so every host gets a nodedev-xml inventory file:
 libvirt node device ``<device>`` elements under a ``<devices>`` root,
 shaped exactly as ``virsh nodedev-dumpxml`` prints them for an Intel
 82599 (ixgbe) card, and a config file (``[vf] device = emulated``) that
-points the product at that inventory and at the host's own libvirtd.
+points the product at that inventory, at the host's own libvirtd and at
+its VDSM stand-in.
 """
 
 from __future__ import annotations
@@ -119,38 +120,58 @@ def nodedev_xml(index: int, pfs: int = 2, vfs: int = 8) -> str:
     return etree.tostring(root, encoding="unicode", pretty_print=True)
 
 
-def config_text(host, inventory_path: str, ledger_path: str, port: int, pfs) -> str:
-    """The host's INI config: emulated VFs, its own libvirtd, short timeouts."""
+def config_text(host, inventory_path: str, ledger_path: str, port: int, pfs,
+                vdsm_port: int = 54321) -> str:
+    """The host's INI config: emulated VFs, its own libvirtd and address, short timeouts.
+
+    ``[vdsm]`` points ``SRIOV.migrate`` at the host's VDSM stand-in
+    (:mod:`sriov_lab.vdsm_standin`) on the host's own address.
+    """
     return (
         "[libvirt]\nuri = {uri}\n\n"
         "[ledger]\npath = {ledger}\n\n"
         "[inventory]\nsource = nodedev-xml:{inv}\n\n"
         "[vf]\ndevice = emulated\nmodel = virtio\n\n"
         "[policy]\nmigratable_by_default = false\n\n"
-        "[timeouts]\nunplug = 10\nplug = 10\nreservation_ttl = 60\n"
-        "rollback_grace = 3\nreconcile_interval = 0.5\n\n"
+        "[timeouts]\nunplug = 5\nplug = 5\nreservation_ttl = 60\n"
+        "rollback_grace = 6\nreconcile_interval = 0.5\n\n"
         "[networks]\n{net} = {pfs}\n\n"
-        "[server]\nlisten = 127.0.0.1\nport = {port}\ntls = false\n"
+        "[server]\nlisten = {address}\nport = {port}\ntls = false\n\n"
+        "[vdsm]\nclient = lab\naddress = {address}\nport = {vdsm_port}\n"
     ).format(uri=host.uri, ledger=ledger_path, inv=inventory_path, net=NETWORK,
-             pfs=", ".join(pf.name for pf in pfs), port=port)
+             pfs=", ".join(pf.name for pf in pfs), port=port, address=host.address,
+             vdsm_port=vdsm_port)
 
 
-def free_port() -> int:
-    """A loopback TCP port free right now (the caller binds it soon after)."""
+def free_port(addresses=("127.0.0.1",), attempts: int = 50) -> int:
+    """A TCP port free right now on every one of *addresses* (bound soon after)."""
+    for _ in range(attempts):
+        with socket.socket() as s:
+            s.bind((addresses[0], 0))
+            port = s.getsockname()[1]
+            if all(_bindable(a, port) for a in addresses[1:]):
+                return port
+    raise OSError("no TCP port free on all of %s" % ", ".join(addresses))
+
+
+def _bindable(address: str, port: int) -> bool:
     with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+        try:
+            s.bind((address, port))
+        except OSError:
+            return False
+    return True
 
 
-def write_host_files(host, index: int, pfs: int = 2, vfs: int = 8) -> None:
+def write_host_files(host, index: int, pfs: int = 2, vfs: int = 8, vdsm_port: int = 54321) -> None:
     """Write the inventory and config of *host*; remember their paths on it."""
     inv = os.path.join(host.root, INVENTORY_NAME)
     with open(inv, "w", encoding="utf-8") as f:
         f.write(nodedev_xml(index, pfs, vfs))
     conf = os.path.join(host.root, CONFIG_NAME)
-    port = free_port()
+    port = free_port((host.address,))
     with open(conf, "w", encoding="utf-8") as f:
         f.write(config_text(host, inv, os.path.join(host.root, "ledger.sqlite"), port,
-                            layout(index, pfs, vfs)))
-    host.extra.update(inventory=inv, config=conf, service_port=port, index=index,
-                      layout=layout(index, pfs, vfs))
+                            layout(index, pfs, vfs), vdsm_port))
+    host.extra.update(inventory=inv, config=conf, service_port=port, vdsm_port=vdsm_port,
+                      index=index, layout=layout(index, pfs, vfs))

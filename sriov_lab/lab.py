@@ -2,6 +2,10 @@
 
 :class:`Lab` is a context manager so a test session, the CLI and the
 demo all stop what they started, on an exception or Ctrl-C too.
+
+Host i gets its own loopback address ``127.0.0.(11+i)``: its
+``sriov-migrationd`` and its VDSM stand-in listen there, so "which host"
+is an address, as on a cluster. All hosts' stand-ins share one port.
 """
 
 from __future__ import annotations
@@ -21,6 +25,11 @@ from .paths import caps_cache_dir, runtime_base
 log = logging.getLogger(__name__)
 
 HOST_NAMES = "abcdefghij"
+ADDRESS_BASE = 11  # host i is 127.0.0.(11+i): one address per host, as on a real cluster
+
+
+def host_address(index: int) -> str:
+    return "127.0.0.%d" % (ADDRESS_BASE + index)
 
 
 class Lab:
@@ -62,10 +71,12 @@ class Lab:
 
     def _start_hosts(self) -> None:
         caps = caps_cache_dir()
+        addresses = [host_address(i) for i in range(self.count)]
+        vdsm_port = inventory.free_port(addresses)  # one VDSM port, each host on its own address
         for i in range(self.count):
             name = "host-" + HOST_NAMES[i]
-            host = hostmod.prepare_host(name, os.path.join(self.root, name), caps)
-            inventory.write_host_files(host, index=i)
+            host = hostmod.prepare_host(name, os.path.join(self.root, name), caps, addresses[i])
+            inventory.write_host_files(host, index=i, vdsm_port=vdsm_port)
             self.hosts.append(host)
         rest = self.hosts
         if not hostmod.has_caps_cache(caps):

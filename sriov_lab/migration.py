@@ -1,134 +1,400 @@
-"""One live migration in VDSM's order, with hooks, timed step by step.
+"""One live migration in VDSM's real order, timed step by step.
 
-The step table is DESIGN.md's: the source's ``before_vm_migrate_source``
-(unplug), the destination's ``before_vm_migrate_destination`` (reserve),
-the libvirt live migration, the destination's
-``after_vm_migrate_destination`` (plug), and on success only the
-source's ``after_vm_migrate_source`` (release). A failed migration runs
-no source hook, as in VDSM; re-plugging is the service's job then.
+VDSM (lib/vdsm/virt/migration.py ``SourceThread._regular_run``, vm.py
+``migrationCreate``) is less kind than a reading of its hook list
+suggests, and the lab copies it, order and refusals:
+
+1. the source captures the domain XML it sends (``_srcDomXML``) first;
+2. then it runs ``before_vm_migrate_source`` (on a fresh XMLDesc);
+3. the destination's ``migrationCreate`` builds its devices from that
+   *stale* XML: each hostdev vNIC (and, in the lab's emulated VF mode,
+   each vNIC our record names) is resolved to a node device by the
+   *source's* VF name and refused if the destination has none or another
+   domain uses it; only then ``before_vm_migrate_destination`` runs, with
+   the same stale XML, and a non-zero rc fails it (hookError, 78);
+4. libvirt migrates with a freshly taken ``VIR_MIGRATE_PARAM_DEST_XML``;
+5. the destination runs ``after_vm_migrate_destination`` with its live
+   XML, on its own thread: the source does not wait for it;
+6. the source runs ``after_vm_migrate_source``, on success only, and
+   only then reports "Migration done". A failure runs no source hook;
+   the destination's half-made VM is destroyed (its ``after_vm_destroy``).
+
+So an unplug done in ``before_vm_migrate_source`` is too late: the
+destination has already acted on the source's VFs. The hosts' side of
+this lives in :mod:`sriov_lab.vdsm_standin`; this module holds the source
+thread, the destination's device resolution, the result record, and
+:func:`migrate`, which drives two in-process stand-ins synchronously.
 """
 
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from dataclasses import dataclass, field
 from typing import Callable, Optional
 
 from sriov_host import domxml
+from sriov_host.errors import BadDomainXml
+from sriov_host.pci import PciAddress
 
 from . import hookrunner as hr
 from .inventory import free_port
 
 log = logging.getLogger(__name__)
 
-STEP_LABELS = {hr.BEFORE_SOURCE: "unplug", hr.BEFORE_DEST: "reserve",
-               hr.AFTER_DEST: "plug", hr.AFTER_SOURCE: "release"}
+# VDSM's error codes (lib/vdsm/common/exception.py, define.errCode)
+DONE = 0
+NO_VM = 1  # noVM
+MIGRATE_ERR = 12  # migrateErr
+MIG_CANCEL_ERR = 47  # migCancelErr
+MIG_IN_PROGRESS = 51  # migInProgress
+HOOK_ERROR = 78  # hookError
+MESSAGES = {NO_VM: "Virtual machine does not exist", MIGRATE_ERR: "Fatal error during migration",
+            MIG_CANCEL_ERR: "Migration not in progress",
+            MIG_IN_PROGRESS: "Command not supported during migration", HOOK_ERROR: "Hook error"}
+IN_PROGRESS_MSG = "Migration in progress"
+DONE_MSG = "Migration done"
+CREATE = "migrationCreate"
+MIGRATE = "migrate"
+
+STEP_LABELS = {hr.BEFORE_SOURCE: "guard", hr.BEFORE_DEST: "reserve", hr.AFTER_DEST: "plug",
+               hr.AFTER_SOURCE: "release", hr.AFTER_DESTROY: "destroy"}
+
+
+class VdsmError(Exception):
+    """A VDSM error response: numeric code, message, and where it stopped."""
+
+    def __init__(self, code: int, detail: str = "", stage: Optional[str] = None,
+                 message: Optional[str] = None):
+        if message is None:
+            base = MESSAGES.get(code, "Error")
+            message = "%s: %s" % (base, detail) if detail else base
+        super().__init__(message)
+        self.code = code
+        self.message = message
+        self.stage = stage
+
+    def response(self) -> dict:
+        return {"status": {"code": self.code, "message": self.message}}
 
 
 @dataclass
 class MigrationResult:
+    """Every step of one migration with monotonic timings, for tests and the demo."""
+
     vm_id: str
     source: str
     destination: str
     t0: float
-    steps: list = field(default_factory=list)  # PointRun, in the order run
+    steps: list = field(default_factory=list)  # PointRun of both hosts
+    src_dom_xml: Optional[str] = None  # what the destination was handed (step 1)
+    create_start: Optional[float] = None
+    create_end: Optional[float] = None
     migrate_start: Optional[float] = None
     migrate_end: Optional[float] = None
     ok: bool = False
+    code: int = DONE
     error: Optional[str] = None
-    aborted_at: Optional[str] = None  # a hook point, or "migrate"
+    aborted_at: Optional[str] = None  # a hook point, "migrationCreate" or "migrate"
+    source_done: threading.Event = field(default_factory=threading.Event, repr=False)
+    dest_done: threading.Event = field(default_factory=threading.Event, repr=False)
 
     def step(self, point: str):
         return next((s for s in self.steps if s.point == point), None)
 
+    def wait(self, timeout: Optional[float] = None) -> bool:
+        """Wait for the source thread and the destination's completion; True if both ended."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        if not self.source_done.wait(timeout):
+            return False
+        left = None if deadline is None else max(0.0, deadline - time.monotonic())
+        return self.dest_done.wait(left)
+
     def timeline(self) -> list:
-        """``[(label, host, start_s, end_s, rc)]`` relative to the start."""
-        rows = []
-        for s in self.steps:
-            rows.append((STEP_LABELS.get(s.point, s.point), s.host, s.start - self.t0,
-                         s.end - self.t0, s.rc))
-            if s.point == hr.BEFORE_DEST and self.migrate_start is not None:
-                end = self.migrate_end if self.migrate_end is not None else self.migrate_start
-                rows.append(("migrate", "%s->%s" % (self.source, self.destination),
-                             self.migrate_start - self.t0, end - self.t0,
-                             0 if self.aborted_at != "migrate" else 1))
-        return rows
+        """``[(label, host, start_s, end_s, rc)]`` relative to the start, by start time."""
+        rows = [(STEP_LABELS.get(s.point, s.point), s.host, s.start - self.t0, s.end - self.t0, s.rc)
+                for s in self.steps]
+        if self.create_start is not None:
+            end = self.create_end if self.create_end is not None else self.create_start
+            rows.append(("create", self.destination, self.create_start - self.t0, end - self.t0,
+                         1 if self.aborted_at == CREATE else 0))
+        if self.migrate_start is not None:
+            end = self.migrate_end if self.migrate_end is not None else self.migrate_start
+            rows.append((MIGRATE, "%s->%s" % (self.source, self.destination),
+                         self.migrate_start - self.t0, end - self.t0,
+                         1 if self.aborted_at == MIGRATE else 0))
+        return sorted(rows, key=lambda r: r[2])
 
 
-def _migrate_params(port: int) -> dict:
+@dataclass(frozen=True)
+class HostDevice:
+    """A device of the captured XML that VDSM resolves to a node device by name."""
+
+    kind: str  # "interface" (hostdev vNIC), "hostdev", or "emulated" (lab VF vNIC)
+    alias: Optional[str]
+    mac: Optional[str]
+    address: str  # PCI address on the source
+
+    @property
+    def nodedev_name(self) -> str:
+        return PciAddress.parse(self.address).nodedev_name
+
+    def describe(self) -> str:
+        what = "vNIC %s (%s)" % (self.mac or "-", self.alias or "no alias")
+        if self.kind == domxml.KIND_HOSTDEV:
+            what = "hostdev %s" % (self.alias or "-")
+        return "%s on VF %s (node device %s)" % (what, self.address, self.nodedev_name)
+
+
+def _pci_source(elem) -> Optional[str]:
+    addr = elem.find("source/address")
+    if addr is None or addr.get("type", "pci") != "pci":
+        return None
+    try:
+        return str(PciAddress.from_attrs(addr.attrib))
+    except ValueError as e:
+        raise BadDomainXml(str(e)) from e
+
+
+def host_devices(root, vf_mode: str) -> list:
+    """The devices VDSM's ``Vm.__init__`` would resolve by node device name.
+
+    Every ``<interface type='hostdev'>`` and PCI ``<hostdev>`` (VDSM calls
+    ``get_device_params`` for each); in ``emulated`` mode also every NIC
+    our record names, by the VF address the record gives it.
+    """
+    out = []
+    for elem in root.iterfind("devices/interface[@type='hostdev']"):
+        addr, mac = _pci_source(elem), elem.find("mac")
+        if addr:
+            out.append(HostDevice(domxml.KIND_INTERFACE, _alias(elem),
+                                  mac.get("address") if mac is not None else None, addr))
+    for elem in root.iterfind("devices/hostdev[@mode='subsystem'][@type='pci']"):
+        addr = _pci_source(elem)
+        if addr:
+            out.append(HostDevice(domxml.KIND_HOSTDEV, _alias(elem), None, addr))
+    if vf_mode == domxml.MODE_EMULATED:
+        for v in domxml.find_vnics(root, domxml.MODE_EMULATED):
+            if v.vf_address:
+                out.append(HostDevice(domxml.MODE_EMULATED, v.alias, v.mac, v.vf_address))
+    return out
+
+
+def _alias(elem) -> Optional[str]:
+    a = elem.find("alias")
+    return a.get("name") if a is not None else None
+
+
+def _migrate_params(port: int, dest_xml: Optional[str] = None) -> dict:
     import libvirt
 
-    return {libvirt.VIR_MIGRATE_PARAM_URI: "tcp://127.0.0.1:%d" % port,
-            libvirt.VIR_MIGRATE_PARAM_LISTEN_ADDRESS: "127.0.0.1"}
+    params = {libvirt.VIR_MIGRATE_PARAM_URI: "tcp://127.0.0.1:%d" % port,
+              libvirt.VIR_MIGRATE_PARAM_LISTEN_ADDRESS: "127.0.0.1"}
+    if dest_xml is not None:
+        params[libvirt.VIR_MIGRATE_PARAM_DEST_XML] = dest_xml
+    return params
 
 
-def _live_migrate(dom, dst_conn, port: int, flags: Optional[int]) -> None:
+def _live_migrate(dom, dst_conn, port: int, flags: Optional[int], dest_xml: Optional[str] = None):
     import libvirt
 
     if flags is None:
         flags = libvirt.VIR_MIGRATE_LIVE
         if dom.isPersistent():
             flags |= libvirt.VIR_MIGRATE_PERSIST_DEST | libvirt.VIR_MIGRATE_UNDEFINE_SOURCE
-    dom.migrate3(dst_conn, _migrate_params(port), flags)
+    dom.migrate3(dst_conn, _migrate_params(port, dest_xml), flags)
 
 
-def _domain_xml(dom, migratable: bool = False) -> str:
+def custom_properties(xml: str) -> dict:
+    """VM custom properties, as VDSM puts them in the hook environment."""
+    try:
+        return domxml.vdsm_vm_custom(domxml.parse_domain(xml))
+    except BadDomainXml:
+        return {}
+
+
+def hook_error(run: hr.PointRun) -> str:
+    return "%s on %s: rc %d: %s" % (run.point, run.host, run.rc, " | ".join(run.stderr[-3:]))
+
+
+@dataclass
+class SourceOptions:
+    """How one source thread runs: transport and the demo's/tests' hooks into it."""
+
+    port: Optional[int] = None  # libvirt migration port; free one if None
+    flags: Optional[int] = None
+    before_migrate: Optional[Callable[[], None]] = None  # just before migrate3
+    cancel: threading.Event = field(default_factory=threading.Event)
+    dom: object = None  # set while migrate3 runs (for migrateCancel)
+
+
+def run_source(src, dst, vm_id: str, result: MigrationResult, opts: SourceOptions) -> None:
+    """VDSM's source thread: steps 1-6, or a failure with VDSM's code; never raises.
+
+    *src* and *dst* are :class:`sriov_lab.vdsm_standin.VdsmStandIn`; the
+    destination is called in-process, as VDSM calls its peer over JSON-RPC.
+    """
+    try:
+        _source_steps(src, dst, vm_id, result, opts)
+    except VdsmError as e:
+        result.code, result.error = e.code, e.message
+        result.aborted_at = result.aborted_at or e.stage
+        result.dest_done.set()
+        log.warning("%s: migration of %s to %s failed: %s", src.name, vm_id, dst.name, e.message)
+        dst.destroy(vm_id, result)  # VDSM's _recover: destroy the destination's VM, if any
+    except Exception as e:  # noqa: BLE001 - a lab bug must still end the job, as VDSM's would
+        log.exception("%s: migration of %s failed unexpectedly", src.name, vm_id)
+        result.code, result.error = MIGRATE_ERR, "%s: %s" % (MESSAGES[MIGRATE_ERR], e)
+        result.dest_done.set()
+    finally:
+        result.source_done.set()
+
+
+def _source_steps(src, dst, vm_id, result, opts) -> None:
+    dom = src.lookup(vm_id)
+    result.src_dom_xml = src_xml = dom.XMLDesc(0)  # 1: captured before any hook
+    custom = custom_properties(src_xml)
+    run = src.hooks.run(hr.BEFORE_SOURCE, dom.XMLDesc(0), vm_id, custom)  # 2
+    result.steps.append(run)
+    if run.failed:
+        raise VdsmError(MIGRATE_ERR, hook_error(run), hr.BEFORE_SOURCE)
+    resp = dst.migration_create(vm_id, src_xml, result)  # 3
+    if resp["status"]["code"]:
+        raise VdsmError(resp["status"]["code"], stage=result.aborted_at or CREATE,
+                        message=resp["status"]["message"])
+    _check_cancel(opts)
+    if opts.before_migrate is not None:
+        opts.before_migrate()
+    domain_xml = _underlying_migration(dom, dst, result, opts)  # 4
+    dst.complete_incoming(vm_id, result)  # 5, on the destination's own thread
+    result.steps.append(src.hooks.run(hr.AFTER_SOURCE, domain_xml, vm_id, custom))  # 6
+    result.ok, result.code = True, DONE
+
+
+def _check_cancel(opts: SourceOptions) -> None:
+    if opts.cancel.is_set():
+        raise VdsmError(MIG_CANCEL_ERR, stage=MIGRATE, message="Migration canceled")
+
+
+def _underlying_migration(dom, dst, result, opts) -> str:
+    """migrate3 with a fresh migratable XML; return the XML the source keeps for its hook."""
     import libvirt
 
-    return dom.XMLDesc(libvirt.VIR_DOMAIN_XML_MIGRATABLE if migratable else 0)
+    domain_xml = dom.XMLDesc(0)
+    dest_xml = dom.XMLDesc(libvirt.VIR_DOMAIN_XML_MIGRATABLE)
+    result.migrate_start = time.monotonic()
+    opts.dom = dom
+    try:
+        _check_cancel(opts)
+        _live_migrate(dom, dst.conn, opts.port or free_port(), opts.flags, dest_xml)
+    except libvirt.libvirtError as e:
+        if e.get_error_code() == libvirt.VIR_ERR_OPERATION_ABORTED or opts.cancel.is_set():
+            raise VdsmError(MIG_CANCEL_ERR, stage=MIGRATE, message="Migration canceled: %s" % e) from e
+        raise VdsmError(MIGRATE_ERR, "libvirt: %s" % e, MIGRATE) from e
+    finally:
+        opts.dom = None
+        result.migrate_end = time.monotonic()
+    return domain_xml
 
 
-def _custom(xml: str) -> dict:
-    """VM custom properties, as VDSM puts them in the hook environment."""
-    return domxml.vdsm_vm_custom(domxml.parse_domain(xml))
+def _config_of(hooks: hr.HookRunner):
+    """The host config a hook runner's environment names (defaults without one)."""
+    from sriov_host import config
+
+    path = hooks.env.get(config.ENV_VAR)
+    return config.load(path) if path else config.Config()
 
 
 def migrate(src_conn, dst_conn, vm_id: str, src_hooks: hr.HookRunner,
             dst_hooks: hr.HookRunner, port: Optional[int] = None,
             flags: Optional[int] = None,
-            before_migrate: Optional[Callable[[], None]] = None) -> MigrationResult:
-    """Migrate VM *vm_id* from *src_conn* to *dst_conn* the way VDSM would.
+            before_migrate: Optional[Callable[[], None]] = None,
+            timeout: float = 600.0) -> MigrationResult:
+    """Migrate VM *vm_id* from *src_conn* to *dst_conn* in VDSM's strict order.
 
-    *before_migrate* runs between the destination hook and the libvirt
-    migration: the demo uses it to make the migration fail after the
-    unplug (it stops the destination's libvirtd there).
+    Two in-process stand-ins (no server, no event subscriptions) play the
+    hosts; this waits for the source thread and for the destination's
+    ``after_vm_migrate_destination``. *before_migrate* runs just before
+    the libvirt migration: the demo makes the migration fail there.
     """
-    import libvirt
+    from .vdsm_standin import VdsmStandIn
 
-    result = MigrationResult(vm_id, src_hooks.host, dst_hooks.host, time.monotonic())
-    dom = src_conn.lookupByUUIDString(vm_id)
-    xml = _domain_xml(dom)
-    custom = _custom(xml)
-    if _hook_failed(result, src_hooks.run(hr.BEFORE_SOURCE, xml, vm_id, custom)):
-        return result
-    # VDSM sends migrationCreate the XML as it is after the source hook.
-    xml = _domain_xml(dom, migratable=True)
-    if _hook_failed(result, dst_hooks.run(hr.BEFORE_DEST, xml, vm_id, custom)):
-        return result
-    if before_migrate is not None:
-        before_migrate()
-    result.migrate_start = time.monotonic()
-    try:
-        _live_migrate(dom, dst_conn, port or free_port(), flags)
-    except libvirt.libvirtError as e:
-        result.migrate_end = time.monotonic()
-        result.aborted_at, result.error = "migrate", str(e)
-        log.warning("migration of %s failed: %s", vm_id, e)
-        return result
-    result.migrate_end = time.monotonic()
-    dst_dom = dst_conn.lookupByUUIDString(vm_id)
-    result.steps.append(dst_hooks.run(hr.AFTER_DEST, _domain_xml(dst_dom), vm_id, custom))
-    result.steps.append(src_hooks.run(hr.AFTER_SOURCE, xml, vm_id, custom))
-    result.ok = True
+    src = VdsmStandIn(src_hooks.host, _config_of(src_hooks), src_hooks, conn=src_conn)
+    dst = VdsmStandIn(dst_hooks.host, _config_of(dst_hooks), dst_hooks, conn=dst_conn)
+    opts = SourceOptions(port=port, flags=flags, before_migrate=before_migrate)
+    result = src.run_migration(vm_id, dst, opts)
+    result.wait(timeout)
     return result
 
 
-def _hook_failed(result: MigrationResult, run: hr.PointRun) -> bool:
-    result.steps.append(run)
-    if run.failed:
-        result.aborted_at = run.point
-        result.error = "%s on %s: rc %d: %s" % (run.point, run.host, run.rc,
-                                                 " | ".join(run.stderr[-3:]))
+def _vf_node_devices(conn, cfg) -> Callable[[str], bool]:
+    """Whether the host has a node device of a name, as ``nodeDeviceLookupByName`` says."""
+    import libvirt
+
+    from sriov_host import inventory
+    from sriov_host.errors import InventoryError
+
+    try:
+        names = {vf.name for vf in inventory.load(cfg, conn).vfs}
+    except InventoryError as e:
+        raise VdsmError(MIGRATE_ERR, "cannot read the node devices: %s" % e.message, CREATE) from e
+
+    def exists(name: str) -> bool:
+        if name in names:
+            return True
+        if cfg.nodedev_xml_path:  # the lab's stand-in for the node device tree
+            return False
+        try:
+            conn.nodeDeviceLookupByName(name)
+        except libvirt.libvirtError:
+            return False
         return True
-    return False
+
+    return exists
+
+
+def resolve_devices(conn, cfg, src_xml: str, host: str) -> list:
+    """VDSM's ``Vm.__init__`` on the destination: each device's node device must exist."""
+    try:
+        devices = host_devices(domxml.parse_domain(src_xml), cfg.vf_device)
+    except BadDomainXml as e:
+        raise VdsmError(MIGRATE_ERR, "cannot read the source's domain XML: %s" % e.message,
+                        CREATE) from e
+    if devices:
+        exists = _vf_node_devices(conn, cfg)
+        for dev in devices:
+            if not exists(dev.nodedev_name):
+                raise VdsmError(MIGRATE_ERR, "Virtual machine creation failed on %s: no node device "
+                                "with matching name '%s' for %s" % (host, dev.nodedev_name,
+                                                                   dev.describe()), CREATE)
+    return devices
+
+
+def _vf_users(conn, vm_id: str, host_uuid: Optional[str]) -> dict:
+    """``{VF address: domain name}`` over the host's running domains but *vm_id*."""
+    import libvirt
+
+    users = {}
+    for dom in conn.listAllDomains(libvirt.VIR_CONNECT_LIST_DOMAINS_ACTIVE):
+        try:
+            if dom.UUIDString() == vm_id:
+                continue
+            root = domxml.parse_domain(dom.XMLDesc(0))
+        except (libvirt.libvirtError, BadDomainXml):
+            continue  # gone meanwhile, or not ours to read
+        for addr in domxml.referenced_vf_addresses(root, host_uuid):
+            users.setdefault(addr, dom.name())
+    return users
+
+
+def setup_devices(conn, devices, vm_id: str, host: str, host_uuid: Optional[str]) -> None:
+    """VDSM's device ``setup()`` (``detach_detachable``): libvirt refuses a VF in use."""
+    if not devices:
+        return
+    users = _vf_users(conn, vm_id, host_uuid)
+    for dev in devices:
+        if dev.address in users:
+            raise VdsmError(MIGRATE_ERR, "device setup failed on %s: Requested operation is not "
+                            "valid: PCI device %s is in use by domain %s (%s)"
+                            % (host, dev.address, users[dev.address], dev.describe()), CREATE)

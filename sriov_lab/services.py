@@ -39,12 +39,13 @@ class HostService:
             return "(no log)"
 
 
-def enable_tls(config_path: str, issued: Issued, ca_path: str, **timeouts) -> None:
-    """Switch a lab host's config to mutual TLS (and optional [timeouts])."""
+def enable_tls(config_path: str, issued: Issued, ca_path: str, listen: str = "127.0.0.1",
+               **timeouts) -> None:
+    """Switch a lab host's config to mutual TLS on *listen* (and optional [timeouts])."""
     parser = configparser.ConfigParser(interpolation=None)
     parser.read(config_path)
     parser["server"].update({"tls": "true", "cert": issued.cert, "key": issued.key,
-                             "ca": ca_path, "listen": "127.0.0.1"})
+                             "ca": ca_path, "listen": listen})
     for key, value in timeouts.items():
         parser["timeouts"][key] = str(value)
     with open(config_path, "w", encoding="utf-8") as f:
@@ -57,7 +58,9 @@ class LabServices:
     def __init__(self, lab, workdir: str, **timeouts):
         self.lab = lab
         self.workdir = workdir
-        self.timeouts = timeouts or {"rollback_grace": 2, "reconcile_interval": 0.5}
+        # unplug and plug must stay below rollback_grace (the config refuses otherwise)
+        self.timeouts = timeouts or {"rollback_grace": 2, "reconcile_interval": 0.5, "unplug": 1.5,
+                                     "plug": 1.5}
         self.ca: Optional[TestCa] = None
         self.admin: Optional[Issued] = None
         self.services: list = []
@@ -82,8 +85,9 @@ class LabServices:
         return self
 
     def _launch(self, host) -> HostService:
-        issued = self.ca.issue(host.name, sans=("127.0.0.1", "localhost"))
-        enable_tls(host.config_path, issued, self.ca.cert_path, **self.timeouts)
+        sans = tuple(dict.fromkeys((host.address, "127.0.0.1", "localhost")))
+        issued = self.ca.issue(host.name, sans=sans)
+        enable_tls(host.config_path, issued, self.ca.cert_path, host.address, **self.timeouts)
         log_path = os.path.join(self.workdir, "%s-sriov-migrationd.log" % host.name)
         with open(log_path, "ab") as log:
             proc = subprocess.Popen(
@@ -111,12 +115,13 @@ class LabServices:
     def client(self, which, timeout: float = 10.0) -> RpcClient:
         """An RpcClient with the admin's client certificate, for a host index or service."""
         svc = self.services[which] if isinstance(which, int) else which
-        return RpcClient("127.0.0.1", svc.port, cert=self.admin.cert, key=self.admin.key,
+        return RpcClient(svc.host.address, svc.port, cert=self.admin.cert, key=self.admin.key,
                          ca=self.ca.cert_path, timeout=timeout)
 
     def client_args(self, index: int) -> list:
         """``sriov-client`` arguments that reach host *index* over mutual TLS."""
-        return ["-a", "127.0.0.1", "-p", str(self.services[index].port), "--cert", self.admin.cert,
+        svc = self.services[index]
+        return ["-a", svc.host.address, "-p", str(svc.port), "--cert", self.admin.cert,
                 "--key", self.admin.key, "--ca", self.ca.cert_path]
 
     def stop(self) -> None:
