@@ -30,7 +30,7 @@ from .guest import ensure_guest
 from .hookrunner import HookRunner
 from .hosts import LIBVIRTD, is_alive
 from .lab import Lab
-from .vdsm_standin import LabStandIns
+from .services import LabStandIns
 
 QEMU = "/usr/bin/qemu-system-x86_64"
 

@@ -1,4 +1,4 @@
-"""A VDSM-compatible hook runner and migration driver for the lab.
+"""A VDSM-compatible hook runner for the lab.
 
 It runs a hooks directory the way VDSM's ``hooks._runHooksDir`` does:
 executables of ``DIR/<point>/`` in sorted name order; the domain XML in a
@@ -7,11 +7,9 @@ in the environment; stdout dropped; stderr kept as log lines. rc 2 stops
 the remaining scripts of the point; any non-zero rc fails a ``before_*``
 point (the action aborts) and is only logged for ``after_*`` points.
 
-:func:`migrate` drives one migration in VDSM's order (source
-before_vm_migrate_source, destination before_vm_migrate_destination,
-libvirt live migration, destination after_vm_migrate_destination, source
-after_vm_migrate_source on success only) and returns every step with its
-rc, stderr and monotonic timings, for tests and the demo's timeline.
+Each run returns every script's rc, stderr and monotonic timings. The
+migration order that calls it (VDSM's, exactly) lives in
+:mod:`sriov_lab.migration` and :mod:`sriov_lab.vdsm_standin`.
 
 Unlike VDSM (which runs hooks as ``vdsm``, with no timeout) the lab runs
 them as the current user with a generous timeout, so a hung hook fails a

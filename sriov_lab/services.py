@@ -1,8 +1,11 @@
-"""Each lab host's ``sriov-migrationd``, over mutual TLS with a lab CA.
+"""Each lab host's ``sriov-migrationd`` (over mutual TLS with a lab CA) and VDSM stand-in.
 
 The services run as real processes (the installed console script's
 module), each with its host's config, so hooks and service share one
 ledger exactly as on an oVirt host. The lab CA stands in for VDSM's PKI.
+Each listens on its host's own loopback address, named in its
+certificate. :class:`LabStandIns` runs the hosts' VDSM stand-ins
+(:mod:`sriov_lab.vdsm_standin`), which ``SRIOV.migrate`` drives.
 """
 
 from __future__ import annotations
@@ -12,14 +15,17 @@ import os
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from dataclasses import dataclass
 from typing import Optional
 
 from jsonrpc_plugin.client import RpcClient, RpcUnavailable
+from sriov_host import config
 
 from .errors import LabError
 from .pki import Issued, TestCa
+from .vdsm_standin import VdsmStandIn
 
 ADMIN = "lab-admin"
 
@@ -150,3 +156,52 @@ def install_hooks(lab, hooks_root: str) -> list:
             raise LabError("sriov-migration-install failed on %s: %s" % (host.name, proc.stderr))
         runners.append(HookRunner(hooks_dir, env=host.hook_env(), host=host.name))
     return runners
+
+
+class LabStandIns:
+    """One :class:`VdsmStandIn` per lab host, on its ``[vdsm]`` address and port.
+
+    *runners* are the hosts' hook runners (default: the project's hooks,
+    installed by ``sriov-migration-install`` under *hooks_root*).
+    """
+
+    def __init__(self, lab, runners=None, hooks_root: Optional[str] = None):
+        self.lab = lab
+        self.runners = list(runners) if runners is not None else None
+        self.hooks_root = hooks_root
+        self.peers: dict = {}
+        self.standins: list = []
+
+    def __enter__(self) -> LabStandIns:
+        return self.start()
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
+
+    def start(self) -> LabStandIns:
+        if self.runners is None:
+            root = self.hooks_root or tempfile.mkdtemp(prefix="hooks-", dir=self.lab.root)
+            self.runners = install_hooks(self.lab, root)
+        try:
+            for host, runner in zip(self.lab.hosts, self.runners):
+                cfg = config.load(host.config_path)
+                standin = VdsmStandIn(host.name, cfg, runner, address=host.address,
+                                      port=cfg.vdsm_port, peers=self.peers)
+                self.standins.append(standin.start())
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def stop(self) -> None:
+        for standin in self.standins:
+            standin.stop()
+        self.standins = []
+
+    def __getitem__(self, index: int) -> VdsmStandIn:
+        return self.standins[index]
+
+    def client(self, index: int, timeout: float = 30.0):
+        """A JSON-RPC client for host *index*'s stand-in, as ``SRIOV.migrate`` reaches it."""
+        s = self.standins[index]
+        return RpcClient(s.address, s.port, insecure=True, timeout=timeout)

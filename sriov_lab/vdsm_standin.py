@@ -18,6 +18,7 @@ would call its peer's ``migrationCreate`` over the wire.
 
 Like VDSM, a stand-in follows DEVICE_REMOVED on its host and drops the
 device from its own per-VM device list (the VF goes back to the host).
+:class:`sriov_lab.services.LabStandIns` runs one per lab host.
 """
 
 from __future__ import annotations
@@ -25,15 +26,14 @@ from __future__ import annotations
 import functools
 import logging
 import queue
-import tempfile
 import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Callable, Optional
 
 from jsonrpclib import Fault
 
-from sriov_host import config, domxml, libvirtconn
+from sriov_host import domxml, libvirtconn
 
 from . import hookrunner as hr
 from . import migration as mig
@@ -100,13 +100,6 @@ class _Incoming:
     src_xml: str
     custom: dict
     result: mig.MigrationResult
-
-
-@dataclass
-class _Devices:
-    """A VM's devices as the stand-in knows them: alias -> VF address (None: not a VF)."""
-
-    by_alias: dict = field(default_factory=dict)
 
 
 class VdsmStandIn:
@@ -257,8 +250,7 @@ class VdsmStandIn:
     def devices(self, vm_id: str) -> dict:
         """``{alias: VF address or None}`` of the VM as this stand-in tracks it."""
         with self._lock:
-            devs = self._devices.get(vm_id)
-            return dict(devs.by_alias) if devs else {}
+            return dict(self._devices.get(vm_id) or {})
 
     def _new_job(self, vm_id: str, peer: VdsmStandIn, opts: mig.SourceOptions) -> _Job:
         self.track(vm_id)
@@ -360,10 +352,10 @@ class VdsmStandIn:
         except Exception as e:  # noqa: BLE001 - gone meanwhile, or unreadable: nothing to track
             log.debug("%s: cannot track devices of %s: %s", self.name, vm_id, e)
             return
-        devs = _Devices({a.get("name"): None for a in root.iterfind("devices/*/alias")})
+        devs = {a.get("name"): None for a in root.iterfind("devices/*/alias")}  # alias -> VF
         try:
             for dev in mig.host_devices(root, self.cfg.vf_device):
-                devs.by_alias[dev.alias] = dev.address
+                devs[dev.alias] = dev.address
         except Exception as e:  # noqa: BLE001 - an unreadable record: still track the rest
             log.warning("%s: VM %s: cannot tell its VFs: %s", self.name, vm_id, e)
         with self._lock:
@@ -374,8 +366,8 @@ class VdsmStandIn:
         log.info("%s: VM %s: device removal reported: %s", self.name, vm_id, alias)
         with self._lock:
             devs = self._devices.get(vm_id)
-            known = devs is not None and alias in devs.by_alias
-            vf = devs.by_alias.pop(alias) if known else None
+            known = devs is not None and alias in devs
+            vf = devs.pop(alias) if known else None
         if not known:
             log.warning("%s: VM %s: removed device not found in devices: %s", self.name, vm_id, alias)
         elif vf:
@@ -433,56 +425,3 @@ class _Events:
         self._queue.put(None)
         if self._thread.is_alive():
             self._thread.join(5)
-
-
-class LabStandIns:
-    """One :class:`VdsmStandIn` per lab host, on its ``[vdsm]`` address and port.
-
-    *runners* are the hosts' hook runners (default: the project's hooks,
-    installed by ``sriov-migration-install`` under *hooks_root*).
-    """
-
-    def __init__(self, lab, runners=None, hooks_root: Optional[str] = None):
-        self.lab = lab
-        self.runners = list(runners) if runners is not None else None
-        self.hooks_root = hooks_root
-        self.peers: dict = {}
-        self.standins: list = []
-
-    def __enter__(self) -> LabStandIns:
-        return self.start()
-
-    def __exit__(self, *exc) -> None:
-        self.stop()
-
-    def start(self) -> LabStandIns:
-        if self.runners is None:
-            from .services import install_hooks
-
-            root = self.hooks_root or tempfile.mkdtemp(prefix="hooks-", dir=self.lab.root)
-            self.runners = install_hooks(self.lab, root)
-        try:
-            for host, runner in zip(self.lab.hosts, self.runners):
-                cfg = config.load(host.config_path)
-                standin = VdsmStandIn(host.name, cfg, runner, address=host.address,
-                                      port=cfg.vdsm_port, peers=self.peers)
-                self.standins.append(standin.start())
-        except BaseException:
-            self.stop()
-            raise
-        return self
-
-    def stop(self) -> None:
-        for standin in self.standins:
-            standin.stop()
-        self.standins = []
-
-    def __getitem__(self, index: int) -> VdsmStandIn:
-        return self.standins[index]
-
-    def client(self, index: int, timeout: float = 30.0):
-        """A JSON-RPC client for host *index*'s stand-in, as ``SRIOV.migrate`` reaches it."""
-        from jsonrpc_plugin.client import RpcClient
-
-        s = self.standins[index]
-        return RpcClient(s.address, s.port, insecure=True, timeout=timeout)

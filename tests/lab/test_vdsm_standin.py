@@ -25,7 +25,7 @@ from sriov_lab import fixtures as lab_fixtures
 from sriov_lab import hookrunner as hr
 from sriov_lab.hookrunner import HookRunner
 from sriov_lab.lab import Lab
-from sriov_lab.vdsm_standin import LabStandIns
+from sriov_lab.services import LabStandIns
 
 pytestmark = pytest.mark.lab
 
