@@ -19,5 +19,6 @@ from sriov_lab.fixtures import (  # noqa: E402, F401  (pytest finds fixtures by 
     lab_guest,
     lab_hook_runners,
     lab_hosts,
+    lab_vdsm,
     lab_vms,
 )
