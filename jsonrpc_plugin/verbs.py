@@ -18,7 +18,7 @@ from jsonrpclib import Fault
 
 import sriov_host
 from sriov_host import metadata, rollback, vfstate
-from sriov_host.errors import MigrationInProgress, NoSuchVm, NotMigratable, SriovError
+from sriov_host.errors import LibvirtFailure, MigrationInProgress, NoSuchVm, NotMigratable, SriovError
 from sriov_host.ledger import RESERVED, STATES
 
 from . import params
@@ -113,7 +113,12 @@ class Verbs:
         destination hook may not have run yet when the engine shows the VM up.
         """
         with self.host.vm_lock(vmID):
-            if not self.host.is_running_here(vmID):
+            try:
+                here = self.host.is_running_here(vmID)
+            except LibvirtFailure as e:  # libvirtd down: a reservation can go, nothing in use
+                log.info("releaseVfs vmID=%s without libvirt (%s): reservations only", vmID, e.message)
+                return {"released": self.host.ledger.release(vmID, (RESERVED,))}
+            if not here:
                 return {"released": self.host.ledger.release(vmID, STATES)}
             dom = self.host.lookup(vmID)
             record = rollback.read_live_record(dom) if dom is not None else None

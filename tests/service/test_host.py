@@ -73,3 +73,35 @@ def test_insecure_service_should_not_serve_plain_http_on_the_tls_address(tmp_pat
         assert svc.address == "127.0.0.1"
     finally:
         svc.stop()
+
+
+def test_release_should_drop_a_reservation_while_libvirtd_is_down_and_keep_vfs_in_use(tmp_path):
+    """A failed migration whose destination libvirtd died must not strand the reservation."""
+    from helpers import nodedev
+
+    from jsonrpc_plugin.client import RpcClient
+    from jsonrpc_plugin.service import Service
+    from sriov_host import config, inventory
+    from sriov_host.ledger import IN_USE
+
+    inv_path = tmp_path / "nodedev.xml"
+    inv_path.write_text(nodedev.devices_xml(pfs=1, vfs=4))
+    conf = tmp_path / "c.conf"
+    conf.write_text("[server]\ntls = false\n[ledger]\npath = %s\n[inventory]\nsource = nodedev-xml:%s\n"
+                    % (tmp_path / "ledger.sqlite", inv_path))
+
+    def down():
+        raise LibvirtFailure("connecting to libvirt: Failed to connect socket")
+
+    svc = Service(config.load(str(conf)), insecure=True, port=0, reconcile=False,
+                  conn_factory=down).start()
+    try:
+        inv = inventory.load_nodedev_file(str(inv_path))
+        vm = "4f1c3a52-8d6e-4b8e-9a0e-3c2f9d0e7a11"
+        svc.ledger.reserve(vm, [{"mac": "00:1a:4a:16:01:51"}], inv, ttl=60)
+        svc.ledger.hold(vm, [{"vf": inv.vfs[3], "mac": "00:1a:4a:16:01:52"}], IN_USE)
+        client = RpcClient("127.0.0.1", svc.port, insecure=True)
+        assert client.call("SRIOV.releaseVfs", {"vmID": vm}) == {"released": 1}
+        assert [c.state for c in svc.ledger.claims(vm_id=vm)] == [IN_USE]
+    finally:
+        svc.stop()
