@@ -72,7 +72,14 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("check-vm", parents=[common], help="may this VM migrate? (exit 0 yes, 1 no)")
     p.add_argument("vm", metavar="VM", help="name or id")
     p.add_argument("--json", action="store_true")
-    p = sub.add_parser("migrate", parents=[common], help="check, reserve, migrate and wait")
+    p = sub.add_parser(
+        "migrate", parents=[common], help="check, reserve, migrate and wait",
+        description="Check the VM, reserve VFs on the destination's sriov-migrationd, ask the "
+                    "engine to migrate and wait. An engine >= 4.1 unplugs and plugs the VFs itself "
+                    "and picks the destination's VF from its own bookkeeping, so there the "
+                    "reservation is only a pre-check. If the migration fails, the passthrough "
+                    "vNICs that were plugged before and are now unplugged are plugged again "
+                    "through the engine (plugged=true).")
     p.add_argument("vm", metavar="VM", help="name or id")
     p.add_argument("--host", required=True, help="destination host, name or id")
     _migrate_args(p)
@@ -85,6 +92,9 @@ def _migrate_args(p) -> None:
                    help="give up waiting for the migration after S seconds (600)")
     p.add_argument("--poll-interval", type=float, default=2.0, metavar="S", help=argparse.SUPPRESS)
     p.add_argument("--settle", type=float, default=5.0, metavar="S", help=argparse.SUPPRESS)
+    p.add_argument("--replug-wait", type=float, default=60.0, metavar="S",
+                   help="after a failed migration, wait up to S seconds for the VM to settle "
+                        "before re-plugging its passthrough vNICs (60)")
     p.add_argument("--service-port", type=int, default=DEFAULT_SERVICE_PORT, metavar="PORT",
                    help="sriov-migrationd port on the destination (%d)" % DEFAULT_SERVICE_PORT)
     p.add_argument("--service-address", default="", metavar="HOST[:PORT]",
@@ -197,7 +207,8 @@ def rpc_reserver_factory(args, timeout: float):
 def cmd_migrate(engine, args, out, err, reserver_factory=None) -> int:
     opts = MigrateOptions(
         ttl=args.ttl, wait_timeout=args.wait_timeout, poll_interval=args.poll_interval,
-        settle=args.settle, service_port=args.service_port, service_address=args.service_address,
+        settle=args.settle, replug_wait=args.replug_wait, service_port=args.service_port,
+        service_address=args.service_address,
     )
     factory = reserver_factory or rpc_reserver_factory(args, engine.opts.timeout)
     return run_migration(engine, args.vm, args.host, factory, out, err, opts)

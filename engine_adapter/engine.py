@@ -172,8 +172,17 @@ class Engine:
                 id=nic.id, name=nic.name,
                 mac=nic.mac.address if nic.mac is not None else None,
                 interface=_text(nic.interface), profile=profiles.get(profile_id),
+                plugged=_bool(nic.plugged),
             ))
         return out
+
+    def plug_vnic(self, vm: Vm, vnic: Vnic) -> Optional[bool]:
+        """PUT ``plugged=true`` on one vNIC (the engine hot-plugs it); its plugged state after."""
+        import ovirtsdk4.types as t
+
+        service = self._system.vms_service().vm_service(vm.id).nics_service().nic_service(vnic.id)
+        what = "plug vNIC %s of VM %s" % (vnic.name, vm.name)
+        return _bool(self._call(what, service.update, t.Nic(plugged=True)).plugged)
 
     def find_host(self, key: str) -> Host:
         service = self._system.hosts_service()

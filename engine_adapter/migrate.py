@@ -6,6 +6,11 @@ reservation, Ctrl-C included, the reservation is released before we exit.
 After a success the destination is asked to release too: its service
 keeps the VFs the hook plugged, so only a reservation nobody used goes
 (behind an engine that plugs VFs itself, the hooks never use it).
+
+Behind an engine >= 4.1 the engine unplugs and plugs the VFs itself and
+picks the destination's VF from its own bookkeeping, so the reservation
+is only a pre-check there. Such an engine leaves the vNICs unplugged when
+the migration fails; we re-plug them on the source (``replug``).
 """
 
 from __future__ import annotations
@@ -17,7 +22,8 @@ from typing import Callable
 from sriov_host.errors import NO_SUCH_VM
 
 from .errors import EXIT_INTERRUPTED, EXIT_OK, AdapterError, NotMigratable
-from .model import decide_vm, migration_state, reservation_nics, service_endpoint
+from .model import decide_vm, migration_state, plugged_passthrough, reservation_nics, service_endpoint
+from .replug import replug_after_failure
 from .reserve import ServiceError, reserved_vfs_text
 
 STEPS = 5
@@ -29,6 +35,7 @@ class MigrateOptions:
     wait_timeout: float = 600.0
     poll_interval: float = 2.0
     settle: float = 5.0
+    replug_wait: float = 60.0
     service_port: int = 54325
     service_address: str = ""
     clock: Callable[[], float] = field(default=time.monotonic)
@@ -92,10 +99,12 @@ class WaitTimeout(AdapterError):
 
 def run_migration(engine, vm_key: str, host_key: str, reserver_factory, out, err,
                   opts: MigrateOptions) -> int:
-    """Run the five steps; release the reservation on any failure."""
+    """Run the five steps; on any failure release the reservation and re-plug on the source."""
     steps = Steps(out, opts.clock)
-    vm, nics = _check(engine, vm_key, steps)
+    vm, vnics = _check(engine, vm_key, steps)
+    nics = reservation_nics(vnics)
     host, reserver = _destination(engine, vm, host_key, bool(nics), reserver_factory, steps, opts)
+    plugged = plugged_passthrough(vnics)  # what a failed migration must leave plugged again
     stage, t = "reserve", opts.clock()
     try:
         _reserve(reserver, vm, nics, host, steps, opts)
@@ -109,14 +118,17 @@ def run_migration(engine, vm_key: str, host_key: str, reserver_factory, out, err
         steps.done("wait", "VM %s is up on %s" % (vm.name, host.name), t)
     except KeyboardInterrupt:
         steps.failed(stage, "interrupted", t, label="step %d/%d" % (steps.n + 1, STEPS))
-        _cleanup(engine, vm, reserver, steps, opts, cancel=stage != "reserve")
+        engine_asked = stage != "reserve"
+        _cleanup(engine, vm, host, reserver, steps, opts, cancel=engine_asked,
+                 replug=plugged if engine_asked else ())
         out.write("sriov-engine: interrupted; the reservation on %s was released\n" % host.name)
         return EXIT_INTERRUPTED
     except AdapterError as e:
         steps.failed(stage, "", t, label="step %d/%d" % (steps.n + 1, STEPS))
         if stage == "reserve" and isinstance(e, ServiceError):
             raise  # reserveVfs is all or nothing: a refusal holds no VF
-        _cleanup(engine, vm, reserver, steps, opts, cancel=isinstance(e, WaitTimeout))
+        _cleanup(engine, vm, host, reserver, steps, opts, cancel=isinstance(e, WaitTimeout),
+                 replug=plugged if stage != "reserve" else ())
         raise
     _release(reserver, vm, steps, opts, after_success=True)
     out.write("migrated %s to %s in %.2fs\n" % (vm.name, host.name, opts.clock() - steps.t0))
@@ -132,7 +144,7 @@ def _check(engine, vm_key, steps):
         steps.failed("check-vm", "%s: %s" % (vm.name, verdict.reason), t, label="step 1/%d" % STEPS)
         raise NotMigratable("VM %s is not migratable: %s" % (vm.name, verdict.reason))
     steps.done("check-vm", "%s: %s" % (vm.name, verdict.reason), t)
-    return vm, reservation_nics(vnics)
+    return vm, vnics
 
 
 def _destination(engine, vm, host_key, need_service, reserver_factory, steps, opts):
@@ -188,8 +200,8 @@ def _wait(engine, vm, host, err, opts):
         progress.end()
 
 
-def _cleanup(engine, vm, reserver, steps, opts, cancel: bool):
-    """Stop what the engine may still be doing, then release the VFs."""
+def _cleanup(engine, vm, host, reserver, steps, opts, cancel: bool, replug: tuple):
+    """Stop what the engine may still be doing, release the VFs, re-plug *replug* on the source."""
     if cancel:
         t = opts.clock()
         try:
@@ -198,6 +210,7 @@ def _cleanup(engine, vm, reserver, steps, opts, cancel: bool):
         except (AdapterError, KeyboardInterrupt) as e:
             steps.failed("cancel", getattr(e, "message", "interrupted"), t)
     _release(reserver, vm, steps, opts, after_success=False)
+    replug_after_failure(engine, vm, host, replug, steps, opts)
 
 
 def _release(reserver, vm, steps, opts, after_success: bool) -> None:

@@ -16,6 +16,7 @@ from sriov_host.policy import PROPERTY, parse_bool
 
 UUID_RE = re.compile(r"^[0-9a-fA-F]{8}-([0-9a-fA-F]{4}-){3}[0-9a-fA-F]{12}$")
 DEFAULT_SERVICE_PORT = 54325
+SETTLING = ("migrating", "powering_up", "wait_for_launch", "restoring_state")
 
 
 class LookupFailed(Exception):
@@ -48,6 +49,7 @@ class Vnic:
     mac: Optional[str]
     interface: Optional[str]
     profile: Optional[Profile]
+    plugged: Optional[bool] = None
 
     @property
     def alias(self) -> str:
@@ -90,10 +92,14 @@ def _profile_name(vnic: Vnic) -> str:
 
 
 def reservation_nics(vnics: Sequence[Vnic]) -> list:
-    """The ``nics`` param of ``SRIOV.reserveVfs`` for the passthrough vNICs."""
+    """The ``nics`` param of ``SRIOV.reserveVfs`` for the passthrough vNICs.
+
+    An unplugged vNIC holds no VF and gets none on the destination (neither
+    the engine nor the hooks plug it), so it needs no reservation.
+    """
     out = []
     for v in vnics:
-        if not v.passthrough:
+        if not v.passthrough or v.plugged is False:
             continue
         profile = v.profile
         out.append({
@@ -103,6 +109,32 @@ def reservation_nics(vnics: Sequence[Vnic]) -> list:
             "network": profile.network if profile else None,
         })
     return out
+
+
+def plugged_passthrough(vnics: Sequence[Vnic]) -> tuple:
+    """The passthrough vNICs the engine shows plugged: all a failed migration may re-plug."""
+    return tuple(v for v in vnics if v.passthrough and v.plugged is True)
+
+
+def nics_to_replug(plugged_before: Sequence[Vnic], now: Sequence[Vnic]) -> tuple:
+    """Those of *plugged_before* the engine now shows unplugged, by vNIC id.
+
+    A vNIC unplugged before the migration was never in *plugged_before*, so
+    it stays as the admin left it; one deleted meanwhile is not in *now*.
+    """
+    ids = {v.id for v in plugged_before}
+    return tuple(v for v in now if v.id in ids and v.plugged is False)
+
+
+def replug_state(status: Optional[str], host_id: Optional[str], src: str, dst: str) -> tuple:
+    """After a failed migration, may we re-plug? ("wait"|"replug"|"skip", why)."""
+    if status in SETTLING:
+        return "wait", status
+    if status == "up" and host_id == dst:
+        return "skip", "the VM reached the destination after all; the engine plugs its vNICs there"
+    if host_id == src or status == "down":
+        return "replug", ("VM is %s on its source host" % status) if host_id else "VM is down"
+    return "skip", "VM is %s on another host (%s) than its source" % (status, host_id)
 
 
 def pick_profile(profiles: Sequence[Profile], key: str) -> Profile:
@@ -166,7 +198,7 @@ def migration_state(status: str, host_id: Optional[str], src: str, dst: str,
     """
     if status == "up" and host_id == dst:
         return "done", "VM is up on the destination"
-    if status in ("migrating", "powering_up", "wait_for_launch", "restoring_state"):
+    if status in SETTLING:
         return "wait", status
     if status == "up" and host_id == src:
         if seen_migrating or settled:

@@ -10,6 +10,13 @@ Its migrate action runs a pluggable callback in a background thread (the
 e2e test hooks a real lab migration in there), and a host record can
 carry the address and port of that host's ``sriov-migrationd``.
 
+It behaves like an engine >= 4.1 for passthrough vNICs: on a migrate
+action it unplugs each plugged vNIC whose profile is passthrough and
+migratable (``plugged`` false in its vNIC list) before the callback runs;
+after a success it plugs them on the destination, after a failure it
+leaves them unplugged, as the real engine does. ``PUT .../nics/{id}``
+with ``<nic><plugged>`` plugs or unplugs one vNIC.
+
     sim = EngineSimulator(tmpdir, users={"admin@internal": "pw"}).start()
     net = sim.add_network("sriov-net", vlan=10)
     prof = sim.add_profile("sriov", net, passthrough=True)
@@ -63,6 +70,7 @@ class Migration:
     vm_name: str
     src: dict
     dst: dict
+    unplugged: list = field(default_factory=list)  # vNIC ids unplugged for it (alias ua-<id>)
     cancelled: threading.Event = field(default_factory=threading.Event)
     done: threading.Event = field(default_factory=threading.Event)
     ok: Optional[bool] = None
@@ -153,14 +161,16 @@ class EngineSimulator:
 
     def add_vm(self, name: str, host: Optional[str], nics=(), status: str = "up",
                vm_id: Optional[str] = None) -> str:
-        """*nics*: dicts with name, mac, profile (id), optional interface and id (alias ua-<id>)."""
+        """*nics*: dicts with name, mac, profile (id), optional interface, id (alias ua-<id>)
+        and plugged (default true)."""
         vm_nics = []
         for n in nics:
             profile = self.profiles.get(n.get("profile"))
             iface = n.get("interface") or ("pci_passthrough" if profile and profile["passthrough"]
                                            else "virtio")
             vm_nics.append({"id": n.get("id") or str(uuid.uuid4()), "name": n["name"], "mac": n["mac"],
-                            "profile": n.get("profile"), "interface": iface})
+                            "profile": n.get("profile"), "interface": iface,
+                            "plugged": n.get("plugged", True)})
         host_id = self._id(self.hosts, host) if host else None
         return self._add(self.vms, {"name": name, "host": host_id, "status": status, "nics": vm_nics},
                          vm_id)
@@ -252,7 +262,7 @@ class EngineSimulator:
 
     def _api(self, method: str, path: str, query: dict, body: str) -> tuple:
         parts = path.strip("/").split("/")
-        route = (method, parts[0], len(parts)) + ((parts[2],) if len(parts) == 3 else ())
+        route = (method, parts[0], len(parts)) + ((parts[2],) if len(parts) >= 3 else ())
         handler = {
             ("GET", "vnicprofiles", 1): lambda: ex.profiles(self, self.profiles.values()),
             ("GET", "vnicprofiles", 2): lambda: ex.profile(self, self._get(self.profiles, parts[1])),
@@ -262,6 +272,8 @@ class EngineSimulator:
             ("GET", "vms", 1): lambda: ex.vms(_search(self.vms.values(), query)),
             ("GET", "vms", 2): lambda: ex.vm(self._get(self.vms, parts[1])),
             ("GET", "vms", 3, "nics"): lambda: ex.nics(self._get(self.vms, parts[1])),
+            ("GET", "vms", 4, "nics"): lambda: ex.nic(*self._get_nic(parts[1], parts[3])),
+            ("PUT", "vms", 4, "nics"): lambda: self._put_nic(parts[1], parts[3], body),
             ("POST", "vms", 3, "migrate"): lambda: self._migrate(parts[1], body),
             ("POST", "vms", 3, "cancelmigration"): lambda: self._cancel(parts[1]),
             ("GET", "hosts", 1): lambda: ex.hosts(_search(self.hosts.values(), query)),
@@ -305,6 +317,44 @@ class EngineSimulator:
             prof["custom"] = update["custom"]
         return ex.profile(self, prof)
 
+    def _get_nic(self, vm_id: str, nic_id: str) -> tuple:
+        vm = self._get(self.vms, vm_id)
+        for nic in vm["nics"]:
+            if nic["id"] == nic_id:
+                return vm, nic
+        raise _Fault(404, "Operation Failed", "Entity not found: %s" % nic_id)
+
+    def _put_nic(self, vm_id: str, nic_id: str, body: str) -> str:
+        """The engine's merge: ``plugged`` hot-plugs or hot-unplugs; not while migrating."""
+        vm, nic = self._get_nic(vm_id, nic_id)
+        try:
+            update = ex.parse_nic_update(body)
+        except ValueError as e:
+            raise _Fault(400, "Bad Request", str(e)) from None
+        if "plugged" not in update:
+            return ex.nic(vm, nic)
+        plugged = parse_bool(update["plugged"])
+        if plugged is None:
+            raise _Fault(400, "Invalid value", "plugged must be a boolean, got %r" % update["plugged"])
+        if plugged != nic["plugged"] and vm["status"] == "migrating":
+            raise _Fault(409, "Operation Failed", "[Cannot %s Network Interface. The VM is "
+                         "migrating.]" % ("hot plug" if plugged else "hot unplug"))
+        nic["plugged"] = plugged
+        return ex.nic(vm, nic)
+
+    def _migratable_passthrough(self, nic: dict) -> bool:
+        profile = self.profiles.get(nic["profile"])
+        return bool(profile and profile["passthrough"] and profile["migratable"] is True)
+
+    def _unplug_for_migration(self, vm: dict) -> list:
+        """What an engine >= 4.1 does before it calls VDSM: unplug the migratable VFs."""
+        unplugged = []
+        for nic in vm["nics"]:
+            if nic["plugged"] and self._migratable_passthrough(nic):
+                nic["plugged"] = False
+                unplugged.append(nic["id"])
+        return unplugged
+
     def _migrate(self, vm_id: str, body: str) -> str:
         vm = self._get(self.vms, vm_id)
         dst_key = ex.parse_action_host(body)
@@ -318,6 +368,7 @@ class EngineSimulator:
             raise _Fault(409, "Operation Failed", "[Cannot migrate VM. The destination host is "
                          "missing or is the source host.]")
         mig = Migration(vm_id, vm["name"], dict(self.hosts[vm["host"]]), dict(dst))
+        mig.unplugged = self._unplug_for_migration(vm)
         vm["status"] = "migrating"
         self.migrations.append(mig)
         threading.Thread(target=self._run_migration, args=(vm, mig), daemon=True).start()
@@ -334,6 +385,9 @@ class EngineSimulator:
         with self._lock:
             vm["status"] = "up"
             vm["host"] = mig.dst["id"] if mig.ok else mig.src["id"]
+            for nic in vm["nics"]:  # after a failure the engine leaves them unplugged
+                if mig.ok and nic["id"] in mig.unplugged:
+                    nic["plugged"] = True
         mig.done.set()
 
     def _cancel(self, vm_id: str) -> str:

@@ -2,8 +2,8 @@
 
 Element names follow oVirt's API model (``vnic_profile``, ``pass_through/
 mode``, ``custom_properties/custom_property``, ``nic/mac/address``,
-``network/vlan@id``, ``action``, ``fault``), so ovirtsdk4 parses them as it
-would parse the engine's own answers.
+``nic/plugged``, ``network/vlan@id``, ``action``, ``fault``), so ovirtsdk4
+parses them as it would parse the engine's own answers.
 """
 
 from __future__ import annotations
@@ -105,18 +105,24 @@ def vm(v: dict) -> str:
     return _text(_vm(v))
 
 
+def _nic(v: dict, n: dict) -> ET.Element:
+    root = ET.Element("nic", {"href": "%s/vms/%s/nics/%s" % (API, v["id"], n["id"]), "id": n["id"]})
+    _el(root, "name", n["name"])
+    _el(root, "interface", n["interface"])
+    _el(root, "linked", True)
+    _el(_el(root, "mac"), "address", n["mac"])
+    _el(root, "plugged", bool(n["plugged"]))
+    _link(root, "vnic_profile", "vnicprofiles", n["profile"])
+    _link(root, "vm", "vms", v["id"])
+    return root
+
+
 def nics(v: dict) -> str:
-    root = ET.Element("nics")
-    for n in v["nics"]:
-        nic = _el(root, "nic", href="%s/vms/%s/nics/%s" % (API, v["id"], n["id"]), id=n["id"])
-        _el(nic, "name", n["name"])
-        _el(nic, "interface", n["interface"])
-        _el(nic, "linked", True)
-        _el(_el(nic, "mac"), "address", n["mac"])
-        _el(nic, "plugged", True)
-        _link(nic, "vnic_profile", "vnicprofiles", n["profile"])
-        _link(nic, "vm", "vms", v["id"])
-    return _text(root)
+    return _many("nics", lambda n: _nic(v, n), v["nics"])
+
+
+def nic(v: dict, n: dict) -> str:
+    return _text(_nic(v, n))
 
 
 def _host(h: dict) -> ET.Element:
@@ -165,6 +171,18 @@ def parse_profile_update(body: str) -> dict:
     if props is not None:
         out["custom"] = {p.findtext("name"): p.findtext("value") or ""
                          for p in props.findall("custom_property")}
+    return out
+
+
+def parse_nic_update(body: str) -> dict:
+    """The fields of a vNIC PUT we act on: ``plugged`` (raw text); others are ignored."""
+    root = parse_xml(body, "nic update")
+    if root.tag != "nic":
+        raise ValueError("expected a <nic> element, got <%s>" % root.tag)
+    out = {}
+    text = root.findtext("plugged")
+    if text is not None:
+        out["plugged"] = text.strip()
     return out
 
 
