@@ -350,4 +350,7 @@ def _source_row(rec) -> dict:
 
 
 def _text(e) -> str:
-    return " ".join(str(getattr(e, "message", None) or e).split()) or type(e).__name__
+    """One line; with the JSON-RPC code where the peer answered with one (2001 no free VF...)."""
+    text = " ".join(str(getattr(e, "message", None) or e).split()) or type(e).__name__
+    code = getattr(e, "code", None)
+    return "%s (code %s)" % (text, code) if isinstance(code, int) else text

@@ -1,12 +1,16 @@
 """``sriov-lab demo``: a real SR-IOV live migration and its failure modes, timed.
 
 Each scenario gets a fresh pair of lab hosts, each with its hooks
-installed by ``sriov-migration-install`` and its own ``sriov-migrationd``
-over mutual TLS. A VM with two SR-IOV vNICs (one VLAN-tagged, one in a
-failover pair) is reserved for on the destination through
-``sriov-client`` and migrated through the VDSM-compatible hook runner.
-VFs are emulated (there is no SR-IOV hardware here); everything else is
-the production path.
+installed by ``sriov-migration-install``, its own ``sriov-migrationd``
+over mutual TLS, and the lab's VDSM stand-in (VDSM's real order and
+refusals; VDSM itself cannot run here). A VM with two SR-IOV vNICs (one
+VLAN-tagged, one in a failover pair) is migrated the way an admin does at
+VDSM level: ``sriov-client -a SRC SRIOV migrate vmID=... dst=DST``, which
+reserves on the destination, unplugs, asks VDSM to migrate and waits for
+the plug. ``plain-vdsm-migrate`` shows what a plain ``vdsm-client VM
+migrate`` gets: the source hook refuses it, nothing unplugged. VFs are
+emulated (there is no SR-IOV hardware here); everything else is the
+production path.
 """
 
 from __future__ import annotations
@@ -30,20 +34,21 @@ from . import demo_report as report
 from . import domains
 from .guest import ensure_guest
 from .lab import Lab
-from .migration import migrate
-from .services import LabServices, install_hooks
+from .services import LabServices, LabStandIns
 
-SCENARIOS = ("success", "rollback", "unplug-timeout", "no-free-vf")
-TIMEOUTS = {"rollback_grace": 2, "reconcile_interval": 0.5, "unplug": 3}
+SCENARIOS = ("success", "rollback", "unplug-timeout", "no-free-vf", "plain-vdsm-migrate")
+TIMEOUTS = {"rollback_grace": 5, "reconcile_interval": 0.5, "unplug": 3, "plug": 3}
+# Epoch seconds (the service's step times) to this process's monotonic clock.
+_EPOCH_TO_MONO = time.monotonic() - time.time()
 
 
 @dataclass
 class Stage:
-    """One scenario's running lab, services, hook runners and connections."""
+    """One scenario's running lab, services, VDSM stand-ins and connections."""
 
     lab: Lab
     services: LabServices
-    runners: list
+    vdsm: LabStandIns
     conns: list
     guest: object
     workdir: str
@@ -53,6 +58,10 @@ class Stage:
         self.checks.append((bool(ok), what))
         report.check(bool(ok), what)
         return bool(ok)
+
+    @property
+    def names(self):
+        return [h.name for h in self.lab.hosts]
 
 
 def _vnics(host) -> tuple:
@@ -71,7 +80,7 @@ def _start_vm(st: Stage, with_os: bool = True):
                               guest=st.guest if with_os else None, persistent_teaming=True)
     domains.start(st.conns[0], spec)
     report.step("started VM %s (%s) on %s with vNICs %s", spec.name, spec.uuid,
-                st.lab.hosts[0].name, ", ".join(report.vnic_label(v) for v in spec.vnics))
+                st.names[0], ", ".join(report.vnic_label(v) for v in spec.vnics))
     return spec
 
 
@@ -92,7 +101,7 @@ def _guest_view(st: Stage, host_index: int, spec, after: int = -1, timeout: floa
     return tick
 
 
-def _client(st: Stage, index: int, method: str, params: dict, files: dict = None):
+def _client(st: Stage, index: int, method: str, params: dict):
     """Run ``sriov-client`` as an admin would; return (rc, parsed JSON or text, ms)."""
     path = os.path.join(st.workdir, "params-%s.json" % uuid.uuid4().hex[:6])
     with open(path, "w") as f:
@@ -109,18 +118,24 @@ def _client(st: Stage, index: int, method: str, params: dict, files: dict = None
         return proc.returncode, out, ms
 
 
-def _reserve(st: Stage, spec):
-    nics = [{"mac": v.mac, "alias": v.alias, "vlan": v.vlan, "network": v.network}
-            for v in spec.vnics]
-    rc, res, ms = _client(st, 1, "reserveVfs", {"vmID": spec.uuid, "nics": nics})
-    if rc == 0:
-        report.timed("reserve", st.lab.hosts[1].name, ms, "sriov-client SRIOV reserveVfs -> %s"
-                     % ", ".join("%s on %s (%s)" % (n["mac"], n["vf"]["address"], n["vf"]["pf"])
-                                 for n in res["nics"]))
-    else:
-        report.timed("reserve", st.lab.hosts[1].name, ms, "sriov-client SRIOV reserveVfs FAILED: %s"
-                     % res)
-    return rc, res
+def _sriov_migrate(st: Stage, spec):
+    """``sriov-client -a A SRIOV migrate vmID=... dst=B port=...``, its progress shown live."""
+    dst = st.services.services[1]
+    argv = [sys.executable, "-m", "jsonrpc_plugin.client", *st.services.client_args(0), "SRIOV",
+            "migrate", "vmID=%s" % spec.uuid, "dst=%s" % dst.host.address, "port=%d" % dst.port,
+            "timeout=120"]
+    report.step("sriov-client -a %s SRIOV migrate vmID=%s dst=%s port=%d",
+                st.lab.hosts[0].address, spec.uuid, dst.host.address, dst.port)
+    proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    for line in proc.stderr:
+        report.step("  | %s", line.rstrip())
+    out = proc.stdout.read()
+    proc.wait(timeout=30)
+    try:
+        job = json.loads(out)
+    except ValueError:
+        job = None
+    return proc.returncode, job
 
 
 def _live(st: Stage, host_index: int, spec):
@@ -130,23 +145,46 @@ def _live(st: Stage, host_index: int, spec):
     return aliases, metadata.read_record(root)
 
 
+def _guest_slots(st: Stage, host_index: int, spec) -> dict:
+    """Each SR-IOV vNIC's guest PCI slot, by MAC (the guest names its NICs by slot)."""
+    dom = st.conns[host_index].lookupByUUIDString(spec.uuid)
+    root = etree.fromstring(dom.XMLDesc(0).encode())
+    out = {}
+    for iface in root.iterfind("devices/interface"):
+        mac, addr = iface.find("mac"), iface.find("address")
+        if mac is not None and addr is not None and mac.get("address") in _macs(spec):
+            out[mac.get("address")] = (addr.get("bus"), addr.get("slot"))
+    return out
+
+
 def _ledger_claims(host, vm_id=None):
     with Ledger(config.load(host.config_path).ledger_path) as ledger:
         return ledger.claims(vm_id=vm_id)
 
 
+def _steps(job) -> dict:
+    """The job's steps by name, in this process's monotonic seconds: (start, end, ok)."""
+    return {s["step"]: (s["start"] + _EPOCH_TO_MONO,
+                        s["start"] + _EPOCH_TO_MONO + (s["ms"] or 0) / 1000.0, s["ok"])
+            for s in (job or {}).get("steps", [])}
+
+
 def scenario_success(st: Stage) -> None:
     spec = _start_vm(st)
     before = _guest_view(st, 0, spec, timeout=60)
-    rc, _ = _reserve(st, spec)
-    st.check(rc == 0, "VFs reserved on the destination before anything was unplugged")
-    report.step("migrating %s -> %s through the VDSM hook order ...", *(h.name for h in st.lab.hosts))
-    result = migrate(st.conns[0], st.conns[1], spec.uuid, *st.runners)
+    slots = _guest_slots(st, 0, spec)
+    rc, job = _sriov_migrate(st, spec)
+    result = st.vdsm[0].wait(spec.uuid, timeout=30)
     aliases, record = _live(st, 1, spec)
-    report.migration(result, record)
-    st.check(result.ok, "migration succeeded (%s)" % (result.error or "every hook rc 0"))
-    st.check({v.alias for v in spec.vnics} <= aliases, "both vNICs are attached on %s with their aliases"
-             % st.lab.hosts[1].name)
+    report.migration(job, result, record, _EPOCH_TO_MONO)
+    st.check(rc == 0 and job and job["phase"] == "migrated",
+             "sriov-client SRIOV migrate exited 0: migrated with every vNIC plugged")
+    st.check([s["step"] for s in job["steps"]][:4] == ["check", "reserve", "unplug", "migrate"]
+             if job else False, "VFs reserved on %s before anything was unplugged, unplugged before "
+             "VDSM's VM.migrate" % st.names[1])
+    st.check({v.alias for v in spec.vnics} <= aliases, "both vNICs are attached on %s with their "
+             "aliases" % st.names[1])
+    st.check(_guest_slots(st, 1, spec) == slots, "at the same guest PCI slots as on %s" % st.names[0])
     st.check(record and {r.state for r in record.vnics} == {metadata.PLUGGED},
              "our record on the destination says plugged")
     claims = _ledger_claims(st.lab.hosts[1], spec.uuid)
@@ -154,23 +192,12 @@ def scenario_success(st: Stage) -> None:
              "the destination ledger holds both VFs in use")
     st.check(_ledger_claims(st.lab.hosts[0], spec.uuid) == [], "the source ledger released its VFs")
     _guest_view(st, 1, spec, after=before.counter)
-    st.check(True, "the guest sees both MACs again on %s" % st.lab.hosts[1].name)
-
-
-def _wait_rollback(st: Stage, spec, timeout: float):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        _aliases, record = _live(st, 0, spec)
-        if record and record.phase in ("rolled-back", "rollback-failed"):
-            return record, time.monotonic()
-        time.sleep(0.05)
-    return None, time.monotonic()
+    st.check(True, "the guest sees both MACs again on %s" % st.names[1])
 
 
 def scenario_rollback(st: Stage) -> None:
     spec = _start_vm(st)
     before = _guest_view(st, 0, spec, timeout=60)
-    _reserve(st, spec)
     dst = st.lab.hosts[1]
 
     def crash_destination():
@@ -179,39 +206,42 @@ def scenario_rollback(st: Stage) -> None:
         os.kill(dst.pid, signal.SIGKILL)
         dst.proc.wait()
 
-    result = migrate(st.conns[0], st.conns[1], spec.uuid, *st.runners,
-                     before_migrate=crash_destination)
-    report.migration(result, None)
-    st.check(not result.ok and result.aborted_at == "migrate", "the migration failed after the unplug")
-    grace = TIMEOUTS["rollback_grace"]
-    report.step("waiting for %s's sriov-migrationd to re-plug (rollback_grace %s s) ...",
-                st.lab.hosts[0].name, grace)
-    record, t_back = _wait_rollback(st, spec, grace + 10)
-    took = t_back - result.migrate_end
-    report.rollback(record, took)
-    st.check(record is not None and record.phase == "rolled-back", "the source re-plugged its own VFs")
-    st.check(took <= grace + 1, "re-plugged %.2f s after the failure (target <= rollback_grace + 1 = %.0f s)"
-             % (took, grace + 1))
+    st.vdsm[0].before_migrate = crash_destination
+    rc, job = _sriov_migrate(st, spec)
+    report.migration(job, st.vdsm[0].result(spec.uuid), None, _EPOCH_TO_MONO)
+    steps = _steps(job)
+    st.check(rc == 1 and job and job["phase"] == "rolled-back",
+             "sriov-client exited 1: the migration failed and %s re-plugged its own VFs" % st.names[0])
+    aliases, record = _live(st, 0, spec)
+    st.check({v.alias for v in spec.vnics} <= aliases, "both vNICs are attached on %s again"
+             % st.names[0])
+    if "migrate" in steps and "rollback" in steps:
+        took = steps["rollback"][1] - steps["migrate"][1]
+        report.rollback(record, took)
+        st.check(took <= 1.0, "re-plugged %.2f s after the failure, at once (target <= 1 s; the "
+                 "reconciler's rollback_grace of %s s is only the safety net)"
+                 % (took, TIMEOUTS["rollback_grace"]))
+    st.check(_ledger_claims(dst, spec.uuid) == [], "the reservation on %s was released" % dst.name)
     _guest_view(st, 0, spec, after=before.counter)
-    st.check(True, "the guest sees both MACs again on %s" % st.lab.hosts[0].name)
+    st.check(True, "the guest sees both MACs again on %s" % st.names[0])
 
 
 def scenario_unplug_timeout(st: Stage) -> None:
     spec = _start_vm(st, with_os=False)
     report.step("this guest has no OS: nothing will ever release a device")
     claims_before = _ledger_claims(st.lab.hosts[0])
-    _reserve(st, spec)
-    result = migrate(st.conns[0], st.conns[1], spec.uuid, *st.runners)
-    report.migration(result, None)
-    st.check(result.aborted_at == "before_vm_migrate_source", "the source hook refused the migration (rc 2)")
+    rc, job = _sriov_migrate(st, spec)
+    report.migration(job, None, None, _EPOCH_TO_MONO)
+    st.check(rc == 1 and job and job["phase"] == "failed" and "still present" in (job["error"] or ""),
+             "sriov-client exited 1: the unplug timed out (%s s) and the migration was not started"
+             % TIMEOUTS["unplug"])
+    st.check(st.vdsm[0].result(spec.uuid) is None, "VDSM was never asked to migrate")
     aliases, record = _live(st, 0, spec)
-    st.check({v.alias for v in spec.vnics} <= aliases, "the VM keeps both vNICs on %s"
-             % st.lab.hosts[0].name)
+    st.check({v.alias for v in spec.vnics} <= aliases, "the VM keeps both vNICs on %s" % st.names[0])
     st.check(record and {r.state for r in record.vnics} == {metadata.PLUGGED}, "our record says plugged")
     st.check(_ledger_claims(st.lab.hosts[0]) == claims_before, "the source ledger is unchanged")
-    rc, res, ms = _client(st, 1, "releaseVfs", {"vmID": spec.uuid})
-    report.timed("release", st.lab.hosts[1].name, ms, "sriov-client SRIOV releaseVfs -> %s" % res)
-    st.check(rc == 0 and res.get("released") == 2, "the destination reservation was released")
+    st.check(_ledger_claims(st.lab.hosts[1], spec.uuid) == [],
+             "the reservation on %s was released" % st.names[1])
 
 
 def scenario_no_free_vf(st: Stage) -> None:
@@ -223,17 +253,42 @@ def scenario_no_free_vf(st: Stage) -> None:
             "vmID": str(uuid.uuid4()), "nics": [{"mac": "02:00:00:00:02:%02x" % i}]})
     report.step("filled %s's pool: %d VFs reserved by other VMs", dst.name, len(free))
     claims_before = _ledger_claims(dst)
-    rc, res = _reserve(st, spec)
-    st.check(rc != 0 and "2001" in str(res), "reserveVfs answered 2001 no free VF")
-    report.step("nothing is unplugged: the migration is not started")
+    rc, job = _sriov_migrate(st, spec)
+    report.migration(job, None, None, _EPOCH_TO_MONO)
+    st.check(rc == 1 and job and job["phase"] == "failed" and "2001" in (job["error"] or ""),
+             "sriov-client exited 1: reserveVfs on %s answered 2001 no free VF" % dst.name)
+    st.check(job and "unplug" not in _steps(job), "nothing was unplugged: the migration was not started")
     aliases, record = _live(st, 0, spec)
     st.check({v.alias for v in spec.vnics} <= aliases, "the VM keeps both vNICs")
     st.check(record and record.phase == "idle", "our record was not touched")
     st.check(_ledger_claims(dst) == claims_before, "the destination ledger is unchanged")
 
 
+def scenario_plain_vdsm_migrate(st: Stage) -> None:
+    spec = _start_vm(st, with_os=False)
+    claims = [_ledger_claims(h) for h in st.lab.hosts]
+    dst = st.vdsm[1]
+    report.step("VM.migrate vmID=%s dst=%s on %s's VDSM, as 'vdsm-client VM migrate' does",
+                spec.uuid, dst.endpoint, st.names[0])
+    st.vdsm.client(0).call("VM.migrate", {"vmID": spec.uuid, "params": {
+        "vmId": spec.uuid, "dst": dst.endpoint, "method": "online"}})
+    result = st.vdsm[0].wait(spec.uuid, timeout=60)
+    status = st.vdsm.client(0).call("VM.getMigrationStatus", {"vmID": spec.uuid})
+    report.migration(None, result, None, _EPOCH_TO_MONO)
+    guard = result.step("before_vm_migrate_source") if result else None
+    st.check(status["status"]["code"] != 0, "VDSM reports the migration failed: %s"
+             % status["status"]["message"])
+    st.check(guard is not None and guard.rc == 2 and any("SRIOV migrate" in line for line in guard.stderr),
+             "the source hook refused it (rc 2) and said to use 'sriov-client SRIOV migrate'")
+    aliases, record = _live(st, 0, spec)
+    st.check({v.alias for v in spec.vnics} <= aliases, "the VM keeps both vNICs on %s" % st.names[0])
+    st.check(record and record.phase == "idle", "our record was not touched")
+    st.check([_ledger_claims(h) for h in st.lab.hosts] == claims, "both ledgers are unchanged")
+
+
 RUNNERS = {"success": scenario_success, "rollback": scenario_rollback,
-           "unplug-timeout": scenario_unplug_timeout, "no-free-vf": scenario_no_free_vf}
+           "unplug-timeout": scenario_unplug_timeout, "no-free-vf": scenario_no_free_vf,
+           "plain-vdsm-migrate": scenario_plain_vdsm_migrate}
 
 
 def run_scenario(name: str, guest, keep: bool = False) -> bool:
@@ -241,13 +296,13 @@ def run_scenario(name: str, guest, keep: bool = False) -> bool:
     t0 = time.monotonic()
     with tempfile.TemporaryDirectory(prefix="sriov-demo-") as workdir, Lab(2) as lab:
         report.step("2 lab hosts up in %.1f s", lab.start_seconds)
-        with LabServices(lab, workdir, **TIMEOUTS) as services:
+        with LabServices(lab, workdir, **TIMEOUTS) as services, \
+                LabStandIns(lab, hooks_root=os.path.join(workdir, "hooks")) as vdsm:
             report.step("hooks installed with sriov-migration-install; sriov-migrationd up on both "
-                        "hosts over mutual TLS (lab CA)")
+                        "hosts over mutual TLS (lab CA); the VDSM stand-in serves VM.migrate")
             conns = [libvirtconn.open_connection(config.load(h.config_path), use_vdsm=False)
                      for h in lab.hosts]
-            st = Stage(lab, services, install_hooks(lab, os.path.join(workdir, "hooks")), conns,
-                       guest, workdir)
+            st = Stage(lab, services, vdsm, conns, guest, workdir)
             try:
                 RUNNERS[name](st)
             except Exception as e:  # noqa: BLE001 - a scenario's crash is its failure, reported

@@ -47,34 +47,53 @@ def vnic_label(v) -> str:
     return "%s on VF %s%s" % (v.mac, v.vf_address, " (%s)" % ", ".join(extra) if extra else "")
 
 
-def migration(result, record) -> None:
-    """The timeline of one migration, per vNIC figures and the NIC-absent time."""
-    _out("          timeline (seconds from the start of the migration):")
-    _out("            %-8s %-16s %8s %8s %8s %3s" % ("step", "host", "start", "end", "ms", "rc"))
-    for label, host, start, end, rc in result.timeline():
-        _out("            %-8s %-16s %8.3f %8.3f %8.0f %3d"
-             % (label, host, start, end, (end - start) * 1000, rc))
-    for s in result.steps:
+def migration(job, result, record, epoch_to_mono: float) -> None:
+    """One migration: SRIOV.migrate's steps and VDSM's, on one clock; per vNIC figures.
+
+    *job* is ``migrationStatus``'s ``migration`` (epoch seconds, from the
+    source's service); *result* is the VDSM stand-in's record of its own
+    steps (monotonic). *epoch_to_mono* puts both on this process's clock.
+    """
+    rows = []
+    for s in (job or {}).get("steps", []):
+        start = s["start"] + epoch_to_mono
+        end = start + (s["ms"] or 0) / 1000.0
+        rows.append((s["step"], "SRIOV.migrate", start, end, "ok" if s["ok"] else "FAIL"))
+    if result is not None:
+        for label, host, start, end, rc in result.timeline():
+            rows.append(("vdsm " + label, host, start + result.t0, end + result.t0, "rc %d" % rc))
+    if not rows:
+        _out("          (no migration steps)")
+        return
+    t0 = min(r[2] for r in rows)
+    _out("          timeline (seconds from the first step):")
+    _out("            %-14s %-16s %8s %8s %8s  %s" % ("step", "where", "start", "end", "ms", "result"))
+    for label, host, start, end, rc in sorted(rows, key=lambda r: r[2]):
+        _out("            %-14s %-16s %8.3f %8.3f %8.0f  %s"
+             % (label, host, start - t0, end - t0, (end - start) * 1000, rc))
+    for s in (result.steps if result is not None else ()):
         for line in s.stderr:
             _out("            %s %s: %s" % (s.host, s.point, line))
     if record is not None:
         for r in record.vnics:
             _out("          vNIC %s: unplug %s ms, plug %s ms, now on %s (%s), state %s"
                  % (r.mac, _ms(r.unplug_ms), _ms(r.plug_ms), r.vf_address, r.pf, r.state))
-    absent = nic_absent(result)
+    absent = nic_absent(job)
     if absent is not None:
-        unplug_start, plug_end = absent
         _out("          NIC-absent time: %.2f s (unplug start to plug end); NICs back %.2f s after "
-             "the migration ended" % (plug_end - unplug_start, plug_end - result.migrate_end))
+             "the migration ended" % absent)
 
 
-def nic_absent(result):
-    """``(unplug start, plug end)`` in monotonic seconds, or None if no plug ran."""
-    unplug = result.step("before_vm_migrate_source")
-    plug = result.step("after_vm_migrate_destination")
-    if unplug is None or plug is None or result.migrate_end is None:
+def nic_absent(job):
+    """``(unplug start to plug end, plug end minus migrate end)`` in seconds, or None."""
+    steps = {s["step"]: s for s in (job or {}).get("steps", []) if s["ms"] is not None}
+    if not {"unplug", "migrate", "plug"} <= set(steps):
         return None
-    return unplug.start, plug.end
+
+    def end(name):
+        return steps[name]["start"] + steps[name]["ms"] / 1000.0
+
+    return end("plug") - steps["unplug"]["start"], end("plug") - end("migrate")
 
 
 def rollback(record, took: float) -> None:
@@ -103,8 +122,8 @@ def summary(results) -> None:
 def keep(lab, services) -> None:
     """--keep: show how to reach the lab and wait for Ctrl-C."""
     for h, svc in zip(lab.hosts, services.services):
-        _out("  %s: %s  config %s  sriov-migrationd 127.0.0.1:%d" % (h.name, h.uri, h.config_path,
-                                                                     svc.port))
+        _out("  %s: %s  config %s  sriov-migrationd %s:%d" % (h.name, h.uri, h.config_path,
+                                                               h.address, svc.port))
     _out("  sriov-client %s SRIOV listVfs" % " ".join(services.client_args(1)))
     _out("lab kept running; Ctrl-C stops everything")
     try:
