@@ -239,3 +239,93 @@ def attach_and_wait(dom: Domain, device_xml: str, alias: str, timeout: float,
     return _run_and_wait(dom, dom.attachDeviceFlags, device_xml, alias, timeout, events,
                          (ADDED,), True, poll_interval,
                          "attach to VM %s" % dom.UUIDString())
+
+
+DETACH_ALIAS_FLAGS = AFFECT_LIVE
+
+
+def _request_detach(dom: Domain, alias: str, device_xml: str) -> Optional[_Call]:
+    """Ask for the unplug without waiting for it.
+
+    ``virDomainDetachDeviceAlias`` returns once the guest has been asked,
+    so the requests for several devices overlap. A domain object without
+    it (an old libvirt, or a test's fake) gets the blocking call on a
+    helper thread instead.
+    """
+    detach_alias = getattr(dom, "detachDeviceAlias", None)
+    if detach_alias is None:
+        return _Call(time.monotonic(), dom.detachDeviceFlags, device_xml, AFFECT_LIVE)
+    with translated("asking VM %s to release device %s" % (dom.UUIDString(), alias)):
+        detach_alias(alias, DETACH_ALIAS_FLAGS)
+    return None
+
+
+def _present_aliases(dom: Domain) -> set:
+    with translated("reading the live domain XML"):
+        xml = dom.XMLDesc(0)
+    root = parse_xml(xml, "live domain XML")
+    return {a.get("name") for a in root.iterfind("devices/*/alias")}
+
+
+def detach_all_and_wait(dom: Domain, devices, timeout: float,
+                        events: Optional[EventSource] = None, poll_interval: float = 0.2):
+    """Unplug several devices at once; wait for all under one deadline.
+
+    *devices* is ``[(alias, device_xml)]``. Every waiter is registered
+    before the first request. Returns ``(removed, failed)``: ms by alias
+    for the devices that left, and the error by alias for those that did
+    not (refused by the guest, refused by libvirt, still present at the
+    deadline). The caller puts back exactly what was removed.
+    """
+    what = "detach from VM %s" % dom.UUIDString()
+    start = time.monotonic()
+    deadline = start + timeout
+    if events is None:
+        events = LibvirtEvents(dom.connect())
+    wake = threading.Event()
+    removed, failed, calls = {}, {}, {}
+    with contextlib.ExitStack() as stack:
+        waiters = {}
+        for alias, _xml in devices:
+            waiters[alias] = stack.enter_context(_waiting(events, dom, alias, (REMOVED, REMOVAL_FAILED)))
+            waiters[alias].event = wake
+        for alias, xml in devices:
+            try:
+                calls[alias] = _request_detach(dom, alias, xml)
+            except SriovError as e:
+                failed[alias] = e
+        _wait_all(dom, waiters, calls, removed, failed, start, deadline, poll_interval, wake, what)
+    log.info("%s: removed %s, failed %s in %.0f ms", what, sorted(removed), sorted(failed),
+             (time.monotonic() - start) * 1000.0)
+    return removed, failed
+
+
+def _wait_all(dom, waiters, calls, removed, failed, start, deadline, poll_interval, wake, what):
+    """Poll the live XML (woken early by any event) until every device is settled."""
+    while True:
+        pending = [a for a in waiters if a not in removed and a not in failed]
+        if not pending:
+            return
+        wake.wait(max(0.0, min(poll_interval, deadline - time.monotonic())))
+        wake.clear()
+        present = _present_aliases(dom)
+        now = time.monotonic()
+        for alias in pending:
+            if alias not in present:
+                removed[alias] = (now - start) * 1000.0
+            elif REMOVAL_FAILED in waiters[alias].seen:
+                failed[alias] = DeviceRemovalFailed("%s: the guest refused to release device %s"
+                                                    % (what, alias), {"alias": alias})
+            elif calls.get(alias) is not None and calls[alias].done.is_set():
+                try:
+                    _check_call(calls[alias], what)
+                except SriovError as e:
+                    failed[alias] = e
+        if now >= deadline:
+            for alias in pending:
+                if alias not in removed and alias not in failed:
+                    failed[alias] = DeviceTimeout(
+                        "%s: device %s still present after %.1f s (events seen: %s)"
+                        % (what, alias, deadline - start, ", ".join(waiters[alias].seen) or "none"),
+                        {"alias": alias, "events": list(waiters[alias].seen)})
+            return

@@ -125,7 +125,12 @@ def _hold_entry(ctx, rec) -> dict:
 
 
 def unplug_all(ctx: UnplugContext, vnics) -> metadata.MigrationRecord:
-    """Check everything, record, then detach each vNIC; on a failed detach put back and raise."""
+    """Check everything, record, then detach every vNIC at once; on a failure put back and raise.
+
+    All detaches are requested together and waited for under one deadline,
+    so a VM with four VFs is unplugged in about the time of one (under q35's
+    native pciehp each takes 5-6 s).
+    """
     _check_ledger(ctx, vnics)
     dom = ctx.domain()
     live = ctx.live_root(dom)
@@ -134,22 +139,18 @@ def unplug_all(ctx: UnplugContext, vnics) -> metadata.MigrationRecord:
         vnics=tuple(_to_record(ctx, v) for v in vnics), host=ctx.host_id,
         phase="unplugging", updated=time.time())
     holds = [_hold_entry(ctx, r) for r in record.vnics]
-    for vnic in vnics:
-        _live_device_xml(live, vnic)
+    items = [(rec.key, _live_device_xml(live, vnic)) for vnic, rec in zip(vnics, record.vnics)]
     ctx.save_record(dom, record)
-    for vnic, rec in zip(vnics, record.vnics):
-        # Intent first: if this process dies mid-detach, the record already
-        # says unplugged and the reconciler re-plugs whatever is missing.
-        record = record.replace_vnic(rec.with_state(metadata.UNPLUGGED))
-        ctx.save_record(dom, record)
-        try:
-            ms = ctx.devices.detach_and_wait(dom, _live_device_xml(live, vnic), rec.key,
-                                             ctx.cfg.unplug_timeout)
-        except SriovError as e:
-            put_back(ctx, dom, record, rec, e)
-            raise
-        record = record.replace_vnic(rec.with_state(metadata.UNPLUGGED, unplug_ms=ms))
-        ctx.save_record(dom, record)
+    # Intent first: if this process dies mid-detach, the record already says
+    # unplugged and the reconciler re-plugs whatever is missing.
+    record = replace(record, vnics=tuple(r.with_state(metadata.UNPLUGGED) for r in record.vnics))
+    ctx.save_record(dom, record)
+    removed, failed = _detach_all(ctx, dom, items)
+    record = replace(record, vnics=tuple(r.with_state(metadata.UNPLUGGED, unplug_ms=removed.get(r.key))
+                                         for r in record.vnics))
+    ctx.save_record(dom, record)
+    if failed:
+        raise put_back(ctx, dom, record, failed)
     ctx.ledger.hold(ctx.vm_id, holds, UNPLUGGED)
     record = replace(record, phase="unplugged", updated=time.time())
     ctx.save_record(dom, record)
@@ -157,22 +158,39 @@ def unplug_all(ctx: UnplugContext, vnics) -> metadata.MigrationRecord:
     return record
 
 
-def put_back(ctx, dom, record, failed_rec, error) -> None:
-    """Re-plug what is missing of what we meant to unplug, then say what happened.
+def _detach_all(ctx, dom, items):
+    """``(removed ms by key, error by key)``; one at a time where the device ops cannot batch."""
+    batch = getattr(ctx.devices, "detach_all_and_wait", None)
+    if batch is not None:
+        return batch(dom, items, ctx.cfg.unplug_timeout)
+    removed, failed = {}, {}
+    for key, xml in items:
+        try:
+            removed[key] = ctx.devices.detach_and_wait(dom, xml, key, ctx.cfg.unplug_timeout)
+        except SriovError as e:
+            failed[key] = e
+    return removed, failed
 
-    Works from the record (desired state) against the live domain, so the
+
+def put_back(ctx, dom, record, failed) -> SriovError:
+    """Re-plug what is missing of what we meant to unplug; return the error that says so.
+
+    Works from the record (desired state) against the live domain, so a
     vNIC whose detach failed is re-plugged too if it went away after all.
     """
     from . import rollback
 
-    outcome = rollback.restore_vnics(dom, ctx.cfg, ctx.ledger, ctx.host_id,
-                                     reason="unplug of %s failed" % failed_rec.key,
-                                     devices=ctx.devices)
     macs = {r.key: r.mac or r.key for r in record.vnics}
-    error.message = "unplug of vNIC %s (%s) failed: %s; %s" % (
-        failed_rec.mac, failed_rec.key, error.message,
-        "re-plugged %s on their own VFs" % ", ".join(macs[k] for k in outcome.restored)
-        if outcome.restored else "nothing else had been unplugged")
+    outcome = rollback.restore_vnics(dom, ctx.cfg, ctx.ledger, ctx.host_id,
+                                     reason="unplug of %s failed" % ", ".join(sorted(failed)),
+                                     devices=ctx.devices)
+    message = "; ".join("unplug of vNIC %s (%s) failed: %s" % (macs.get(k, k), k, e.message)
+                        for k, e in failed.items())
+    message += "; %s" % ("re-plugged %s on their own VFs" % ", ".join(macs[k] for k in outcome.restored)
+                         if outcome.restored else "nothing else had been unplugged")
     if outcome.failed:
-        error.message += "; re-plug FAILED for %s" % ", ".join(
+        message += "; re-plug FAILED for %s" % ", ".join(
             "%s (%s)" % (f["mac"], f["error"]) for f in outcome.failed)
+    first = next(iter(failed.values()))
+    error = type(first)(message, dict(first.data, vnics=sorted(failed)))
+    return error

@@ -126,3 +126,65 @@ def test_attach_should_time_out_when_device_never_shows():
     dom = FakeDomain(present=False)
     with pytest.raises(devices.DeviceTimeout, match="still absent"):
         devices.attach_and_wait(dom, NIC, ALIAS, timeout=0.3, events=FakeEvents())
+
+
+class ManyDomain:
+    """A guest that releases each device *delay* s after it is asked, all in parallel.
+
+    ``detachDeviceAlias`` returns at once, as libvirt's does; *refuse* aliases
+    get DEVICE_REMOVAL_FAILED, *stuck* ones never leave.
+    """
+
+    def __init__(self, aliases, delay=0.3, refuse=(), stuck=()):
+        self.present, self.delay = set(aliases), delay
+        self.refuse, self.stuck, self.calls = set(refuse), set(stuck), []
+
+    def UUIDString(self):
+        return "vm-many"
+
+    def XMLDesc(self, flags=0):
+        return "<domain><devices>%s</devices></domain>" % "".join(
+            "<interface type='user'><alias name='%s'/></interface>" % a for a in sorted(self.present))
+
+    def detachDeviceAlias(self, alias, flags=0):
+        self.calls.append((alias, flags, time.monotonic()))
+        if alias in self.stuck:
+            return 0
+        kind = devices.REMOVAL_FAILED if alias in self.refuse else devices.REMOVED
+        threading.Timer(self.delay, self._guest, (alias, kind)).start()
+        return 0
+
+    def _guest(self, alias, kind):
+        if kind == devices.REMOVED:
+            self.present.discard(alias)
+        devices.notify("vm-many", alias, kind)
+
+
+def _items(aliases):
+    return [(a, "<interface type='user'><alias name='%s'/></interface>" % a) for a in aliases]
+
+
+def test_detach_all_should_unplug_four_in_about_the_time_of_one():
+    aliases = ["ua-%d" % i for i in range(4)]
+    dom, events = ManyDomain(aliases, delay=0.3), FakeEvents()
+    t0 = time.monotonic()
+    removed, failed = devices.detach_all_and_wait(dom, _items(aliases), timeout=5, events=events,
+                                                  poll_interval=0.05)
+    took = time.monotonic() - t0
+    assert failed == {} and sorted(removed) == aliases and dom.present == set()
+    assert took < 0.3 * 2, "four 0.3 s unplugs took %.2f s: not in parallel" % took
+    assert len(events.subscribed) == 4 and sorted(events.unsubscribed) == [1, 2, 3, 4]
+    first_request = min(t for _a, _f, t in dom.calls)
+    assert all(t - first_request < 0.1 for _a, _f, t in dom.calls)
+
+
+def test_detach_all_should_report_each_failure_and_keep_what_was_removed():
+    aliases = ["ua-ok", "ua-refused", "ua-stuck"]
+    dom = ManyDomain(aliases, delay=0.05, refuse={"ua-refused"}, stuck={"ua-stuck"})
+    removed, failed = devices.detach_all_and_wait(dom, _items(aliases), timeout=0.6,
+                                                  events=FakeEvents(), poll_interval=0.05)
+    assert sorted(removed) == ["ua-ok"]
+    assert isinstance(failed["ua-refused"], devices.DeviceRemovalFailed)
+    assert isinstance(failed["ua-stuck"], devices.DeviceTimeout)
+    assert "still present after 0.6 s" in failed["ua-stuck"].message
+    assert dom.present == {"ua-refused", "ua-stuck"}
