@@ -93,21 +93,32 @@ def notify(vm_uuid: str, alias: str, kind: str) -> None:
 
 @contextlib.contextmanager
 def _waiting(events: EventSource, dom: Domain, alias: str, kinds):
-    key = (dom.UUIDString(), alias)
-    waiter = _Waiter(kinds)
+    with _waiting_all(events, dom, [alias], kinds) as waiters:
+        yield waiters[alias]
+
+
+@contextlib.contextmanager
+def _waiting_all(events: EventSource, dom: Domain, aliases, kinds):
+    """One waiter per alias, one subscription for them all (libvirt refuses a second
+    registration of the same callback for the same domain and event)."""
+    uuid = dom.UUIDString()
+    waiters = {alias: _Waiter(kinds) for alias in aliases}
     with _waiters_lock:
-        if key in _waiters:
-            raise SriovError("already waiting for a device event of %s alias %s" % key)
-        _waiters[key] = waiter
+        busy = [a for a in aliases if (uuid, a) in _waiters]
+        if busy:
+            raise SriovError("already waiting for a device event of %s alias %s" % (uuid, busy[0]))
+        for alias, waiter in waiters.items():
+            _waiters[(uuid, alias)] = waiter
     handle = None
     try:
         handle = events.subscribe(dom, kinds)
-        yield waiter
+        yield waiters
     finally:
         if handle is not None:
             events.unsubscribe(handle)
         with _waiters_lock:
-            _waiters.pop(key, None)
+            for alias in aliases:
+                _waiters.pop((uuid, alias), None)
 
 
 class LibvirtEvents:
@@ -284,11 +295,9 @@ def detach_all_and_wait(dom: Domain, devices, timeout: float,
         events = LibvirtEvents(dom.connect())
     wake = threading.Event()
     removed, failed, calls = {}, {}, {}
-    with contextlib.ExitStack() as stack:
-        waiters = {}
-        for alias, _xml in devices:
-            waiters[alias] = stack.enter_context(_waiting(events, dom, alias, (REMOVED, REMOVAL_FAILED)))
-            waiters[alias].event = wake
+    with _waiting_all(events, dom, [a for a, _x in devices], (REMOVED, REMOVAL_FAILED)) as waiters:
+        for waiter in waiters.values():
+            waiter.event = wake
         for alias, xml in devices:
             try:
                 calls[alias] = _request_detach(dom, alias, xml)
