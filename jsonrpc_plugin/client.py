@@ -243,6 +243,7 @@ def main(argv=None) -> int:
 
 FOLLOW_POLL = 0.5
 FOLLOW_MARGIN = 120.0
+FOLLOW_MISSES = 5  # answers in a row that may fail (a service restart, a VM just leaving)
 
 
 def follow_migration(client: RpcClient, params: dict, started: dict, out=None, err=None,
@@ -251,13 +252,18 @@ def follow_migration(client: RpcClient, params: dict, started: dict, out=None, e
     out, err = out or sys.stdout, err or sys.stderr
     vm_id = started["vmID"]
     deadline = clock() + float(params.get("timeout") or 600) + FOLLOW_MARGIN
-    shown, job = 0, None
+    shown, job, misses = 0, None, 0
     while clock() < deadline:
         try:
             job = client.call("SRIOV.migrationStatus", {"vmID": vm_id}).get("migration")
+            misses = 0
         except (RpcError, RpcUnavailable) as e:
-            print("sriov-client: lost track of the migration of %s: %s" % (vm_id, e), file=err)
-            return 1
+            misses += 1
+            if misses >= FOLLOW_MISSES:
+                print("sriov-client: lost track of the migration of %s: %s" % (vm_id, e), file=err)
+                return 1
+            sleep(FOLLOW_POLL)
+            continue
         steps = (job or {}).get("steps", [])
         done = [s for s in steps if s["ms"] is not None]
         for step in done[shown:]:

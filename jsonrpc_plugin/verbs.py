@@ -133,14 +133,29 @@ class Verbs:
     def migrationStatus(self, vmID):
         status = self.host.ledger.status(vmID)
         claims = self.host.ledger.claims(vm_id=vmID)
-        dom = self.host.lookup(vmID)
-        record = rollback.read_live_record(dom) if dom is not None else None
+        dom, record = self._live_record(vmID)
         job = self.migrations.job(vmID) if self.migrations is not None else None
         if status is None and dom is None and not claims and job is None:
             raise NoSuchVm("this host knows nothing of VM %s" % vmID, {"vmID": vmID})
         view = status_view(vmID, record, status, claims, dom is not None)
         view["migration"] = job.to_json() if job is not None else None
         return view
+
+    def _live_record(self, vm_id):
+        """The VM's domain and our record in it; (None, None) if it is not, or no longer, here.
+
+        A VM that is just leaving (the end of an outgoing migration) can vanish
+        between the lookup and the read: that is "not here", not an error.
+        """
+        dom = self.host.lookup(vm_id)
+        if dom is None:
+            return None, None
+        try:
+            return dom, rollback.read_live_record(dom)
+        except LibvirtFailure:
+            if self.host.lookup(vm_id) is None:
+                return None, None
+            raise
 
     @rpc_verb
     def migrate(self, vmID, dst, port, timeout):

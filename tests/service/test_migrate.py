@@ -418,3 +418,57 @@ def test_rollback_should_fall_back_to_another_slot_with_a_warning_when_taken(mak
     assert etree.fromstring(src.devices.attached_xml[0]).find("address") is None
     others = [v for v in job["vnics"] if v["mac"] != MACS[0]]
     assert all(v["error"] is None for v in others)
+
+
+def _no_domain():
+    import libvirt
+
+    e = libvirt.libvirtError("Domain not found")
+    e.err = (libvirt.VIR_ERR_NO_DOMAIN, 0, "Domain not found", 0, "", None, None, 0, 0)
+    return e
+
+
+def test_migration_status_should_say_not_here_when_the_vm_leaves_during_the_call(make_source):
+    src = make_source(outcome="done")
+    src.migrate()
+    deadline = time.monotonic() + 5
+    while src.dom.active and time.monotonic() < deadline:  # VDSM says done: the VM left
+        time.sleep(0.02)
+    conn_lookup = FakeConn.lookupByUUIDString
+    looked = []
+
+    def leaving_lookup(self, uuid):
+        looked.append(uuid)
+        if len(looked) > 1:  # gone by the second look
+            raise _no_domain()
+        return conn_lookup(self, uuid)
+
+    def vanished_xml(flags=0):
+        raise _no_domain()
+
+    src.dom.XMLDesc = vanished_xml
+    FakeConn.lookupByUUIDString = leaving_lookup
+    try:
+        view = src.client.call("SRIOV.migrationStatus", {"vmID": VM})
+    finally:
+        FakeConn.lookupByUUIDString = conn_lookup
+    assert view["running_here"] is False and view["migration"]["phase"] == "plugging"
+
+
+def test_client_should_keep_following_through_a_few_failed_answers(capsys):
+    from jsonrpc_plugin.client import RpcUnavailable
+
+    job = {"vmID": VM, "dst": "host-b", "phase": "migrated", "done": True, "error": None,
+           "steps": [], "vnics": []}
+    answers = [RpcUnavailable("refused"), RpcError(2003, "Domain not found"), {"migration": job}]
+
+    class Flaky:
+        def call(self, method, params):
+            answer = answers.pop(0)
+            if isinstance(answer, Exception):
+                raise answer
+            return answer
+
+    rc = follow_migration(Flaky(), {"vmID": VM}, {"vmID": VM}, sleep=lambda s: None)
+    assert rc == 0 and answers == []
+    assert json.loads(capsys.readouterr().out)["phase"] == "migrated"
