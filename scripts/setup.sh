@@ -5,7 +5,10 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 APT_PKGS="libvirt-dev pkg-config gcc python3-dev python3-venv libxml2-dev openssl
-  libvirt-daemon-system qemu-system-x86 busybox-static cpio util-linux"
+  libvirt-daemon-system qemu-system-x86 busybox-static cpio util-linux
+  rpm rpmlint"
+# rpm (for rpmbuild) and rpmlint: scripts/rpm-check and tests/packaging
+# build the EL9 RPM with Debian's rpmbuild and lint it.
 
 missing=""
 for p in $APT_PKGS; do
