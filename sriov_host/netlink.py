@@ -1,13 +1,19 @@
-"""Best-effort VF settings from the kernel through netlink (pyroute2).
+"""Best-effort VF settings and interface addresses from the kernel through netlink.
 
 Only real SR-IOV hosts have them; anywhere else the answer is None and
 callers skip the check. pyroute2 costs ~140 ms to import, so it is
-imported only when a check is actually made.
+imported only when a check is actually made; the address dump, which
+the inventory needs on hook paths too, speaks rtnetlink itself.
 """
 
 from __future__ import annotations
 
+import logging
+import socket
+import struct
 from typing import Optional
+
+log = logging.getLogger(__name__)
 
 _UNSET = 4294967295  # pyroute2's reading of a field the kernel did not send
 
@@ -46,3 +52,80 @@ def kernel_vf_settings(pfs) -> dict:
 def vf_settings(pf: str, index: int) -> Optional[tuple]:
     """``(mac, vlan)`` of VF *index* on PF *pf*, or None if unknown."""
     return vfs_of_pf(pf).get(index)
+
+
+_NLMSG = struct.Struct("=IHHII")     # len, type, flags, seq, pid
+_IFADDRMSG = struct.Struct("=BBBBI")  # family, prefixlen, flags, scope, ifindex
+_RTA = struct.Struct("=HH")          # len, type
+_NLMSG_ERROR, _NLMSG_DONE, _RTM_NEWADDR, _RTM_GETADDR = 2, 3, 20, 22
+_NLM_F_REQUEST, _NLM_F_DUMP = 0x1, 0x300
+_IFA_ADDRESS, _IFA_LOCAL = 1, 2
+
+
+def interface_addresses(timeout: float = 2.0) -> dict:
+    """``{ifname: (address, ...)}`` of every interface (IPv4 and IPv6), from one dump.
+
+    Empty when netlink cannot tell (logged): the caller then knows of no
+    address, as where there is no sysfs.
+    """
+    try:
+        by_index = _dump_addresses(timeout)
+        names = dict(socket.if_nameindex())
+    except OSError as e:
+        log.warning("cannot read interface addresses through netlink: %s", e)
+        return {}
+    return {names[i]: tuple(addrs) for i, addrs in by_index.items() if i in names}
+
+
+def _dump_addresses(timeout: float) -> dict:
+    with socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, socket.NETLINK_ROUTE) as sock:
+        sock.settimeout(timeout)
+        sock.bind((0, 0))
+        req = _IFADDRMSG.pack(socket.AF_UNSPEC, 0, 0, 0, 0)
+        sock.send(_NLMSG.pack(_NLMSG.size + len(req), _RTM_GETADDR,
+                              _NLM_F_REQUEST | _NLM_F_DUMP, 1, 0) + req)
+        out = {}
+        while True:
+            data = sock.recv(1 << 16)
+            if not data:
+                raise OSError("netlink closed the address dump")
+            for kind, payload in _messages(data):
+                if kind == _NLMSG_DONE:
+                    return out
+                if kind == _NLMSG_ERROR:
+                    errno = -struct.unpack_from("=i", payload)[0]
+                    raise OSError(errno, "netlink address dump failed")
+                if kind == _RTM_NEWADDR:
+                    parsed = parse_newaddr(payload)
+                    if parsed is not None:
+                        out.setdefault(parsed[0], []).append(parsed[1])
+
+
+def _messages(data: bytes):
+    """``(type, payload)`` of each netlink message in one datagram."""
+    offset = 0
+    while offset + _NLMSG.size <= len(data):
+        length, kind, _flags, _seq, _pid = _NLMSG.unpack_from(data, offset)
+        if length < _NLMSG.size:
+            raise OSError("bad netlink message length %d" % length)
+        yield kind, data[offset + _NLMSG.size:offset + length]
+        offset += (length + 3) & ~3
+
+
+def parse_newaddr(payload: bytes) -> Optional[tuple]:
+    """``(ifindex, address)`` of one RTM_NEWADDR payload; None if it has no address."""
+    family, _plen, _flags, _scope, index = _IFADDRMSG.unpack_from(payload)
+    attrs, offset = {}, _IFADDRMSG.size
+    while offset + _RTA.size <= len(payload):
+        length, kind = _RTA.unpack_from(payload, offset)
+        if length < _RTA.size:
+            break
+        attrs[kind] = payload[offset + _RTA.size:offset + length]
+        offset += (length + 3) & ~3
+    raw = attrs.get(_IFA_LOCAL) or attrs.get(_IFA_ADDRESS)  # IFA_LOCAL: ours on a point-to-point link
+    if family not in (socket.AF_INET, socket.AF_INET6) or raw is None:
+        return None
+    try:
+        return index, socket.inet_ntop(family, raw)
+    except (ValueError, OSError):
+        return None

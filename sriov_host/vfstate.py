@@ -2,6 +2,8 @@
 
 The engine puts VFs on VMs this service never saw, so a VF counts as
 taken when the ledger has it *or* any domain on the host references it.
+A VF the inventory excludes (not a NIC VF, or the host's own) is never
+free: it is listed as ``excluded``, with the reason.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from .ledger import IN_USE
 
 FREE = "free"
 RESERVED = "reserved"
+EXCLUDED = "excluded"
 
 
 def vf_table(inventory, claims, domain_refs: dict, pf: Optional[str] = None,
@@ -22,14 +25,16 @@ def vf_table(inventory, claims, domain_refs: dict, pf: Optional[str] = None,
 
     *kernel* (``{(pf, index): (mac, vlan)}`` from netlink, where the host
     has real VFs) fills MAC and VLAN for VFs the ledger does not describe,
-    such as those the engine placed itself.
+    such as those the engine placed itself. A VF that a VM holds shows
+    its holder even if the inventory excludes it; ``reason`` still says why.
     """
     by_addr = {c.vf_address: c for c in claims}
     rows = []
-    for vf in inventory.vfs:
+    for vf, reason in inventory.rows():
         if pf is not None and vf.pf != pf:
             continue
-        row = dict(vf.to_json(), state=FREE, vm_id=None, mac=None, vlan=None)
+        row = dict(vf.to_json(), state=FREE if reason is None else EXCLUDED, vm_id=None, mac=None,
+                   vlan=None, reason=reason)
         claim = by_addr.get(vf.address)
         if claim is not None:
             state = RESERVED if claim.state == RESERVED else IN_USE

@@ -56,10 +56,16 @@ def _addr_elem(address: str) -> str:
             % _split(address))
 
 
+NIC_CLASS = "0x020000"      # Ethernet controller
+CRYPTO_CLASS = "0x0b4000"   # co-processor, as Intel QAT functions show
+
+
 def _pci_device(address: str, parent: str, driver: str, product: str, inner: str,
-                numa_node) -> str:
+                numa_node, pci_class=NIC_CLASS) -> str:
+    """One PCI ``<device>``; *pci_class* None leaves ``<class>`` out (libvirt < 6.x)."""
     dom, bus, slot, fn = _split(address)
     numa = "" if numa_node is None else "\n    <numa node='%d'/>" % numa_node
+    klass = "" if pci_class is None else "    <class>%s</class>\n" % pci_class
     return (
         "<device>\n"
         "  <name>%s</name>\n"
@@ -67,7 +73,7 @@ def _pci_device(address: str, parent: str, driver: str, product: str, inner: str
         "  <parent>%s</parent>\n"
         "  <driver>\n    <name>%s</name>\n  </driver>\n"
         "  <capability type='pci'>\n"
-        "    <class>0x020000</class>\n"
+        "%s"
         "    <domain>%d</domain>\n    <bus>%d</bus>\n    <slot>%d</slot>\n"
         "    <function>%d</function>\n"
         "    %s\n"
@@ -75,24 +81,49 @@ def _pci_device(address: str, parent: str, driver: str, product: str, inner: str
         "    %s%s\n"
         "  </capability>\n"
         "</device>\n"
-        % (nodedev_name(address), bus & 0xf0, bus & 0xf0, address, parent, driver,
+        % (nodedev_name(address), bus & 0xf0, bus & 0xf0, address, parent, driver, klass,
            dom, bus, slot, fn, product, inner, numa))
 
 
-def pf_device(pf: PfLayout) -> str:
+_NIC_PF = ("ice", "<product id='0x1592'>Ethernet Controller E810-C for QSFP</product>")
+_NIC_VF = ("iavf", "<product id='0x1889'>Ethernet Adaptive Virtual Function</product>")
+_QAT_PF = ("c6xx", "<product id='0x37c8'>C62x Chipset QuickAssist Technology</product>")
+_QAT_VF = ("c6xxvf", "<product id='0x37c9'>C62x Chipset QuickAssist Technology Virtual Function"
+           "</product>")
+
+
+def pf_device(pf: PfLayout, pci_class=NIC_CLASS, kind=_NIC_PF) -> str:
     vfs = "\n      ".join(_addr_elem(a) for a in pf.vfs)
     inner = ("<capability type='virt_functions' maxCount='%d'>\n      %s\n    </capability>"
              % (max(len(pf.vfs), 1), vfs))
-    return _pci_device(pf.address, "computer", "ice",
-                       "<product id='0x1592'>Ethernet Controller E810-C for QSFP</product>",
-                       inner, pf.numa_node)
+    return _pci_device(pf.address, "computer", kind[0], kind[1], inner, pf.numa_node, pci_class)
 
 
-def vf_device(pf: PfLayout, address: str, numa: bool = True) -> str:
+def vf_device(pf: PfLayout, address: str, numa: bool = True, pci_class=NIC_CLASS,
+              kind=_NIC_VF) -> str:
     inner = "<capability type='phys_function'>\n      %s\n    </capability>" % _addr_elem(pf.address)
-    return _pci_device(address, nodedev_name(pf.address), "iavf",
-                       "<product id='0x1889'>Ethernet Adaptive Virtual Function</product>",
-                       inner, pf.numa_node if numa else None)
+    return _pci_device(address, nodedev_name(pf.address), kind[0], kind[1],
+                       inner, pf.numa_node if numa else None, pci_class)
+
+
+def crypto_layout(address: str = "0000:1a:00.0", vfs: int = 4, numa_node: int = 0) -> PfLayout:
+    """A QAT-like PF: no netdev, so the product names it by its PCI address.
+
+    Its VFs share its bus from slot 1 on, as a C62x's do. Bus 0x1a sorts
+    before every NIC PF of :func:`layout`, and so does its name.
+    """
+    dom, bus, _slot, _fn = _split(address)
+    return PfLayout(address, address, tuple(pci(dom, bus, 1 + k // 8, k % 8) for k in range(vfs)),
+                    numa_node)
+
+
+def crypto_devices(address: str = "0000:1a:00.0", vfs: int = 4, pci_class=CRYPTO_CLASS,
+                   vf_class=None) -> list:
+    """A crypto PF and its VFs (class *pci_class*, VFs *vf_class* or the same)."""
+    pf = crypto_layout(address, vfs)
+    vf_class = pci_class if vf_class is None else vf_class
+    return [pf_device(pf, pci_class, _QAT_PF)] + [
+        vf_device(pf, a, pci_class=vf_class, kind=_QAT_VF) for a in pf.vfs]
 
 
 def net_device(pf: PfLayout, index: int) -> str:
@@ -142,8 +173,12 @@ def node_xml(device_docs, domains=()) -> str:
     return _NODE_HEAD + "".join(device_docs) + "".join(domains) + "</node>\n"
 
 
-def write_node(path, pfs: int = 8, vfs: int = 128, domains=(), **kw) -> str:
-    """Write a test-driver node file; return the ``test:///...`` URI."""
+def write_node(path, pfs: int = 8, vfs: int = 128, domains=(), extra_devices=(), **kw) -> str:
+    """Write a test-driver node file; return the ``test:///...`` URI.
+
+    *extra_devices* (``<device>`` docs, such as :func:`crypto_devices`)
+    come before the NIC devices.
+    """
     with open(str(path), "w", encoding="utf-8") as f:
-        f.write(node_xml(devices(pfs, vfs, **kw), domains))
+        f.write(node_xml(list(extra_devices) + devices(pfs, vfs, **kw), domains))
     return "test://" + str(path)

@@ -172,3 +172,75 @@ def test_parse_devices_xml_should_raise_only_inventory_error_on_mangled_xml(pos,
         assert "\n" not in e.message
     else:
         assert len(inv.vfs) <= 3
+
+
+# -- only network VFs are offered -------------------------------------------
+
+def _crypto_host(**kw):
+    """A QAT-like crypto PF (named by its address, so its VFs sort first) and one NIC PF."""
+    return nodedev.crypto_devices(vfs=4, **kw) + nodedev.devices(1, 2)
+
+
+@pytest.mark.parametrize("source", ["libvirt", "nodedev-xml"])
+def test_inventory_should_exclude_vfs_that_are_not_network_controllers(tmp_path, source):
+    docs = _crypto_host()
+    if source == "libvirt":
+        conn = libvirt.open(_write(tmp_path / "n.xml", nodedev.node_xml(docs)))
+        try:
+            inv = inventory.load_from_libvirt(conn)
+        finally:
+            conn.close()
+    else:
+        inv = inventory.parse_devices_xml("<devices>%s</devices>" % "".join(docs))
+    qat = nodedev.crypto_layout(vfs=4)
+    [nic] = nodedev.layout(1, 2)
+    assert [vf.address for vf in inv.vfs] == list(nic.vfs)
+    assert [(e.vf.address, e.vf.pf, e.vf.index, e.reason) for e in inv.excluded] == [
+        (a, "0000:1a:00.0", i, "PCI class 0x0b4000 is not a network controller")
+        for i, a in enumerate(qat.vfs)]
+    assert [vf.address for vf, _ in inv.rows()] == list(qat.vfs) + list(nic.vfs)
+    assert set(inv.by_address()) == inv.addresses == set(nic.vfs)  # a QAT <hostdev> is no vNIC
+    assert inv.pfs == ["ens1f0"]
+
+
+@pytest.mark.parametrize("kw, offered", [
+    pytest.param({"pci_class": "0x020000"}, True, id="ethernet"),
+    pytest.param({"pci_class": "0x028000"}, True, id="other-network-controller"),
+    pytest.param({"pci_class": "0x0b4000", "vf_class": "0x020000"}, True,
+                 id="the-vf-own-class-decides"),
+    pytest.param({"pci_class": "0x020000", "vf_class": "0x120000"}, False,
+                 id="accelerator-vf-of-a-nic-pf"),
+    pytest.param({"pci_class": None}, True, id="no-class-before-libvirt-6-is-unknown-not-refused"),
+])
+def test_inventory_should_decide_by_the_vf_class(kw, offered):
+    docs = nodedev.crypto_devices(vfs=2, **kw)
+    inv = inventory.parse_devices_xml("<devices>%s</devices>" % "".join(docs))
+    assert (len(inv.vfs), len(inv.excluded)) == ((2, 0) if offered else (0, 2))
+
+
+def test_inventory_should_use_the_pf_class_for_vfs_without_a_device():
+    [pf_doc] = nodedev.crypto_devices(vfs=2)[:1]
+    inv = inventory.parse_devices_xml("<devices>%s</devices>" % pf_doc)
+    assert inv.vfs == () and len(inv.excluded) == 2
+
+
+def test_parse_devices_xml_should_refuse_a_bad_class():
+    doc = nodedev.crypto_devices(vfs=1)[0].replace("0x0b4000", "0xzz")
+    with pytest.raises(InventoryError, match="bad PCI class"):
+        inventory.parse_devices_xml(doc)
+
+
+def test_reserve_should_never_hand_out_a_crypto_vf(tmp_path):
+    from sriov_host.errors import NoFreeVf
+    from sriov_host.ledger import Ledger
+
+    inv = inventory.parse_devices_xml("<devices>%s</devices>" % "".join(_crypto_host()))
+    [nic] = nodedev.layout(1, 2)
+    with Ledger(str(tmp_path / "ledger.sqlite")) as led:
+        res = led.reserve("vm-a", [{"mac": "56:6f:1a:2b:00:0a"}, {"mac": "56:6f:1a:2b:00:0b"}], inv)
+        assert [c.vf_address for c in res.claims] == list(nic.vfs)
+        with pytest.raises(NoFreeVf) as e:
+            led.reserve("vm-b", [{"mac": "56:6f:1a:2b:00:0c"}], inv)
+        with pytest.raises(NoFreeVf):
+            led.reserve("vm-c", [{"mac": "56:6f:1a:2b:00:0d", "pf": "0000:1a:00.0"}], inv)
+    assert e.value.data == {"requested": 1, "free": 0}
