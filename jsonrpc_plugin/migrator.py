@@ -26,6 +26,7 @@ from .host import VmContext
 log = logging.getLogger("sriov-migrationd.migrate")
 
 POLL = 0.2
+STATUS_MISSES = 10  # failed VDSM status answers in a row before libvirt decides
 FINAL = ("migrated", "plug-failed", "plug-unconfirmed", "failed", "rolled-back", "rollback-failed")
 
 
@@ -231,9 +232,10 @@ class _Driver:
         try:
             vdsm = self.owner.vdsm_factory(self.cfg)
             vdsm.migrate(self.job.vm_id, dst)
-            outcome = self._follow(vdsm)
-        except SriovError as e:
+        except SriovError as e:  # VDSM refused or could not be asked: nothing started
             outcome = vdsm_api.MigrationProgress(vdsm_api.FAILED, 0, e.message)
+        else:
+            outcome = self._follow(vdsm)
         ok = outcome.state == vdsm_api.DONE
         _finish(step, ok, outcome.message)
         if not ok:
@@ -245,9 +247,14 @@ class _Driver:
         deadline = time.monotonic() + self.timeout
         extend_every = max(1.0, self.cfg.reservation_ttl / 3.0)
         next_extend = time.monotonic() + extend_every
+        misses = 0
         while True:
-            status = vdsm.migration_status(self.job.vm_id)
-            if status.state != vdsm_api.IN_PROGRESS:
+            try:
+                status, misses = vdsm.migration_status(self.job.vm_id), 0
+            except SriovError as e:
+                misses += 1
+                status = self._status_from_libvirt(e.message) if misses >= STATUS_MISSES else None
+            if status is not None and status.state != vdsm_api.IN_PROGRESS:
                 return status
             now = time.monotonic()
             if now > deadline:
@@ -257,6 +264,20 @@ class _Driver:
                 next_extend = now + extend_every
             time.sleep(POLL)
 
+    def _status_from_libvirt(self, why: str) -> Optional[vdsm_api.MigrationProgress]:
+        """VDSM stopped answering: judge by the domain here (None: still migrating).
+
+        Re-plugging a VM that is still being migrated would fight the
+        migration, and one that left has nothing to re-plug here.
+        """
+        dom = self.host.lookup(self.job.vm_id)
+        if dom is None or not dom.isActive():
+            return vdsm_api.MigrationProgress(vdsm_api.DONE, 100, "the VM left this host (VDSM: %s)" % why)
+        if self.owner.job_active(dom):
+            return None
+        return vdsm_api.MigrationProgress(vdsm_api.FAILED, 0, "VDSM does not answer (%s) and the VM "
+                                          "runs here with no migration job" % why)
+
     def _cancel(self, vdsm) -> vdsm_api.MigrationProgress:
         msg = "no end within %.0f s; cancelled" % self.timeout
         try:
@@ -264,7 +285,11 @@ class _Driver:
         except SriovError as e:
             msg += " (cancel failed: %s)" % e.message
         for _ in range(int(30 / POLL)):
-            status = vdsm.migration_status(self.job.vm_id)
+            try:
+                status = vdsm.migration_status(self.job.vm_id)
+            except SriovError:
+                status = self._status_from_libvirt("no answer after the cancel") or \
+                    vdsm_api.MigrationProgress(vdsm_api.IN_PROGRESS)
             if status.state == vdsm_api.DONE:
                 return status
             if status.state == vdsm_api.FAILED:
@@ -283,6 +308,11 @@ class _Driver:
     def _rollback(self) -> None:
         step = self.job.begin("rollback", "rolling-back")
         dom = self.host.lookup(self.job.vm_id)
+        if dom is not None and self._job_lingers(dom):
+            _finish(step, False, "a libvirt job is still running on the VM")
+            self._fail(self.job.error + "; a migration job is still running here, so nothing was "
+                       "re-plugged now (the reconciler will, once it ends)", "failed")
+            return
         if dom is None or not dom.isActive():
             _finish(step, False, "the VM no longer runs here")
             self._fail(self.job.error + "; the VM no longer runs here, nothing re-plugged")
@@ -299,6 +329,15 @@ class _Driver:
                 "; FAILED: %s" % result.failed if result.failed else ""))
         self.job.vnics = [_source_row(r) for r in _record_vnics(dom)]
         self._fail(self.job.error, "rolled-back" if result.ok else "rollback-failed")
+
+    def _job_lingers(self, dom, wait: float = 30.0) -> bool:
+        """True if a libvirt job on the VM outlives *wait* seconds (re-plugging would fight it)."""
+        deadline = time.monotonic() + wait
+        while self.owner.job_active(dom):
+            if time.monotonic() > deadline:
+                return True
+            time.sleep(POLL)
+        return False
 
     def _release_peer(self) -> None:
         if self.peer is None:

@@ -144,6 +144,8 @@ class FakeVdsm:
         self.xml_at_migrate = self.dom.XMLDesc()  # what VDSM would capture now
 
     def migration_status(self, vm_id):
+        if self.outcome == "silent":
+            raise vdsm_api.VdsmUnavailable("VDSM VM.getMigrationStatus failed: timeout")
         self.polls -= 1
         if self.polls > 0:
             return vdsm_api.MigrationProgress(vdsm_api.IN_PROGRESS, 40, "Migration in progress")
@@ -472,3 +474,12 @@ def test_client_should_keep_following_through_a_few_failed_answers(capsys):
     rc = follow_migration(Flaky(), {"vmID": VM}, {"vmID": VM}, sleep=lambda s: None)
     assert rc == 0 and answers == []
     assert json.loads(capsys.readouterr().out)["phase"] == "migrated"
+
+
+def test_migrate_should_judge_by_libvirt_when_vdsm_stops_answering(make_source, dst):
+    src = make_source(outcome="silent")
+    src.migrate()
+    job = src.wait(timeout=15)
+    assert job["phase"] == "rolled-back"
+    assert "VDSM does not answer" in job["error"] and "no migration job" in job["error"]
+    assert src.dom.vf_macs() == MACS and dst_claims(dst) == []
