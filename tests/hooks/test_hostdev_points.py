@@ -1,99 +1,31 @@
-"""The hostdev-mode unplug and plug paths, with libvirt's domain faked.
+"""The hostdev-mode unplug and plug paths, with libvirt's live domain faked.
 
 No machine here has SR-IOV, and libvirt's test driver cannot hot-plug, so
-these tests stand a ten-line fake in for the live domain and the device
-operations (STYLE: small protocols, fakes with failure flags and a call
-record). Everything else is real: the hook entry point, config, the
-nodedev inventory, the sqlite ledger and our metadata record.
+these tests stand a small fake in for the live domain and the device
+operations (tests/helpers/livedomain.py). Everything else is real: the
+hook entry point, config, the nodedev inventory, the sqlite ledger and
+our metadata record. The source's unplug runs before VDSM's
+``VM.migrate`` (``SRIOV.migrate`` drives it), so the source side here is
+:func:`sriov_host.unplug.unplug_all` over the hooks' own context, and the
+source *hook* is the guard.
 """
 
 from __future__ import annotations
 
-import copy
-
 import pytest
 from helpers.corpus import read_domain
 from helpers.hookhost import HostFixture
+from helpers.livedomain import HOST, VM, FakeConn, FakeDevices, FakeDomain
 from lxml import etree
 
-from sriov_host import metadata
-from sriov_host.devices import DeviceTimeout
-from sriov_host.errors import LibvirtFailure
+from sriov_host import metadata, rollback, unplug
+from sriov_host.errors import SriovError
+from sriov_host.ledger import IN_USE, Ledger
+from vdsm_hooks.context import HookContext
 from vdsm_hooks.hook import main
 
-VM = "7a9c0e12-3b4d-4e5f-8a6b-7c8d9e0f1a22"
-HOST = "aaaaaaaa-1111-4222-8333-444444444444"
 MACS = ["56:6f:1a:2b:01:01", "56:6f:1a:2b:01:02", "56:6f:1a:2b:01:03"]
-
-
-class FakeDomain:
-    """A live domain: XML in memory, metadata set the way libvirt sets it."""
-
-    def __init__(self, xml: bytes):
-        self.root = etree.fromstring(xml)
-
-    def UUIDString(self):
-        return VM
-
-    def XMLDesc(self, flags=0):
-        return etree.tostring(self.root, encoding="unicode")
-
-    def setMetadata(self, kind, xml, key, uri, flags=0):
-        elem = etree.fromstring(xml)
-        for e in elem.iter():
-            e.tag = "{%s}%s" % (uri, e.tag)
-        meta = self.root.find("metadata")
-        for old in meta.findall("{%s}*" % uri):
-            meta.remove(old)
-        meta.append(copy.deepcopy(elem))
-
-    def vf_aliases(self):
-        return [i.find("alias").get("name")
-                for i in self.root.iterfind("devices/interface[@type='hostdev']")]
-
-    def aliases(self):
-        return [a.get("name") for a in self.root.iterfind("devices/*/alias")]
-
-    def record(self):
-        return metadata.read_record(self.root)
-
-
-class FakeConn:
-    def __init__(self, dom):
-        self.dom = dom
-
-    def lookupByUUIDString(self, uuid):
-        return self.dom
-
-    def getCapabilities(self):
-        return "<capabilities><host><uuid>%s</uuid></host></capabilities>" % HOST
-
-    def listAllDomains(self, flags=0):
-        return [self.dom]
-
-
-class FakeDevices:
-    """detach/attach that change the fake's XML; *stuck* aliases never leave."""
-
-    def __init__(self, stuck=(), broken=()):
-        self.stuck, self.broken, self.calls = set(stuck), set(broken), []
-
-    def detach_and_wait(self, dom, xml, alias, timeout):
-        self.calls.append(("detach", alias))
-        if alias in self.stuck:
-            raise DeviceTimeout("device %s still present after %.1f s" % (alias, timeout))
-        for elem in dom.root.find("devices"):
-            a = elem.find("alias")
-            if a is not None and a.get("name") == alias:
-                elem.getparent().remove(elem)
-        return 12.0
-
-    def attach_and_wait(self, dom, xml, alias, timeout):
-        self.calls.append(("attach", alias, xml))
-        if alias in self.broken:
-            raise LibvirtFailure("attach of %s failed: VF busy" % alias)
-        dom.root.find("devices").append(etree.fromstring(xml))
-        return 3.0
+OTHER_VM = "0b0b0b0b-0000-4000-8000-000000000001"
 
 
 @pytest.fixture
@@ -116,73 +48,155 @@ def hook(point, dom, devices, tmp_path):
     return rc, path.read_bytes()
 
 
-def hook_keeps_file(point, dom, devices, tmp_path):
-    """Run the hook; also say whether the XML file was left as it was given."""
+def unplug_here(dom, devices):
+    """What SRIOV.migrate does on the source before VDSM's VM.migrate."""
+    ctx = HookContext("sriov-migrate", VM, {}, conn=FakeConn(dom), devices=devices)
+    try:
+        root = ctx.live_root(dom)
+        plan = unplug.build_plan(VM, root, ctx.cfg, lambda: set(ctx.vf_by_address))
+        return unplug.unplug_all(ctx, plan.vnics)
+    finally:
+        ctx.close()
+
+
+def arrived_on_b(tmp_path, monkeypatch, src):
+    """The VM as it lands on host B: the XML libvirt carries over, B's config in force."""
+    (tmp_path / "b").mkdir()
+    host_b = HostFixture(tmp_path / "b", pfs=2, vfs=8)
+    monkeypatch.setenv("SRIOV_MIGRATION_CONF", str(host_b.conf))
+    return FakeDomain(src.XMLDesc().encode()), host_b
+
+
+def test_source_hook_should_refuse_attached_vfs_and_unplug_nothing(host8, tmp_path, capsys):
+    dom, devices = FakeDomain(source_xml()), FakeDevices()
     given = dom.XMLDesc().encode()
-    rc, after = hook(point, dom, devices, tmp_path)
-    return rc, after == given
+    rc, xml = hook("before_vm_migrate_source", dom, devices, tmp_path)
+    err = capsys.readouterr().err
+    assert rc == 2 and len(err.splitlines()) == 1
+    assert all(m in err for m in MACS) and "SRIOV migrate" in err
+    assert devices.calls == [] and xml == given
+    assert dom.record() is None and host8.claims(VM) == []
 
 
-def test_source_should_record_then_unplug_every_vf_and_hold_them(host8, tmp_path, capsys):
+def test_unplug_should_record_then_unplug_every_vf_and_hold_them(host8):
     dom, devices = FakeDomain(source_xml()), FakeDevices()
     vf_aliases = dom.vf_aliases()
-    rc, xml = hook("before_vm_migrate_source", dom, devices, tmp_path)
-    assert rc == 0, capsys.readouterr().err
-    assert [c[:2] for c in devices.calls] == [("detach", a) for a in vf_aliases]
+    record = unplug_here(dom, devices)
+    assert sorted(devices.calls) == sorted(("detach", a) for a in vf_aliases)
     assert not set(vf_aliases) & set(dom.aliases())
-    record = dom.record()
+    assert dom.record().vnics == record.vnics
     assert record.host == HOST and record.phase == "unplugged"
     assert [(r.state, r.unplug_ms) for r in record.vnics] == [(metadata.UNPLUGGED, 12.0)] * 3
     assert {r.pf for r in record.vnics} == {"ens1f0"}
-    assert b'type="hostdev"' not in xml
     claims = host8.claims(VM)
-    assert sorted(c.mac for c in claims) == MACS and {c.state for c in claims} == {
-        "unplugged-for-migration"}
+    assert sorted(c.mac for c in claims) == MACS
+    assert {c.state for c in claims} == {"unplugged-for-migration"}
 
 
-def test_source_should_put_back_what_it_removed_when_one_vf_is_stuck(host8, tmp_path, capsys):
+def test_unplug_should_put_back_what_it_removed_when_one_vf_is_stuck(host8):
     dom = FakeDomain(source_xml())
     vf_aliases = dom.vf_aliases()
     devices = FakeDevices(stuck={vf_aliases[2]})
-    rc, file_kept = hook_keeps_file("before_vm_migrate_source", dom, devices, tmp_path)
-    err = capsys.readouterr().err
-    assert rc == 2 and len(err.splitlines()) == 1
-    assert MACS[2] in err and "re-plugged" in err
-    attached = [c for c in devices.calls if c[0] == "attach"]
-    assert [c[1] for c in attached] == vf_aliases[:2]
-    assert all("managed=\"yes\"" in c[2] or "managed='yes'" in c[2] for c in attached), attached
+    with pytest.raises(SriovError) as refused:
+        unplug_here(dom, devices)
+    assert MACS[2] in refused.value.message and "re-plugged" in refused.value.message
+    attached = [c[1] for c in devices.calls if c[0] == "attach"]
+    assert sorted(attached) == sorted(vf_aliases[:2])
+    assert all(etree.fromstring(x).get("managed") == "yes" for x in devices.attached_xml)
     assert set(vf_aliases) <= set(dom.aliases())
     assert {r.state for r in dom.record().vnics} == {metadata.PLUGGED}
     assert host8.claims(VM) == []
-    assert file_kept  # the file is left alone on a refusal
+
+
+def test_unplug_should_refuse_before_any_detach_when_the_ledger_gives_a_vf_to_another_vm(host8):
+    dom, devices = FakeDomain(source_xml()), FakeDevices()
+    with Ledger(str(host8.ledger)) as ledger:
+        vf = ledger_vf(host8, "0000:05:00.1")
+        ledger.hold(OTHER_VM, [{"vf": vf, "mac": "56:6f:00:00:00:99", "alias": "ua-x",
+                                "vlan": None, "network": None}], IN_USE)
+    with pytest.raises(SriovError) as refused:
+        unplug_here(dom, devices)
+    assert "0000:05:00.1" in refused.value.message and OTHER_VM in refused.value.message
+    assert devices.calls == [] and dom.record() is None
+    assert host8.claims(VM) == []
+
+
+def test_unplug_should_refuse_before_any_detach_when_a_vf_is_not_in_the_inventory(host8):
+    xml = source_xml().replace(b'<address bus="0x05" domain="0x0000" function="0x1"',
+                               b'<address bus="0x0e" domain="0x0000" function="0x1"')
+    assert xml != source_xml()
+    dom, devices = FakeDomain(xml), FakeDevices()
+    with pytest.raises(SriovError) as refused:
+        unplug_here(dom, devices)
+    assert "0000:0e:00.1" in refused.value.message
+    assert devices.calls == [] and host8.claims(VM) == []
+    assert dom.vf_macs() == MACS
+
+
+def test_retried_unplug_should_refuse_while_an_earlier_attempt_left_a_vnic_unplugged(host8):
+    dom = FakeDomain(source_xml())
+    vf_aliases = dom.vf_aliases()
+    unplug_here(dom, FakeDevices())
+    # The migration failed and the re-plug of the third vNIC failed too.
+    with Ledger(str(host8.ledger)) as ledger:
+        rollback.restore_vnics(dom, host8_cfg(), ledger, HOST, "test: migration failed",
+                               FakeDevices(broken={vf_aliases[2]}))
+    assert dom.vf_macs() == MACS[:2]
+    devices = FakeDevices()
+    with pytest.raises(SriovError) as refused:
+        unplug_here(dom, devices)
+    assert MACS[2] in refused.value.message and "restoreNics" in refused.value.message
+    assert devices.calls == [] and dom.vf_macs() == MACS[:2]
+    states = {r.mac: r.state for r in dom.record().vnics}
+    assert states[MACS[2]] == metadata.FAILED
+
+
+def ledger_vf(host, address):
+    from sriov_host import config, inventory
+
+    return inventory.load(config.load(str(host.conf)), None).by_address()[address]
+
+
+def host8_cfg():
+    from sriov_host import config
+
+    return config.load()
 
 
 def test_destination_should_plug_reserved_vfs_as_hostdev_and_mark_them_in_use(
         host8, tmp_path, capsys, monkeypatch):
     src = FakeDomain(source_xml())
-    assert hook("before_vm_migrate_source", src, FakeDevices(), tmp_path)[0] == 0
-    incoming = FakeDomain(src.XMLDesc().encode())  # what libvirt carries over
-    (tmp_path / "b").mkdir()
-    host_b = HostFixture(tmp_path / "b", pfs=2, vfs=8)
-    monkeypatch.setenv("SRIOV_MIGRATION_CONF", str(host_b.conf))
+    unplug_here(src, FakeDevices())
+    incoming, host_b = arrived_on_b(tmp_path, monkeypatch, src)
     assert hook("before_vm_migrate_destination", incoming, FakeDevices(), tmp_path)[0] == 0
     reserved = {c.mac: c.vf_address for c in host_b.claims(VM)}
+    assert sorted(reserved) == MACS
     devices = FakeDevices()
     rc, _ = hook("after_vm_migrate_destination", incoming, devices, tmp_path)
     assert rc == 0, capsys.readouterr().err
     record = incoming.record()
     assert record.host == HOST and record.phase == "migrated"
     assert {r.mac: r.vf_address for r in record.vnics} == reserved
-    for call in devices.calls:
-        elem = etree.fromstring(call[2])
+    assert len(devices.attached_xml) == 3
+    for call, xml in zip(devices.calls, devices.attached_xml):
+        elem = etree.fromstring(xml)
         assert elem.get("type") == "hostdev" and elem.get("managed") == "yes"
         assert elem.find("alias").get("name") == call[1]
     assert {c.state for c in host_b.claims(VM)} == {"in_use"}
 
 
+def test_destination_should_refuse_an_xml_that_still_holds_the_vfs(host8, tmp_path, capsys,
+                                                                    monkeypatch):
+    incoming, host_b = arrived_on_b(tmp_path, monkeypatch, FakeDomain(source_xml()))
+    rc, _ = hook("before_vm_migrate_destination", incoming, FakeDevices(), tmp_path)
+    err = capsys.readouterr().err
+    assert rc == 2 and len(err.splitlines()) == 1 and MACS[0] in err
+    assert host_b.claims(VM) == []
+
+
 def test_destination_should_release_the_vf_of_a_vnic_it_cannot_plug(host8, tmp_path, capsys):
     src = FakeDomain(source_xml())
-    assert hook("before_vm_migrate_source", src, FakeDevices(), tmp_path)[0] == 0
+    unplug_here(src, FakeDevices())
     assert hook("after_vm_migrate_source", src, FakeDevices(), tmp_path)[0] == 0  # one host, both sides
     incoming = FakeDomain(src.XMLDesc().encode())
     assert hook("before_vm_migrate_destination", incoming, FakeDevices(), tmp_path)[0] == 0
@@ -199,10 +213,8 @@ def test_destination_should_release_the_vf_of_a_vnic_it_cannot_plug(host8, tmp_p
 
 def test_destination_should_reserve_again_when_the_reservation_lapsed_in_flight(host8, tmp_path,
                                                                                 capsys):
-    from sriov_host.ledger import Ledger
-
     src = FakeDomain(source_xml())
-    assert hook("before_vm_migrate_source", src, FakeDevices(), tmp_path)[0] == 0
+    unplug_here(src, FakeDevices())
     assert hook("after_vm_migrate_source", src, FakeDevices(), tmp_path)[0] == 0
     incoming = FakeDomain(src.XMLDesc().encode())
     assert hook("before_vm_migrate_destination", incoming, FakeDevices(), tmp_path)[0] == 0
@@ -211,4 +223,66 @@ def test_destination_should_reserve_again_when_the_reservation_lapsed_in_flight(
     rc, _ = hook("after_vm_migrate_destination", incoming, FakeDevices(), tmp_path)
     assert rc == 0, capsys.readouterr().err
     assert {r.state for r in incoming.record().vnics} == {metadata.PLUGGED}
+    assert sorted((c.mac, c.state) for c in host8.claims(VM)) == [(m, "in_use") for m in MACS]
+
+
+def _landed(tmp_path):
+    """A VM unplugged here, migrated onto this same host, its reservation made."""
+    src = FakeDomain(source_xml())
+    unplug_here(src, FakeDevices())
+    assert hook("after_vm_migrate_source", src, FakeDevices(), tmp_path)[0] == 0
+    incoming = FakeDomain(src.XMLDesc().encode())
+    assert hook("before_vm_migrate_destination", incoming, FakeDevices(), tmp_path)[0] == 0
+    return incoming
+
+
+def test_destination_should_detach_and_free_a_vf_whose_mac_check_fails(host8, tmp_path, capsys,
+                                                                       monkeypatch):
+    from sriov_host import netlink
+
+    incoming = _landed(tmp_path)
+    wrong = incoming.record().vnics[0]
+    target = {c.mac: c for c in host8.claims(VM)}[wrong.mac]  # the VF reserved here
+    vf_index = ledger_vf(host8, target.vf_address).index
+    monkeypatch.setattr(netlink, "vf_settings", lambda pf, index: (
+        ("02:00:00:00:00:01", wrong.vlan) if (pf, index) == (target.pf, vf_index) else None))
+    devices = FakeDevices()
+    rc, _ = hook("after_vm_migrate_destination", incoming, devices, tmp_path)
+    err = capsys.readouterr().err
+    assert rc == 1 and wrong.mac in err and "02:00:00:00:00:01" in err
+    assert ("detach", wrong.alias) in devices.calls
+    states = {r.mac: r for r in incoming.record().vnics}
+    assert states[wrong.mac].state == metadata.FAILED
+    assert "detached again and VF released" in states[wrong.mac].error
+    assert wrong.mac not in incoming.vf_macs()
+    assert sorted(c.mac for c in host8.claims(VM)) == sorted(set(MACS) - {wrong.mac})
+
+
+class ExpiringDevices(FakeDevices):
+    """An attach that outlives the claim: the ledger entry lapses while it runs."""
+
+    def __init__(self, ledger_path, vf_address):
+        super().__init__()
+        self.ledger_path, self.vf_address = ledger_path, vf_address
+
+    def attach_and_wait(self, dom, xml, alias, timeout):
+        ms = super().attach_and_wait(dom, xml, alias, timeout)
+        if self.vf_address is not None:  # the first attach outlives its claim
+            with Ledger(self.ledger_path) as ledger:
+                ledger.release_vf(VM, self.vf_address)
+            self.vf_address = None
+        return ms
+
+
+def test_destination_should_claim_again_a_vf_whose_claim_lapsed_during_the_plug(host8, tmp_path,
+                                                                               capsys):
+    incoming = _landed(tmp_path)
+    first = {c.mac: c for c in host8.claims(VM)}[incoming.record().vnics[0].mac]
+    devices = ExpiringDevices(str(host8.ledger), first.vf_address)
+    rc, _ = hook("after_vm_migrate_destination", incoming, devices, tmp_path)
+    err = capsys.readouterr().err
+    assert rc == 1 and "claim lapsed during the plug" in err and first.mac in err  # reported
+    by_mac = {r.mac: r for r in incoming.record().vnics}
+    assert {r.state for r in by_mac.values()} == {metadata.PLUGGED}
+    assert "claimed again" in by_mac[first.mac].error
     assert sorted((c.mac, c.state) for c in host8.claims(VM)) == [(m, "in_use") for m in MACS]

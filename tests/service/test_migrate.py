@@ -11,123 +11,24 @@ tests/lab/test_sriov_migrate.py.
 
 from __future__ import annotations
 
-import copy
 import json
 import time
 
 import pytest
 from helpers import nodedev
 from helpers.corpus import read_domain
+from helpers.livedomain import VM, FakeConn, FakeDevices, FakeDomain
 from lxml import etree
 
 from jsonrpc_plugin import vdsm_api
 from jsonrpc_plugin.client import RpcClient, RpcError, follow_migration, vnic_lines
 from jsonrpc_plugin.service import Service
 from sriov_host import config, metadata
-from sriov_host.devices import DeviceTimeout
 from sriov_host.ledger import Ledger
 
 from .conftest import client_for
 
-VM = "7a9c0e12-3b4d-4e5f-8a6b-7c8d9e0f1a22"
-SRC_HOST = "aaaaaaaa-1111-4222-8333-444444444444"
 MACS = ["56:6f:1a:2b:01:01", "56:6f:1a:2b:01:02", "56:6f:1a:2b:01:03"]
-
-
-class FakeDomain:
-    """A live domain: XML in memory, metadata set the way libvirt sets it."""
-
-    def __init__(self, xml: bytes):
-        self.root = etree.fromstring(xml)
-        self.active = True
-
-    def UUIDString(self):
-        return VM
-
-    def XMLDesc(self, flags=0):
-        return etree.tostring(self.root, encoding="unicode")
-
-    def isActive(self):
-        return self.active
-
-    def jobInfo(self):
-        return [0] * 12
-
-    def setMetadata(self, kind, xml, key, uri, flags=0):
-        elem = etree.fromstring(xml)
-        for e in elem.iter():
-            e.tag = "{%s}%s" % (uri, e.tag)
-        meta = self.root.find("metadata")
-        for old in meta.findall("{%s}*" % uri):
-            meta.remove(old)
-        meta.append(copy.deepcopy(elem))
-
-    def vf_macs(self):
-        return sorted(m.get("address") for m in
-                      self.root.iterfind("devices/interface[@type='hostdev']/mac"))
-
-    def record(self):
-        return metadata.read_record(self.root)
-
-
-class FakeConn:
-    def __init__(self, dom):
-        self.dom = dom
-
-    def lookupByUUIDString(self, uuid):
-        import libvirt
-
-        if uuid != VM:
-            e = libvirt.libvirtError("Domain not found")
-            e.err = (libvirt.VIR_ERR_NO_DOMAIN, 0, "Domain not found", 0, "", None, None, 0, 0)
-            raise e
-        return self.dom
-
-    def getCapabilities(self):
-        return "<capabilities><host><uuid>%s</uuid></host></capabilities>" % SRC_HOST
-
-    def listAllDomains(self, flags=0):
-        return [self.dom] if self.dom.active else []
-
-    def isAlive(self):
-        return True
-
-    def close(self):
-        pass
-
-
-class FakeDevices:
-    """Detach/attach that change the fake's XML; *stuck* aliases never leave.
-
-    Like libvirt, an attach at a guest PCI slot in *taken_slots* is refused.
-    """
-
-    def __init__(self, stuck=(), taken_slots=()):
-        self.stuck, self.taken_slots = set(stuck), set(taken_slots)
-        self.calls, self.attached_xml = [], []
-
-    def detach_and_wait(self, dom, xml, alias, timeout):
-        self.calls.append(("detach", alias))
-        if alias in self.stuck:
-            raise DeviceTimeout("device %s still present after %.1f s" % (alias, timeout))
-        for elem in dom.root.find("devices"):
-            a = elem.find("alias")
-            if a is not None and a.get("name") == alias:
-                elem.getparent().remove(elem)
-        return 12.0
-
-    def attach_and_wait(self, dom, xml, alias, timeout):
-        self.calls.append(("attach", alias))
-        elem = etree.fromstring(xml)
-        placed = elem.find("address")
-        if placed is not None and placed.get("slot") in self.taken_slots:
-            from sriov_host.errors import LibvirtFailure
-
-            raise LibvirtFailure("XML error: Attempted double use of PCI Address 0000:00:%s.0"
-                                 % placed.get("slot")[2:])
-        self.attached_xml.append(xml)
-        dom.root.find("devices").append(elem)
-        return 3.0
 
 
 class FakeVdsm:
