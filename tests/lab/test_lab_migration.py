@@ -1,13 +1,17 @@
-"""Live migration between two real lab hosts, proven from the guest's serial log."""
+"""Live migration between two real lab hosts, proven from the guest's serial log.
+
+A VM with attached SR-IOV vNICs is refused by the VDSM-order stand-in
+(tests/lab/test_vdsm_standin.py); the carried record is proven there and
+in tests/lab/test_sriov_migrate.py. Here: the guest itself, and the
+order in which the hook points run.
+"""
 
 from __future__ import annotations
 
 import os
 
 import pytest
-from lxml import etree
 
-from sriov_host import libvirtconn, metadata
 from sriov_lab import domains
 from sriov_lab import hookrunner as hr
 from sriov_lab.guest import parse_serial
@@ -27,7 +31,7 @@ def _ticks_beyond(counter, n=3):
 def test_guest_should_keep_running_on_destination_after_live_migration(
         lab_hosts, lab_conns, lab_vms, lab_hook_runners):
     a, b = lab_hosts
-    spec, _dom = lab_vms.start(0, vnics=(lab_vms.vnic(0),))
+    spec, _dom = lab_vms.start(0)
     last_on_a = domains.wait_ready(a, spec.name).counter
 
     result = migrate(lab_conns[0], lab_conns[1], spec.uuid, *lab_hook_runners)
@@ -40,20 +44,6 @@ def test_guest_should_keep_running_on_destination_after_live_migration(
     # B's QEMU wrote its own serial file: the guest booted on A, not on B.
     ready_b, _ = parse_serial(domains.read_serial(b, spec.name))
     assert ready_b is None
-    assert ticks_b[-1].nics == {"eth0": spec.vnics[0].mac}
-
-
-def test_migrated_vm_should_carry_the_metadata_record(lab_hosts, lab_conns, lab_vms,
-                                                      lab_hook_runners):
-    spec, _dom = lab_vms.start(0, with_os=False, vnics=(lab_vms.vnic(0),))
-
-    result = migrate(lab_conns[0], lab_conns[1], spec.uuid, *lab_hook_runners)
-
-    assert result.ok, result.error
-    xml = lab_conns[1].lookupByUUIDString(spec.uuid).XMLDesc(0)
-    record = metadata.read_record(etree.fromstring(xml.encode()))
-    assert record.host == libvirtconn.host_uuid(lab_conns[0])
-    assert [v.alias for v in record.vnics] == [spec.vnics[0].alias]
 
 
 def _recording_hook(runner, point, name, body="", rc=0):
@@ -82,15 +72,18 @@ def test_hook_runner_should_drive_migration_in_vdsm_order(lab_hosts, lab_conns, 
 
     assert result.ok, result.error
     calls = [line.split() for line in open(log).read().splitlines()]
-    assert [(c[0], c[1]) for c in calls] == [
-        ("host-a", hr.BEFORE_SOURCE), ("host-b", hr.BEFORE_DEST),
-        ("host-b", hr.AFTER_DEST), ("host-a", hr.AFTER_SOURCE)]
+    # The destination's after hook runs on its own thread: VDSM's source
+    # does not wait for it, so it may come before or after the source's.
+    order = [(c[0], c[1]) for c in calls]
+    assert order[:2] == [("host-a", hr.BEFORE_SOURCE), ("host-b", hr.BEFORE_DEST)]
+    assert sorted(order[2:]) == [("host-a", hr.AFTER_SOURCE), ("host-b", hr.AFTER_DEST)]
     assert {c[2] for c in calls} == {spec.uuid}
-    assert [c[3] for c in calls] == [lab_hosts[i].config_path for i in (0, 1, 1, 0)]
+    assert {(c[0], c[3]) for c in calls} == {(h.name, h.config_path) for h in lab_hosts}
     assert all(c[4] == "<domain" for c in calls)
     assert result.step(hr.BEFORE_SOURCE).stderr == ["sriov-migration: %s ran" % hr.BEFORE_SOURCE]
     labels = [row[0] for row in result.timeline()]
-    assert labels == ["unplug", "reserve", "migrate", "plug", "release"]
+    assert labels[:4] == ["guard", "create", "reserve", "migrate"]
+    assert sorted(labels[4:]) == ["plug", "release"]
 
 
 def test_failing_destination_hook_should_abort_and_run_no_source_hook(
