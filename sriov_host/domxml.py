@@ -81,7 +81,8 @@ def _alias(elem) -> Optional[str]:
     return a.get("name") if a is not None else None
 
 
-def _source_address(elem) -> Optional[str]:
+def source_address(elem) -> Optional[str]:
+    """The host PCI address in a device's ``<source>``: the VF libvirt hands the guest."""
     addr = elem.find("source/address")
     if addr is None or addr.get("type", "pci") != "pci":
         return None
@@ -128,7 +129,7 @@ def _hostdev_interfaces(root, networks) -> list:
         mac = normalize_mac(elem.find("mac").get("address")) if elem.find("mac") is not None else None
         vnics.append(Vnic(
             alias=_alias(elem), mac=mac, kind=KIND_INTERFACE,
-            vf_address=_source_address(elem), vlan=_vlan(elem),
+            vf_address=source_address(elem), vlan=_vlan(elem),
             teaming=_teaming_peer(elem), network=networks.get(mac),
             guest_address=_guest_address(elem),
         ))
@@ -138,7 +139,7 @@ def _hostdev_interfaces(root, networks) -> list:
 def _plain_hostdevs(root, vf_addresses) -> list:
     vnics = []
     for elem in root.iterfind("devices/hostdev[@mode='subsystem'][@type='pci']"):
-        addr = _source_address(elem)
+        addr = source_address(elem)
         if addr is not None and addr in vf_addresses:
             vnics.append(Vnic(alias=_alias(elem), mac=None, kind=KIND_HOSTDEV, vf_address=addr,
                               guest_address=_guest_address(elem)))
@@ -232,7 +233,7 @@ def _element_key(elem) -> Optional[str]:
     alias = _alias(elem)
     if alias:
         return alias
-    addr = _source_address(elem)
+    addr = source_address(elem)
     return "vf:%s" % addr if addr else None
 
 
@@ -251,7 +252,7 @@ def foreign_hostdevs(root, vnics) -> list:
                                                  else "?"))
             continue
         key = _element_key(elem)
-        if key not in mine and "vf:%s" % _source_address(elem) not in mine:
+        if key not in mine and "vf:%s" % source_address(elem) not in mine:
             out.append(key or "pci")
     return out
 
@@ -332,11 +333,11 @@ def referenced_vf_addresses(root, host_id: Optional[str] = None) -> set:
     """
     refs = set()
     for elem in root.iterfind("devices/interface[@type='hostdev']"):
-        addr = _source_address(elem)
+        addr = source_address(elem)
         if addr:
             refs.add(addr)
     for elem in root.iterfind("devices/hostdev[@type='pci']"):
-        addr = _source_address(elem)
+        addr = source_address(elem)
         if addr:
             refs.add(addr)
     try:

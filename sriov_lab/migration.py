@@ -147,16 +147,6 @@ class HostDevice:
         return "%s on VF %s (node device %s)" % (what, self.address, self.nodedev_name)
 
 
-def _pci_source(elem) -> Optional[str]:
-    addr = elem.find("source/address")
-    if addr is None or addr.get("type", "pci") != "pci":
-        return None
-    try:
-        return str(PciAddress.from_attrs(addr.attrib))
-    except ValueError as e:
-        raise BadDomainXml(str(e)) from e
-
-
 def host_devices(root, vf_mode: str) -> list:
     """The devices VDSM's ``Vm.__init__`` would resolve by node device name.
 
@@ -166,12 +156,12 @@ def host_devices(root, vf_mode: str) -> list:
     """
     out = []
     for elem in root.iterfind("devices/interface[@type='hostdev']"):
-        addr, mac = _pci_source(elem), elem.find("mac")
+        addr, mac = domxml.source_address(elem), elem.find("mac")
         if addr:
             out.append(HostDevice(domxml.KIND_INTERFACE, _alias(elem),
                                   mac.get("address") if mac is not None else None, addr))
     for elem in root.iterfind("devices/hostdev[@mode='subsystem'][@type='pci']"):
-        addr = _pci_source(elem)
+        addr = domxml.source_address(elem)
         if addr:
             out.append(HostDevice(domxml.KIND_HOSTDEV, _alias(elem), None, addr))
     if vf_mode == domxml.MODE_EMULATED:
