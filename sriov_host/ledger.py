@@ -142,11 +142,13 @@ class Ledger:
     # -- reservations -------------------------------------------------
 
     def reserve(self, vm_id: str, nics: list, inventory, taken_by_domains=frozenset(),
-                networks: Optional[dict] = None, ttl: float = 300) -> Reservation:
+                networks: Optional[dict] = None, ttl: float = 300,
+                prefer_nodes=()) -> Reservation:
         """Reserve one VF per NIC for *vm_id*, all or nothing.
 
         A retry with the same NICs returns the same VFs with a new expiry;
-        a different set replaces the VM's earlier reservation.
+        a different set replaces the VM's earlier reservation. VFs on the
+        NUMA nodes *prefer_nodes* come first (see allocation.pick_vfs).
         """
         for i, n in enumerate(nics):
             if not isinstance(n.get("mac"), str):
@@ -172,7 +174,7 @@ class Ledger:
             held = {r["vf_address"] for r in db.execute("SELECT vf_address FROM claims")}
             free = [vf for vf in inventory.vfs
                     if vf.address not in held and vf.address not in taken_by_domains]
-            vfs = allocation.pick_vfs(nics, free, networks or {})
+            vfs = allocation.pick_vfs(nics, free, networks or {}, prefer_nodes)
             for nic, vf in zip(nics, vfs):
                 db.execute("INSERT INTO claims VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
                            (vf.address, vf.name, vf.pf, vf.index, vm_id, nic["mac"],

@@ -248,3 +248,19 @@ def test_reserve_should_refuse_a_nic_without_mac_clearly_and_write_nothing(ledge
     with pytest.raises(InvalidParams, match=r"nics\[1\]\.mac: a MAC is required"):
         ledger.reserve(VM1, [{"mac": "00:1a:4a:16:01:51"}, nic], INV)
     assert ledger.claims() == []
+
+
+def test_reserve_should_prefer_the_numa_node_on_a_nodedev_inventory(ledger):
+    from helpers import nodedev
+
+    from sriov_host import inventory
+
+    inv = inventory.parse_devices_xml(nodedev.devices_xml(pfs=4, vfs=2))  # PF p on node p % 2
+    assert {(v.pf, v.numa_node) for v in inv.vfs} == {
+        ("ens1f0", 0), ("ens1f1", 1), ("ens2f0", 0), ("ens2f1", 1)}
+    res = ledger.reserve(VM1, [nic(1), nic(2), nic(3)], inv, ttl=60, prefer_nodes=(1,))
+    assert [c.pf for c in res.claims] == ["ens1f1", "ens1f1", "ens2f1"]
+    busy = frozenset(v.address for v in inv.vfs if v.pf == "ens2f1")
+    res = ledger.reserve(VM2, [nic(4), nic(5)], inv, busy, ttl=60, prefer_nodes=(1,))
+    assert [c.pf for c in res.claims] == ["ens1f0", "ens1f0"]  # node 1 is full: plain order
+    assert len({c.vf_address for c in ledger.claims()}) == 5
