@@ -16,7 +16,7 @@ import time
 from typing import Callable, Optional
 
 from sriov_host import inventory as inventory_mod
-from sriov_host import libvirtconn, vfstate
+from sriov_host import libvirtconn, topology, vfstate
 from sriov_host.errors import LibvirtFailure
 
 log = logging.getLogger(__name__)
@@ -46,9 +46,11 @@ class LockedLedger:
 
 class HostContext:
     def __init__(self, cfg, ledger, conn_factory: Optional[Callable] = None,
-                 clock: Callable[[], float] = time.monotonic):
+                 clock: Callable[[], float] = time.monotonic,
+                 cpu_topology: Optional[topology.CpuTopology] = None):
         self.cfg = cfg
         self.ledger = ledger
+        self.cpu_topology = cpu_topology or topology.SysfsTopology()
         self._conn_factory = conn_factory or (lambda: libvirtconn.open_connection(cfg))
         self._conn = None
         self._conn_lock = threading.Lock()
@@ -122,6 +124,10 @@ class HostContext:
 
     def domain_refs(self) -> dict:
         return vfstate.scan_domain_refs(self.conn(), self.host_id)
+
+    def cpu_nodes(self) -> dict:
+        """``{host CPU: NUMA node}``, read when a reservation names pinned CPUs."""
+        return self.cpu_topology.cpu_nodes()
 
     def lookup(self, vm_id: str):
         """The VM's domain on this host, or None if libvirt does not know it."""

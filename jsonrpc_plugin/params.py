@@ -12,6 +12,7 @@ import re
 from dataclasses import dataclass
 from typing import Any, Callable, Optional
 
+from sriov_host import numa
 from sriov_host.errors import InvalidParams
 
 UUID_RE = re.compile(r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$")
@@ -109,6 +110,23 @@ def nics(field: str, value) -> list:
     return out
 
 
+def _int_list(field: str, value, high: int, what: str) -> Optional[tuple]:
+    """An optional list of integers 0..*high*, sorted and unique; ``[]`` or null: none."""
+    if value is None:
+        return None
+    if not isinstance(value, list) or len(value) > high + 1:
+        raise _fail(field, "must be a list of at most %d %s" % (high + 1, what), value)
+    return tuple(sorted({_int("%s[%d]" % (field, i), v, 0, high) for i, v in enumerate(value)}))
+
+
+def numa_nodes(field: str, value) -> Optional[tuple]:
+    return _int_list(field, value, numa.MAX_NODE, "host NUMA node numbers")
+
+
+def cpus(field: str, value) -> Optional[tuple]:
+    return _int_list(field, value, numa.MAX_CPU, "host CPU numbers")
+
+
 @dataclass(frozen=True)
 class Param:
     name: str
@@ -166,7 +184,8 @@ VM_ONLY = (Param("vmID", vm_id),)
 SPECS = {
     "ping": (),
     "listVfs": (Param("pf", pf, None),),
-    "reserveVfs": (Param("vmID", vm_id), Param("nics", nics), Param("ttl", ttl, None)),
+    "reserveVfs": (Param("vmID", vm_id), Param("nics", nics), Param("ttl", ttl, None),
+                   Param("numa_nodes", numa_nodes, None), Param("cpus", cpus, None)),
     "releaseVfs": VM_ONLY,
     "getReservation": VM_ONLY,
     "migrationStatus": VM_ONLY,

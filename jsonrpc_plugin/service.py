@@ -42,14 +42,14 @@ class Service:
                  devices=None, job_active: Callable = _job_active, reconcile: bool = True,
                  port: Optional[int] = None, listen: Optional[str] = None,
                  peer_factory: Optional[Callable] = None, vdsm_factory: Optional[Callable] = None,
-                 plain_on_network: bool = False):
+                 plain_on_network: bool = False, cpu_topology=None):
         self.cfg = cfg
         self.insecure = insecure
         self._port = port
         self._listen = listen
         self._plain_on_network = plain_on_network
         self.ledger = LockedLedger(Ledger(cfg.ledger_path))
-        self.host = HostContext(cfg, self.ledger, conn_factory)
+        self.host = HostContext(cfg, self.ledger, conn_factory, cpu_topology=cpu_topology)
         devices = devices if devices is not None else _default_devices()
         self.migrations = Migrations(self.host, devices, peer_factory or self._peer,
                                      vdsm_factory or vdsm_api.connect, job_active)

@@ -17,7 +17,7 @@ import time
 from jsonrpclib import Fault
 
 import sriov_host
-from sriov_host import metadata, rollback, vfstate
+from sriov_host import allocation, metadata, rollback, vfstate
 from sriov_host.errors import LibvirtFailure, MigrationInProgress, NoSuchVm, NotMigratable, SriovError
 from sriov_host.ledger import RESERVED, STATES
 
@@ -97,12 +97,18 @@ class Verbs:
         return vfstate.vf_table(inv, self.host.ledger.claims(pf=pf), refs, pf, kernel)
 
     @rpc_verb
-    def reserveVfs(self, vmID, nics, ttl):
+    def reserveVfs(self, vmID, nics, ttl, numa_nodes, cpus):
+        """Reserve; ``numa`` in the answer says how the VFs stand against a NUMA preference."""
+        prefer = allocation.numa_preference(numa_nodes, cpus, self.host.cpu_nodes)
         with self.host.vm_lock(vmID):
             taken = frozenset(self.host.domain_refs())
-            res = self.host.ledger.reserve(vmID, nics, self.host.inventory(), taken_by_domains=taken,
-                                           networks=self.cfg.networks, ttl=ttl)
-        return res.to_json()
+            inv = self.host.inventory()
+            res = self.host.ledger.reserve(vmID, nics, inv, taken_by_domains=taken,
+                                           networks=self.cfg.networks, ttl=ttl,
+                                           prefer_nodes=prefer.nodes if prefer else ())
+        by_address = inv.by_address()
+        return dict(res.to_json(), numa=allocation.numa_report(
+            prefer, [(c.mac, by_address.get(c.vf_address)) for c in res.claims]))
 
     @rpc_verb
     def releaseVfs(self, vmID):

@@ -37,7 +37,9 @@ ttls = st.one_of(st.integers(-10, 10**7), json_values)
 VALUES = {"vmID": uuids, "nics": nics, "ttl": ttls, "pf": st.one_of(st.sampled_from(["ens1f0"]), json_values),
           "dst": st.one_of(st.sampled_from(["host-b.example", "127.0.0.1", "-bad", ""]), json_values),
           "port": st.one_of(st.integers(-1, 70000), json_values),
-          "timeout": st.one_of(st.integers(-1, 10**6), json_values)}
+          "timeout": st.one_of(st.integers(-1, 10**6), json_values),
+          "numa_nodes": st.one_of(st.lists(st.integers(-2, 1100), max_size=4), json_values),
+          "cpus": st.one_of(st.lists(st.integers(-2, 9000), max_size=4), json_values)}
 
 
 def params_for(verb):

@@ -59,3 +59,22 @@ def test_unit_file_should_run_as_vdsm_without_capabilities():
     svc = unit["Service"]
     assert svc["User"] == "vdsm" and svc["CapabilityBoundingSet"] == ""
     assert svc["ExecStart"].endswith("sriov-migrationd") and svc["NoNewPrivileges"] == "yes"
+
+
+def test_schema_should_describe_the_numa_params_and_outcome_the_code_uses():
+    from sriov_host import allocation
+    from sriov_host.inventory import Vf
+
+    doc = load()
+    params_doc = {p["name"]: p for p in doc["SRIOV.reserveVfs"]["params"]}
+    for name in ("numa_nodes", "cpus"):
+        assert params_doc[name]["type"] == ["uint"] and params_doc[name]["defaultvalue"] is None
+    vf = Vf(name="v", address="0000:05:00.1", pf="p", pf_address="0000:04:00.0", index=0, numa_node=1)
+    report = allocation.numa_report(allocation.NumaPreference((0,), "numa_nodes"), [("m", vf)])
+    outcome = doc["types"]["NumaOutcome"]
+    assert [p["name"] for p in outcome["properties"]] == list(report)
+    off_node = doc["types"]["VfOffNode"]
+    assert [p["name"] for p in off_node["properties"]] == list(report["vfs_off_node"][0])
+    reservation = doc["types"]["Reservation"]
+    assert reservation["properties"][-1]["name"] == "numa"
+    assert reservation["properties"][-1]["type"] == outcome
