@@ -17,10 +17,11 @@ import time
 from dataclasses import dataclass, field
 from typing import Callable, Optional
 
-from sriov_host import domxml, libvirtconn, metadata, policy, rollback, unplug
-from sriov_host.errors import MigrationInProgress, NoSuchVm, NotMigratable, SriovError
+from sriov_host import domxml, libvirtconn, metadata, numa, policy, rollback, unplug
+from sriov_host.errors import BadDomainXml, MigrationInProgress, NoSuchVm, NotMigratable, SriovError
 
 from . import vdsm_api
+from .client import RpcError
 from .host import VmContext
 
 log = logging.getLogger("sriov-migrationd.migrate")
@@ -116,7 +117,7 @@ class Migrations:
 
     def start(self, vm_id: str, dst: str, port: int, timeout: Optional[float]) -> dict:
         """Check now (so a refusal is the verb's answer), then drive in a thread."""
-        plan = self._check(vm_id)
+        plan, hints = self._check(vm_id)
         job = MigrationJob(vm_id, dst, port)
         with self._lock:
             if self.is_driving_locked(vm_id):
@@ -125,7 +126,7 @@ class Migrations:
             self._jobs[vm_id] = job
         step = job.begin("check", "checking")
         _finish(step, True, plan.reason)
-        driver = _Driver(self, job, plan, timeout or self.cfg.migration_timeout)
+        driver = _Driver(self, job, plan, timeout or self.cfg.migration_timeout, hints)
         threading.Thread(target=driver.run, name="sriov-migrate-%s" % vm_id[:8], daemon=True).start()
         return {"vmID": vm_id, "dst": dst, "phase": job.phase,
                 "vnics": [v["mac"] for v in plan.to_json()["vnics"]]}
@@ -134,7 +135,8 @@ class Migrations:
         job = self._jobs.get(vm_id)
         return job is not None and not job.done
 
-    def _check(self, vm_id: str) -> policy.Plan:
+    def _check(self, vm_id: str):
+        """The policy's plan, and the VM's NUMA ties for the destination to honour."""
         dom = self.host.lookup(vm_id)
         if dom is None or not dom.isActive():
             raise NoSuchVm("VM %s is not running on this host" % vm_id, {"vmID": vm_id})
@@ -150,13 +152,23 @@ class Migrations:
             raise NotMigratable("VM %s: VF(s) %s have no MAC (plain <hostdev>); only SR-IOV vNICs "
                                 "with a MAC can be re-created on the destination"
                                 % (vm_id, ", ".join(macless)), {"vmID": vm_id})
-        return plan
+        return plan, _numa_hints(vm_id, root)
+
+
+def _numa_hints(vm_id: str, root) -> numa.NumaHints:
+    """What the XML says of NUMA; a set that does not parse means no preference, not a refusal."""
+    try:
+        return numa.domain_hints(root)
+    except BadDomainXml as e:
+        log.warning("VM %s: no NUMA preference sent: %s", vm_id, e.message)
+        return numa.NumaHints()
 
 
 class _Driver:
     """The steps of one job, run in its own thread."""
 
-    def __init__(self, owner: Migrations, job: MigrationJob, plan, timeout: float):
+    def __init__(self, owner: Migrations, job: MigrationJob, plan, timeout: float,
+                 hints: numa.NumaHints):
         self.owner = owner
         self.host = owner.host
         self.cfg = owner.cfg
@@ -166,6 +178,8 @@ class _Driver:
         self.peer = None
         self.nics = [{"mac": v.mac, "alias": v.alias, "vlan": v.vlan, "network": v.network}
                      for v in plan.vnics]
+        self.numa_params = hints.to_params()
+        self.numa_refused = False  # the destination predates numa_nodes/cpus
 
     def run(self) -> None:
         try:
@@ -203,14 +217,29 @@ class _Driver:
         step = self.job.begin("reserve", "reserving")
         try:
             self.peer = self.owner.peer_factory(self.job.dst, self.job.port)
-            res = self.peer.call("SRIOV.reserveVfs", {"vmID": self.job.vm_id, "nics": self.nics,
-                                                      "ttl": self.cfg.reservation_ttl})
+            res = self._call_reserve()
         except Exception as e:  # noqa: BLE001 - RpcError/RpcUnavailable: nothing was touched
             _finish(step, False, _text(e))
             self._fail("reserveVfs on %s failed: %s; nothing was unplugged" % (self.job.dst, _text(e)))
             return False
-        _finish(step, True, ", ".join("%s on %s" % (n["mac"], n["vf"]["address"]) for n in res["nics"]))
+        _finish(step, True, ", ".join("%s on %s" % (n["mac"], n["vf"]["address"]) for n in res["nics"])
+                + _numa_detail(res.get("numa"), self.numa_params))
         return True
+
+    def _call_reserve(self) -> dict:
+        """reserveVfs with the VM's NUMA ties; without them for a destination that predates them."""
+        params = {"vmID": self.job.vm_id, "nics": self.nics, "ttl": self.cfg.reservation_ttl}
+        if self.numa_params and not self.numa_refused:
+            try:
+                return self.peer.call("SRIOV.reserveVfs", dict(params, **self.numa_params))
+            except RpcError as e:
+                field = e.data.get("field") if isinstance(e.data, dict) else None
+                if e.code != -32602 or field not in self.numa_params:
+                    raise
+                log.info("VM %s: %s does not take NUMA preferences (%s); reserving without",
+                         self.job.vm_id, self.job.dst, e.message)
+                self.numa_refused = True
+        return self.peer.call("SRIOV.reserveVfs", params)
 
     def _unplug(self) -> bool:
         step = self.job.begin("unplug", "unplugging")
@@ -299,8 +328,7 @@ class _Driver:
 
     def _extend(self) -> None:
         try:
-            self.peer.call("SRIOV.reserveVfs", {"vmID": self.job.vm_id, "nics": self.nics,
-                                                "ttl": self.cfg.reservation_ttl})
+            self._call_reserve()
         except Exception as e:  # noqa: BLE001 - the destination hook reserves again if it lapsed
             log.info("VM %s: extending the reservation on %s failed: %s", self.job.vm_id,
                      self.job.dst, _text(e))
@@ -376,6 +404,19 @@ class _Driver:
         else:
             self._fail("migrated, but not every vNIC was plugged on %s" % self.job.dst,
                        "plug-failed")
+
+
+def _numa_detail(outcome, sent: dict) -> str:
+    """The reserve step's word on NUMA: nothing without a preference."""
+    if outcome is None:
+        return "; NUMA preference not taken by the destination" if sent else ""
+    where = "NUMA node(s) %s (from %s)" % (",".join(map(str, outcome["requested"])) or "none",
+                                           outcome["source"])
+    if outcome["honoured"]:
+        return "; %s: every VF local" % where
+    return "; %s: off node %s" % (where, ", ".join(
+        "%s (node %s)" % (v["mac"], "?" if v["numa_node"] is None else v["numa_node"])
+        for v in outcome["vfs_off_node"]))
 
 
 def _record_vnics(dom) -> list:

@@ -384,3 +384,121 @@ def test_migrate_should_judge_by_libvirt_when_vdsm_stops_answering(make_source, 
     assert job["phase"] == "rolled-back"
     assert "VDSM does not answer" in job["error"] and "no migration job" in job["error"]
     assert src.dom.vf_macs() == MACS and dst_claims(dst) == []
+
+
+# -- NUMA: the source sends what the XML says, the destination maps and prefers ---------
+
+class RecordingPeer:
+    """The destination's client, recording reserveVfs calls and answers; *refuse_numa*
+    answers as a destination that predates numa_nodes/cpus."""
+
+    def __init__(self, refuse_numa=False):
+        self.refuse_numa, self.reserves, self.answers = refuse_numa, [], []
+
+    def wrap(self, factory):
+        def make(host, port):
+            peer = factory(host, port)
+            outer = self
+
+            class Peer:
+                def call(self, method, params=None):
+                    if method != "SRIOV.reserveVfs":
+                        return peer.call(method, params)
+                    outer.reserves.append(dict(params))
+                    numa = [k for k in params if k in ("numa_nodes", "cpus")]
+                    if outer.refuse_numa and numa:
+                        raise RpcError(-32602, "invalid params: %s: unknown param (known: vmID, "
+                                       "nics, ttl)" % numa[0], {"field": numa[0]})
+                    outer.answers.append(peer.call(method, params))
+                    return outer.answers[-1]
+
+            return Peer()
+        return make
+
+
+class Topology:
+    """dst's CPUs 0-3 on node 0, 4-7 on node 1."""
+
+    def cpu_nodes(self):
+        return {cpu: cpu // 4 for cpu in range(8)}
+
+
+def pinned_source(make_source, numatune="", vcpupins=(), refuse_numa=False):
+    src = make_source(outcome="failed")
+    cputune = src.dom.root.find("cputune")
+    if numatune:
+        cputune.addnext(etree.fromstring(numatune))
+    for pin in vcpupins:
+        cputune.append(etree.fromstring(pin))
+    src.peer = RecordingPeer(refuse_numa)
+    src.svc.migrations.peer_factory = src.peer.wrap(src.svc.migrations.peer_factory)
+    return src
+
+
+def reserve_step(job):
+    return next(s for s in job["steps"] if s["step"] == "reserve")
+
+
+def answer_pfs(answer):
+    return [n["vf"]["pf"] for n in answer["nics"]]
+
+
+def test_migrate_should_send_numatune_nodes_and_get_vfs_on_that_node(make_source, dst):
+    src = pinned_source(make_source, "<numatune><memory mode='strict' nodeset='1'/>"
+                                     "<memnode cellid='0' mode='strict' nodeset='1'/></numatune>")
+    src.migrate()
+    job = src.wait()
+    assert src.peer.reserves[0]["numa_nodes"] == [1] and "cpus" not in src.peer.reserves[0]
+    answer = src.peer.answers[0]
+    assert answer_pfs(answer) == ["ens1f1"] * 3 and answer["numa"]["honoured"] is True
+    assert "NUMA node(s) 1 (from numa_nodes): every VF local" in reserve_step(job)["detail"]
+
+
+def test_migrate_should_send_pinned_cpus_for_dst_to_map(make_source, dst):
+    dst.host.cpu_topology = Topology()
+    src = pinned_source(make_source, vcpupins=["<vcpupin vcpu='0' cpuset='4-5'/>",
+                                               "<vcpupin vcpu='1' cpuset='5,7,^7'/>"])
+    src.migrate()
+    job = src.wait()
+    assert src.peer.reserves[0]["cpus"] == [4, 5] and "numa_nodes" not in src.peer.reserves[0]
+    assert answer_pfs(src.peer.answers[0]) == ["ens1f1"] * 3
+    assert "NUMA node(s) 1 (from cpus): every VF local" in reserve_step(job)["detail"]
+
+
+def test_migrate_should_say_which_vfs_landed_off_node(make_source, dst):
+    for i in range(2):  # two of node 1's four VFs are taken
+        dst.ledger.reserve("dddddddd-0000-4000-8000-%012d" % i, [{"mac": "02:00:00:00:00:%02x" % i}],
+                           dst.host.inventory(), frozenset(), {}, 60, prefer_nodes=(1,))
+    src = pinned_source(make_source, "<numatune><memory nodeset='1'/></numatune>")
+    src.migrate()
+    job = src.wait()
+    answer = src.peer.answers[0]
+    assert answer_pfs(answer) == ["ens1f1", "ens1f1", "ens1f0"]
+    off = answer["numa"]["vfs_off_node"]
+    assert [v["mac"] for v in off] == [MACS[2]] and off[0]["numa_node"] == 0
+    assert "off node %s (node 0)" % MACS[2] in reserve_step(job)["detail"]
+
+
+def test_migrate_should_send_no_numa_params_without_pinning(make_source, dst):
+    src = pinned_source(make_source)
+    src.migrate()
+    job = src.wait()
+    assert set(src.peer.reserves[0]) == {"vmID", "nics", "ttl"}
+    assert src.peer.answers[0]["numa"] is None and "NUMA" not in reserve_step(job)["detail"]
+
+
+def test_migrate_should_reserve_without_numa_on_a_destination_that_predates_it(make_source, dst):
+    src = pinned_source(make_source, "<numatune><memory nodeset='1'/></numatune>", refuse_numa=True)
+    src.migrate()
+    job = src.wait()
+    assert steps(job)[:3] == [("check", True), ("reserve", True), ("unplug", True)]
+    assert [sorted(p) for p in src.peer.reserves] == [["nics", "numa_nodes", "ttl", "vmID"],
+                                                      ["nics", "ttl", "vmID"]]
+    assert "NUMA preference not taken by the destination" in reserve_step(job)["detail"]
+
+
+def test_migrate_should_go_on_without_numa_when_a_nodeset_does_not_parse(make_source, dst):
+    src = pinned_source(make_source, "<numatune><memory nodeset='x'/></numatune>")
+    src.migrate()
+    src.wait()
+    assert set(src.peer.reserves[0]) == {"vmID", "nics", "ttl"}
