@@ -17,7 +17,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Callable, Optional
 
-from sriov_host import domxml, libvirtconn, metadata, numa, policy, rollback, unplug
+from sriov_host import allocation, domxml, libvirtconn, metadata, numa, policy, rollback, unplug
 from sriov_host.errors import BadDomainXml, MigrationInProgress, NoSuchVm, NotMigratable, SriovError
 
 from . import vdsm_api
@@ -410,13 +410,7 @@ def _numa_detail(outcome, sent: dict) -> str:
     """The reserve step's word on NUMA: nothing without a preference."""
     if outcome is None:
         return "; NUMA preference not taken by the destination" if sent else ""
-    where = "NUMA node(s) %s (from %s)" % (",".join(map(str, outcome["requested"])) or "none",
-                                           outcome["source"])
-    if outcome["honoured"]:
-        return "; %s: every VF local" % where
-    return "; %s: off node %s" % (where, ", ".join(
-        "%s (node %s)" % (v["mac"], "?" if v["numa_node"] is None else v["numa_node"])
-        for v in outcome["vfs_off_node"]))
+    return "; " + allocation.numa_summary(outcome)
 
 
 def _record_vnics(dom) -> list:

@@ -110,6 +110,17 @@ def numa_report(preference: Optional[NumaPreference], placed) -> Optional[dict]:
             "honoured": not off, "vfs_off_node": off}
 
 
+def numa_summary(report: dict) -> str:
+    """One phrase for a step detail or a hook message, from :func:`numa_report`'s dict."""
+    where = "NUMA node(s) %s (from %s)" % (",".join(map(str, report["requested"])) or "none",
+                                           report["source"])
+    if report["honoured"]:
+        return "%s: every VF local" % where
+    return "%s: off node %s" % (where, ", ".join(
+        "%s (node %s)" % (v["mac"], "?" if v["numa_node"] is None else v["numa_node"])
+        for v in report["vfs_off_node"]))
+
+
 def _no_free_vf(nics, i, allowed, pool) -> NoFreeVf:
     """The 2001 error, naming where the VF was looked for and the counts."""
     nic = nics[i]

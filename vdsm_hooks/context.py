@@ -17,7 +17,7 @@ from sriov_host.ledger import Ledger
 
 class HookContext:
     def __init__(self, point: str, vm_id: str, env, cfg=None, conn=None, ledger=None,
-                 devices=None, clock=time.monotonic):
+                 devices=None, clock=time.monotonic, cpu_topology=None):
         self.point = point
         self.vm_id = vm_id
         self.env = env
@@ -25,6 +25,7 @@ class HookContext:
         self._conn = conn
         self._ledger = ledger
         self._devices = devices
+        self._cpu_topology = cpu_topology
         self._inventory = None
         self._vf_by_address = None
         self._host_id = None
@@ -84,6 +85,14 @@ class HookContext:
 
             self._host_id = libvirtconn.host_uuid(self.conn)
         return self._host_id
+
+    def cpu_nodes(self) -> dict:
+        """``{host CPU: NUMA node}`` of this host (sysfs unless a test hands one in)."""
+        if self._cpu_topology is None:
+            from sriov_host import topology
+
+            self._cpu_topology = topology.SysfsTopology()
+        return self._cpu_topology.cpu_nodes()
 
     def domain_refs(self) -> dict:
         from sriov_host import vfstate

@@ -7,8 +7,8 @@ cannot be plugged is marked failed, its VF released, and rc 1 reported.
 
 from __future__ import annotations
 
-from sriov_host import domxml, metadata, plug, policy
-from sriov_host.errors import NoSuchVm, ReservationExpired, SriovError
+from sriov_host import allocation, domxml, metadata, numa, plug, policy
+from sriov_host.errors import BadDomainXml, NoSuchVm, ReservationExpired, SriovError
 
 from .hook import ERROR, FAIL, OK
 from .outcome import Result, record_plan
@@ -49,13 +49,7 @@ def before_migrate_destination(ctx, root, dry_run) -> Result:
     if dry_run:
         return Result(OK, plan)
     try:
-        if _covered(ctx, pending):
-            how = "reservation made earlier"
-        else:
-            ctx.ledger.reserve(ctx.vm_id, [plug.nic_request(r) for r in pending], ctx.inventory,
-                               frozenset(ctx.domain_refs()), ctx.cfg.networks,
-                               ctx.cfg.reservation_ttl)
-            how = "reserved now"
+        how = "reservation made earlier" if _covered(ctx, pending) else _reserve(ctx, root, pending)
     except SriovError as e:
         macs = ", ".join(r.mac for r in pending)
         return Result(FAIL, plan, ["mac=%s: cannot reserve VFs on this host: %s" % (macs, e.message)])
@@ -63,6 +57,21 @@ def before_migrate_destination(ctx, root, dry_run) -> Result:
     domxml.strip_vnics(root, domxml.find_vnics(root))
     return Result(OK, plan, ["VFs for %d vNIC(s) ready (%s)" % (len(pending), how)],
                   rewritten=True)
+
+
+def _reserve(ctx, root, pending) -> str:
+    """Reserve here, preferring VFs on the NUMA nodes the VM is tied to; say how it went."""
+    try:
+        hints, why = numa.domain_hints(root), ""
+    except BadDomainXml as e:  # a preference never stops a migration
+        hints, why = numa.NumaHints(), "; no NUMA preference: %s" % e.message
+    prefer = allocation.numa_preference(hints.nodes, hints.cpus, ctx.cpu_nodes)
+    res = ctx.ledger.reserve(ctx.vm_id, [plug.nic_request(r) for r in pending], ctx.inventory,
+                             frozenset(ctx.domain_refs()), ctx.cfg.networks,
+                             ctx.cfg.reservation_ttl, prefer_nodes=prefer.nodes if prefer else ())
+    report = allocation.numa_report(prefer, [(c.mac, ctx.vf_by_address.get(c.vf_address))
+                                             for c in res.claims])
+    return "reserved now" + (why or ("; " + allocation.numa_summary(report) if report else ""))
 
 
 def after_migrate_destination(ctx, root, dry_run) -> Result:

@@ -28,14 +28,15 @@ HANDLERS = {
 
 
 def run(point, dry_run, path, data, env, cfg=None, conn=None, ledger=None, devices=None,
-        stdout=None):
+        stdout=None, cpu_topology=None):
     """Parse once, run the handler, serialize at most once."""
     vm_id = env.get("vmId", "")
     ctx = None
     try:
         root = domxml.parse_domain(data)
         vm_id = vm_id or domxml.domain_uuid(root) or ""
-        ctx = HookContext(point, vm_id, env, cfg=cfg, conn=conn, ledger=ledger, devices=devices)
+        ctx = HookContext(point, vm_id, env, cfg=cfg, conn=conn, ledger=ledger, devices=devices,
+                          cpu_topology=cpu_topology)
         handler = HANDLERS[point]
         result = handler(ctx, root, dry_run)
         if dry_run:

@@ -222,3 +222,64 @@ def test_after_source_and_destroy_should_release_the_vms_vfs_in_use(host, hook_e
     rc, _, err = run(env, "after_vm_destroy", capsys=capsys)
     assert rc == 0 and "released 1 VF" in err
     assert [c.vm_id for c in host.claims()] == ["other"]
+
+
+# -- NUMA: the destination hook prefers VFs near the VM when it reserves itself ---------
+# HostFixture's inventory: ens1f0 (4 VFs) on NUMA node 0, ens1f1 (4 VFs) on node 1.
+
+class Topology:
+    """CPUs 0-3 on node 0, 4-7 on node 1."""
+
+    def cpu_nodes(self):
+        return {cpu: cpu // 4 for cpu in range(8)}
+
+
+def pinned_xml(numa=b"", extra=SECOND) -> bytes:
+    return incoming_xml(extra).replace(b"<cputune />", numa, 1)
+
+
+def test_destination_should_reserve_on_the_vms_numa_node(host, hook_env, capsys):
+    env, _ = hook_env(pinned_xml(b"<numatune><memory mode='strict' nodeset='1'/></numatune>"))
+    rc, _, err = run(env, "before_vm_migrate_destination", capsys=capsys)
+    assert rc == 0, err
+    assert {c.pf for c in host.claims(VM)} == {"ens1f1"}
+    assert "reserved now; NUMA node(s) 1 (from numa_nodes): every VF local" in err
+
+
+def test_destination_should_map_pinned_cpus_with_its_own_topology(host, hook_env, capsys):
+    env, _ = hook_env(pinned_xml(b"<cputune><vcpupin vcpu='0' cpuset='4-7,^6'/></cputune>"))
+    rc = main(["--point", "before_vm_migrate_destination"], env=env, cpu_topology=Topology())
+    err = capsys.readouterr().err
+    assert rc == 0, err
+    assert {c.pf for c in host.claims(VM)} == {"ens1f1"}
+    assert "NUMA node(s) 1 (from cpus): every VF local" in err
+
+
+def test_destination_should_say_which_vf_is_off_node(host, hook_env, capsys):
+    from sriov_host import inventory
+    from sriov_host.ledger import Ledger
+
+    inv = inventory.load_nodedev_file(str(host.inventory))
+    with Ledger(str(host.ledger)) as ledger:
+        ledger.reserve("other", [{"mac": "02:00:00:00:00:%02x" % i} for i in range(3)], inv, ttl=60,
+                       prefer_nodes=(1,))
+    env, _ = hook_env(pinned_xml(b"<numatune><memory nodeset='1'/></numatune>"))
+    rc, _, err = run(env, "before_vm_migrate_destination", capsys=capsys)
+    assert rc == 0, err
+    assert {c.mac: c.pf for c in host.claims(VM)} == {"56:6f:1a:2b:00:01": "ens1f1",
+                                                      "56:6f:1a:2b:00:02": "ens1f0"}
+    assert "off node 56:6f:1a:2b:00:02 (node 0)" in err and err.count("\n") == 1
+
+
+def test_destination_should_keep_the_plain_order_without_numa_ties(host, hook_env, capsys):
+    env, _ = hook_env(pinned_xml())
+    rc, _, err = run(env, "before_vm_migrate_destination", capsys=capsys)
+    assert rc == 0 and "NUMA" not in err
+    assert {c.pf for c in host.claims(VM)} == {"ens1f0"}
+
+
+def test_destination_should_reserve_without_preference_when_a_nodeset_is_bad(host, hook_env, capsys):
+    env, _ = hook_env(pinned_xml(b"<numatune><memory nodeset='1-x'/></numatune>"))
+    rc, _, err = run(env, "before_vm_migrate_destination", capsys=capsys)
+    assert rc == 0 and "no NUMA preference: numatune memory nodeset" in err
+    assert len(host.claims(VM)) == 2
