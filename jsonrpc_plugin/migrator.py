@@ -28,7 +28,6 @@ log = logging.getLogger("sriov-migrationd.migrate")
 
 POLL = 0.2
 STATUS_MISSES = 10  # failed VDSM status answers in a row before libvirt decides
-FINAL = ("migrated", "plug-failed", "plug-unconfirmed", "failed", "rolled-back", "rollback-failed")
 
 
 @dataclass
@@ -61,7 +60,12 @@ class MigrationJob:
 
     @property
     def done(self) -> bool:
-        return self.phase in FINAL
+        """Ended: every step ran, the destination's reservation released included.
+
+        The phase turns final a moment before that release; a caller who
+        saw "done" then would find a reservation still on the destination.
+        """
+        return self.ended is not None
 
     def begin(self, name: str, phase: str) -> Step:
         self.phase = phase
