@@ -106,9 +106,12 @@ class Verbs:
             res = self.host.ledger.reserve(vmID, nics, inv, taken_by_domains=taken,
                                            networks=self.cfg.networks, ttl=ttl,
                                            prefer_nodes=prefer.nodes if prefer else ())
-        by_address = inv.by_address()
-        return dict(res.to_json(), numa=allocation.numa_report(
-            prefer, [(c.mac, by_address.get(c.vf_address)) for c in res.claims]))
+        answer = dict(res.to_json(), numa=None)
+        if prefer is not None:
+            by_address = inv.by_address()
+            answer["numa"] = allocation.numa_report(
+                prefer, [(c.mac, by_address.get(c.vf_address)) for c in res.claims])
+        return answer
 
     @rpc_verb
     def releaseVfs(self, vmID):
