@@ -28,6 +28,7 @@ from report import markdown_table, print_rows, row  # noqa: E402
 BENCHES = [
     ("bench_hook", {"rounds": 40}, {"rounds": 10}),
     ("bench_inventory", {"reps": 15}, {"reps": 5}),
+    ("bench_numa", {"rounds": 200}, {"rounds": 50}),
     ("bench_rpc", {"seconds": 3.0}, {"seconds": 1.0}),
     ("bench_lab", {"rounds": 3}, {"rounds": 1}),
     ("bench_unplug", {}, {}),
