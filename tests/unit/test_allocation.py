@@ -221,3 +221,14 @@ def test_preference_should_change_which_vfs_never_whether(req):
     for n, vf in zip(nics, chosen):
         allowed = allocation.allowed_pfs(n, NETWORKS)
         assert allowed is None or vf.pf in allowed
+
+
+@pytest.mark.parametrize("report, text", [
+    pytest.param({"requested": [0, 1], "source": "numa_nodes", "honoured": True, "vfs_off_node": []},
+                 "NUMA node(s) 0,1 (from numa_nodes): every VF local", id="honoured"),
+    pytest.param({"requested": [], "source": "cpus", "honoured": False, "vfs_off_node": [
+        {"mac": "m1", "address": "a", "numa_node": 1}, {"mac": "m2", "address": "b", "numa_node": None}]},
+        "NUMA node(s) none (from cpus): off node m1 (node 1), m2 (node ?)", id="off-node"),
+])
+def test_numa_summary_should_say_it_in_one_phrase(report, text):
+    assert allocation.numa_summary(report) == text
