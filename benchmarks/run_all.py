@@ -30,6 +30,7 @@ BENCHES = [
     ("bench_inventory", {"reps": 15}, {"reps": 5}),
     ("bench_numa", {"rounds": 200}, {"rounds": 50}),
     ("bench_rpc", {"seconds": 3.0}, {"seconds": 1.0}),
+    ("bench_flood", {"rounds": 5}, {"rounds": 2}),
     ("bench_lab", {"rounds": 3}, {"rounds": 1}),
     ("bench_unplug", {}, {}),
 ]

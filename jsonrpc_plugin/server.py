@@ -1,10 +1,12 @@
-"""The JSON-RPC 2.0 server: jsonrpclib-pelix with mutual TLS done in the worker.
+"""The JSON-RPC 2.0 server: jsonrpclib-pelix, mutual TLS finished before a worker is spent.
 
 jsonrpclib's TLS recipe wraps the listening socket, so the handshake
-runs on the accept thread and one silent client stalls everyone. Here
-the accept thread only accepts; a bounded pool worker sets a timeout,
-does the handshake and then serves the request. Bodies over
-``max_request_bytes`` are refused (413) before they are read.
+runs on the accept thread and one silent client stalls everyone; done
+on a pool worker instead, a flood of idle sockets holds every worker.
+Here the accept thread only accepts, the handshake thread
+(:mod:`.handshake`) finishes handshakes under a deadline and a per-peer
+cap, and a bounded pool of workers serves authenticated sockets only.
+Bodies over ``max_request_bytes`` are refused (413) before they are read.
 """
 
 from __future__ import annotations
@@ -23,14 +25,12 @@ from jsonrpclib.threadpool import ThreadPool
 
 from sriov_host.errors import ConfigError
 
+from .handshake import Handshaker, one_line
+
 log = logging.getLogger("sriov-migrationd.server")
 
 # Never let a peer instantiate classes through "__jsonclass__" hints
 JSON_CONFIG = jsonrpclib.config.Config(use_jsonclass=False, content_type="application/json")
-
-
-class HandshakeFailed(Exception):
-    """A client failed the TLS handshake (no cert, untrusted, silent...)."""
 
 
 def server_ssl_context(cert: str, key: str, ca: str) -> ssl.SSLContext:
@@ -48,23 +48,13 @@ def server_ssl_context(cert: str, key: str, ca: str) -> ssl.SSLContext:
 
 
 class RequestHandler(SimpleJSONRPCRequestHandler):
-    """Handshake and timeouts on the worker thread; quiet access log."""
+    """A request on an authenticated socket (TLS already done), under a timeout; quiet log."""
 
     rpc_paths = ("/", "/RPC2", "/jsonrpc")
 
     def setup(self):
         self.timeout = self.server.client_timeout
         self.request.settimeout(self.timeout)
-        ctx = self.server.ssl_context
-        if ctx is not None:
-            raw = self.request
-            try:
-                self.request = ctx.wrap_socket(raw, server_side=True, do_handshake_on_connect=False)
-                self.request.do_handshake()
-            except (OSError, ssl.SSLError, ValueError) as e:
-                self.request.close()
-                raise HandshakeFailed("TLS handshake with %s failed: %s"
-                                      % (self.client_address[0], _one_line(e))) from None
         super().setup()
 
     def _send_fault_response(self, status, message, config):
@@ -109,12 +99,17 @@ class RpcServer(PooledJSONRPCServer):
     daemon_threads = True
 
     def __init__(self, address, ssl_context=None, workers: int = 8, max_request_bytes: int = 1 << 20,
-                 client_timeout: float = 10.0):
+                 client_timeout: float = 10.0, handshake_timeout: float = 3.0,
+                 handshakes_per_peer: int = 32):
         self.ssl_context = ssl_context
         self.client_timeout = client_timeout
         self._pool = ThreadPool(workers, 1, queue_size=workers * 16, timeout=1.0,
                                 logname="sriov-migrationd.pool")
         self._pool.start()
+        self._handshaker = None
+        if ssl_context is not None:
+            self._handshaker = Handshaker(ssl_context, self._enqueue, handshake_timeout,
+                                          handshakes_per_peer).start()
         self._serving = threading.Event()
         handler = type("Handler", (RequestHandler,), {"max_request_size": max_request_bytes})
         try:
@@ -122,6 +117,8 @@ class RpcServer(PooledJSONRPCServer):
                              config=JSON_CONFIG, thread_pool=self._pool)
         except OSError:
             self._pool.stop()
+            if self._handshaker is not None:
+                self._handshaker.stop()
             raise
 
     @property
@@ -129,6 +126,12 @@ class RpcServer(PooledJSONRPCServer):
         return self.server_address[1]
 
     def process_request(self, request, client_address):
+        if self._handshaker is not None:
+            self._handshaker.submit(request, client_address)
+        else:
+            self._enqueue(request, client_address)
+
+    def _enqueue(self, request, client_address):
         try:
             self._pool.enqueue(self.process_request_thread, request, client_address)
         except queue.Full:
@@ -139,10 +142,8 @@ class RpcServer(PooledJSONRPCServer):
         import sys
 
         exc = sys.exc_info()[1]
-        if isinstance(exc, HandshakeFailed):
-            log.info("%s", exc)
-        elif isinstance(exc, (socket.timeout, ConnectionError, ssl.SSLError)):
-            log.info("connection from %s dropped: %s", client_address[0], _one_line(exc))
+        if isinstance(exc, (socket.timeout, ConnectionError, ssl.SSLError)):
+            log.info("connection from %s dropped: %s", client_address[0], one_line(exc))
         else:
             log.exception("error serving %s", client_address[0])
 
@@ -158,6 +159,8 @@ class RpcServer(PooledJSONRPCServer):
         if self._serving.is_set():
             self.shutdown()
         self.socket.close()
+        if self._handshaker is not None:
+            self._handshaker.stop()
         self._pool.stop()
 
     server_close = stop
@@ -192,7 +195,9 @@ def build_server(cfg, verbs, insecure: bool = False, port=None, listen=None,
     if not tls:
         address = plain_address(listen or cfg.listen, plain_on_network)
     server = RpcServer((address, cfg.port if port is None else port), ctx, workers=cfg.workers,
-                       max_request_bytes=cfg.max_request_bytes, client_timeout=cfg.client_timeout)
+                       max_request_bytes=cfg.max_request_bytes, client_timeout=cfg.client_timeout,
+                       handshake_timeout=cfg.handshake_timeout,
+                       handshakes_per_peer=cfg.max_pending_handshakes_per_peer)
     for name, func in verbs.registered().items():
         server.register_function(func, name)
     return server
@@ -214,7 +219,3 @@ class ServerThread:
     def stop(self):
         self.server.stop()
         self._thread.join(5)
-
-
-def _one_line(e) -> str:
-    return " ".join(str(e).split()) or type(e).__name__

@@ -35,7 +35,7 @@ _SCHEMA = {
     "policy": {"migratable_by_default"},
     "timeouts": {"unplug", "plug", "reservation_ttl", "rollback_grace", "reconcile_interval"},
     "server": {"listen", "port", "tls", "cert", "key", "ca", "workers", "max_request_bytes",
-               "client_timeout"},
+               "client_timeout", "handshake_timeout", "max_pending_handshakes_per_peer"},
     "networks": None,  # free-form: NAME = pf1, pf2
     "vdsm": {"client", "address", "port", "migration_timeout"},
 }
@@ -67,6 +67,8 @@ class Config:
     workers: int = 8
     max_request_bytes: int = 1024 * 1024
     client_timeout: float = 10.0
+    handshake_timeout: float = 3.0
+    max_pending_handshakes_per_peer: int = 128
     vdsm_client: str = "vdsm"
     vdsm_address: str = "localhost"
     vdsm_port: int = 54321
@@ -162,6 +164,11 @@ def from_parser(parser, path: str) -> Config:
     cfg.max_request_bytes = get.number("server", "max_request_bytes", cfg.max_request_bytes,
                                        integer=True)
     cfg.client_timeout = get.number("server", "client_timeout", cfg.client_timeout)
+    cfg.handshake_timeout = get.number("server", "handshake_timeout", cfg.handshake_timeout,
+                                       upper=60)
+    cfg.max_pending_handshakes_per_peer = get.number(
+        "server", "max_pending_handshakes_per_peer", cfg.max_pending_handshakes_per_peer,
+        upper=4096, integer=True)
     cfg.vdsm_client = get.choice("vdsm", "client", cfg.vdsm_client, VDSM_CLIENTS)
     cfg.vdsm_address = get.str("vdsm", "address", cfg.vdsm_address)
     cfg.vdsm_port = get.number("vdsm", "port", cfg.vdsm_port, upper=65535, integer=True)

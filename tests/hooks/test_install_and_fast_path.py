@@ -39,6 +39,10 @@ def test_install_should_put_one_executable_per_point_and_be_idempotent(tmp_path)
     unit = (tmp_path / "etc/systemd/system/sriov-migrationd.service").read_text()
     assert "ExecStart=%s\n" % os.path.join(os.path.dirname(sys.executable), "sriov-migrationd") in unit
     assert "@BINDIR@" not in unit
+    # Back after any exit (VDSM's libvirt connection SIGTERMs its process),
+    # and not stopped for good by 'systemctl stop libvirtd'.
+    assert "\nRestart=always\n" in unit and "Requires=libvirtd" not in unit
+    assert "libvirtd.service" in unit.split("Wants=", 1)[1].splitlines()[0]
     snapshot = {f: (tmp_path / f).read_bytes() for f in files}
     again = _install("--root", str(tmp_path))
     assert again.returncode == 0 and "installed" not in again.stdout

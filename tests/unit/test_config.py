@@ -47,6 +47,8 @@ ca = /pki/ca.pem
 workers = 4
 max_request_bytes = 65536
 client_timeout = 2.5
+handshake_timeout = 1.5
+max_pending_handshakes_per_peer = 16
 
 [vdsm]
 client = lab
@@ -89,6 +91,7 @@ def test_load_should_read_every_key(tmp_path, monkeypatch):
         "listen": "192.0.2.10", "port": 15432, "tls": False,
         "cert": "/pki/cert.pem", "key": "/pki/key.pem", "ca": "/pki/ca.pem",
         "workers": 4, "max_request_bytes": 65536, "client_timeout": 2.5,
+        "handshake_timeout": 1.5, "max_pending_handshakes_per_peer": 16,
         "vdsm_client": "lab", "vdsm_address": "127.0.0.11", "vdsm_port": 15321,
         "migration_timeout": 90.0,
     }
@@ -128,6 +131,10 @@ def test_load_should_refuse_missing_file_named_by_env(tmp_path, monkeypatch):
     pytest.param("[server]\nport = 70000\n", "[server] port out of range", id="port-range"),
     pytest.param("[server]\nport = 80.5\n", "[server] port must be an integer", id="port-fraction"),
     pytest.param("[server]\nworkers = 1000\n", "[server] workers out of range", id="workers"),
+    pytest.param("[server]\nhandshake_timeout = 0\n", "[server] handshake_timeout out of range",
+                 id="handshake-timeout"),
+    pytest.param("[server]\nmax_pending_handshakes_per_peer = 2.5\n",
+                 "[server] max_pending_handshakes_per_peer must be an integer", id="per-peer-fraction"),
     pytest.param("[vf]\ndevice = sriov\n", "[vf] device must be one of hostdev/emulated",
                  id="bad-device"),
     pytest.param("[vf]\nmodel = rtl8139\n", "[vf] model must be one of", id="bad-model"),
