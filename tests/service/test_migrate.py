@@ -86,7 +86,7 @@ def dst(tmp_path, pki):
 
 class Source:
     def __init__(self, tmp_path, pki, dst, outcome="done", stuck=(), refuse=None, polls=2,
-                 taken_slots=()):
+                 taken_slots=(), ttl=60):
         d = tmp_path / "src"
         d.mkdir()
         inv = d / "nodedev.xml"
@@ -94,7 +94,7 @@ class Source:
         self.ledger_path = d / "ledger.sqlite"
         self.cfg = _conf(d / "src.conf", [
             "[ledger]", "path = %s" % self.ledger_path, "[inventory]", "source = nodedev-xml:%s" % inv,
-            "[timeouts]", "unplug = 2", "plug = 2", "reservation_ttl = 60",
+            "[timeouts]", "unplug = 2", "plug = 2", "reservation_ttl = %d" % ttl,
             "[server]", "tls = true", "listen = 127.0.0.1", "cert = %s" % pki["cert"],
             "key = %s" % pki["key"], "ca = %s" % pki["ca"]])
         self.dom = FakeDomain(source_xml())
@@ -165,6 +165,22 @@ def test_migrate_should_reserve_then_unplug_before_vdsm_captures_the_xml(make_so
     job = src.client.call("SRIOV.migrationStatus", {"vmID": VM})["migration"]
     assert steps(job)[:3] == [("check", True), ("reserve", True), ("unplug", True)]
     assert job["phase"] == "migrating" and not job["done"]
+
+
+def test_migrate_should_keep_the_dst_reservation_alive_past_its_ttl(make_source, dst):
+    src = make_source(outcome="done", polls=40, ttl=2)  # VDSM migrates for about 8 s
+    src.migrate()
+    deadline = time.monotonic() + 5
+    while not src.vdsm.calls and time.monotonic() < deadline:
+        time.sleep(0.02)
+    first = {c.mac: c.expires for c in dst_claims(dst)}
+    time.sleep(3.5)  # past the 2 s TTL of the first reservation
+    now = time.time()
+    later = {c.mac: c.expires for c in dst_claims(dst)}
+    assert sorted(later) == MACS and min(first.values()) < now
+    assert min(later.values()) > now, "the reservation on the destination lapsed mid-migration"
+    job = src.client.call("SRIOV.migrationStatus", {"vmID": VM})["migration"]
+    assert job["phase"] == "migrating"
 
 
 def test_migrate_should_replug_at_once_and_release_dst_when_vdsm_fails(make_source, dst):
