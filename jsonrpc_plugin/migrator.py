@@ -88,8 +88,9 @@ class Migrations:
     """The migrations this host drives; at most one per VM."""
 
     def __init__(self, host, devices, peer_factory: Callable, vdsm_factory: Callable = vdsm_api.connect,
-                 job_active: Optional[Callable] = None):
+                 job_active: Optional[Callable] = None, metrics=None):
         self.host = host
+        self.metrics = metrics
         self.cfg = host.cfg
         self.devices = devices
         self.peer_factory = peer_factory
@@ -192,6 +193,8 @@ class _Driver:
             log.exception("SRIOV.migrate of VM %s crashed", self.job.vm_id)
             self._fail("internal error: %s: %s" % (type(e).__name__, e))
         finally:
+            if self.owner.metrics is not None:
+                self.owner.metrics.job_ended(self.job)
             self.job.ended = time.time()
             log.info("SRIOV.migrate vmID=%s -> %s: %s%s", self.job.vm_id, self.job.dst,
                      self.job.phase, " (%s)" % self.job.error if self.job.error else "")

@@ -29,8 +29,9 @@ VIR_DOMAIN_RUNNING = 1
 class Reconciler:
     def __init__(self, host, devices, job_active: Callable, clock: Callable[[], float] = time.monotonic,
                  wall: Callable[[], float] = time.time, busy: Optional[Callable[[str], bool]] = None,
-                 vdsm_migrating: Optional[Callable[[str], bool]] = None):
+                 vdsm_migrating: Optional[Callable[[str], bool]] = None, metrics=None):
         self.host = host
+        self.metrics = metrics
         self.cfg = host.cfg
         self.devices = devices
         self.job_active = job_active
@@ -154,6 +155,10 @@ class Reconciler:
         except SriovError as e:
             log.warning("plugging the vNICs of arrived VM %s failed: %s", uuid, e.message)
             return
+        if self.metrics is not None:
+            for v in record.vnics:
+                if v.plug_ms is not None:
+                    self.metrics.plug.labels(by="reconciler").observe(v.plug_ms / 1000.0)
         log.info("arrived VM %s: %s", uuid, ", ".join("%s %s%s" % (v.mac, v.state, " (%s)" % v.error
                                                                  if v.error else "")
                                                       for v in record.vnics))
@@ -166,6 +171,8 @@ class Reconciler:
         except SriovError as e:
             log.warning("rollback of VM %s failed: %s", uuid, e.message)
             return
+        if self.metrics is not None and result.restored and result.rollback_ms is not None:
+            self.metrics.rollback.labels(by="reconciler").observe(result.rollback_ms / 1000.0)
         log.info("rollback of VM %s: %s, restored %s, already attached %s, failed %s (%.1f ms)",
                  uuid, result.phase, result.restored, result.already, result.failed,
                  result.rollback_ms or 0.0)

@@ -21,6 +21,7 @@ from sriov_host.ledger import Ledger
 from . import vdsm_api
 from .client import RpcClient
 from .host import HostContext, LockedLedger
+from .metrics import Metrics, MetricsServer
 from .migrator import Migrations
 from .reconciler import Reconciler
 from .server import ServerThread, build_server
@@ -51,13 +52,27 @@ class Service:
         self.ledger = LockedLedger(Ledger(cfg.ledger_path))
         self.host = HostContext(cfg, self.ledger, conn_factory, cpu_topology=cpu_topology)
         devices = devices if devices is not None else _default_devices()
+        self.metrics = Metrics(pool=self._pool_counts, expiries=self.ledger.expiries_total)
         self.migrations = Migrations(self.host, devices, peer_factory or self._peer,
-                                     vdsm_factory or vdsm_api.connect, job_active)
+                                     vdsm_factory or vdsm_api.connect, job_active, self.metrics)
         self.verbs = Verbs(self.host, devices, job_active, self.migrations)
         self.reconciler = Reconciler(self.host, devices, job_active,
                                      busy=self.migrations.is_driving,
-                                     vdsm_migrating=self.migrations.vdsm_migrating) if reconcile else None
+                                     vdsm_migrating=self.migrations.vdsm_migrating,
+                                     metrics=self.metrics) if reconcile else None
         self._server_thread: Optional[ServerThread] = None
+        self._metrics_server: Optional[MetricsServer] = None
+
+    def _pool_counts(self) -> dict:
+        """The VFs by listVfs state, for /metrics."""
+        from sriov_host import vfstate
+
+        rows = vfstate.vf_table(self.host.inventory(), self.ledger.claims(),
+                                self.host.domain_refs(), None, None)
+        counts = {}
+        for r in rows:
+            counts[r["state"]] = counts.get(r["state"], 0) + 1
+        return counts
 
     def _peer(self, address: str, port: int):
         """Another host's service, over mutual TLS with this host's certificate."""
@@ -77,7 +92,13 @@ class Service:
             server = build_server(self.cfg, self.verbs, self.insecure, self._port, self._listen,
                                   self._plain_on_network)
             self._server_thread = ServerThread(server).start()
+            if self.cfg.metrics_port:
+                self._metrics_server = MetricsServer(self.metrics, self.cfg.metrics_listen,
+                                                     self.cfg.metrics_port).start()
         except BaseException:
+            if self._server_thread is not None:
+                self._server_thread.stop()
+                self._server_thread = None
             self.ledger.close()
             raise
         if self.reconciler is not None:
@@ -89,6 +110,9 @@ class Service:
     def stop(self) -> None:
         if self.reconciler is not None:
             self.reconciler.stop()
+        if self._metrics_server is not None:
+            self._metrics_server.stop()
+            self._metrics_server = None
         if self._server_thread is not None:
             self._server_thread.stop()
             self._server_thread = None

@@ -38,6 +38,7 @@ _SCHEMA = {
                "client_timeout", "handshake_timeout", "max_pending_handshakes_per_peer"},
     "networks": None,  # free-form: NAME = pf1, pf2
     "vdsm": {"client", "address", "port", "migration_timeout"},
+    "metrics": {"listen", "port", "listen_on_network_unencrypted"},
 }
 VDSM_CLIENTS = ("vdsm", "lab")
 
@@ -73,6 +74,9 @@ class Config:
     vdsm_address: str = "localhost"
     vdsm_port: int = 54321
     migration_timeout: float = 600.0
+    metrics_listen: str = "127.0.0.1"
+    metrics_port: Optional[int] = None  # None: no /metrics endpoint
+    metrics_on_network: bool = False
     path: Optional[str] = None
 
     @property
@@ -173,7 +177,25 @@ def from_parser(parser, path: str) -> Config:
     cfg.vdsm_address = get.str("vdsm", "address", cfg.vdsm_address)
     cfg.vdsm_port = get.number("vdsm", "port", cfg.vdsm_port, upper=65535, integer=True)
     cfg.migration_timeout = get.number("vdsm", "migration_timeout", cfg.migration_timeout)
+    cfg.metrics_listen = get.str("metrics", "listen", cfg.metrics_listen)
+    cfg.metrics_port = get.number("metrics", "port", cfg.metrics_port, upper=65535, integer=True)
+    cfg.metrics_on_network = get.bool("metrics", "listen_on_network_unencrypted", False)
+    _check_metrics(cfg, path)
     return cfg
+
+
+def _check_metrics(cfg, path) -> None:
+    """/metrics is plain HTTP: loopback only, unless the admin said so in so many words."""
+    import ipaddress
+
+    try:
+        loopback = ipaddress.ip_address(cfg.metrics_listen).is_loopback
+    except ValueError:
+        loopback = cfg.metrics_listen == "localhost"
+    if not loopback and not cfg.metrics_on_network:
+        raise ConfigError("%s: [metrics] listen = %s is not a loopback address; /metrics is plain "
+                          "HTTP, so set listen_on_network_unencrypted = yes to serve it there"
+                          % (path, cfg.metrics_listen))
 
 
 def _check_timeouts(cfg, path) -> None:

@@ -20,6 +20,7 @@ from . import allocation
 from .errors import InvalidParams, NoSuchVm, ReservationExpired, SriovError
 
 SCHEMA_VERSION = 1
+_EXPIRIES = "reservation_expiries"  # a counter in the meta table
 
 RESERVED = "reserved"
 IN_USE = "in_use"
@@ -275,6 +276,13 @@ class Ledger:
         with self._write() as db:
             return self._expire(db, self.clock())
 
+    def expiries_total(self) -> int:
+        """Reservations ever dropped at their TTL on this host, by any process."""
+        with self._write() as db:
+            self._expire(db, self.clock())
+            row = db.execute("SELECT value FROM meta WHERE key=?", (_EXPIRIES,)).fetchone()
+        return int(row["value"]) if row else 0
+
     # -- migration status --------------------------------------------
 
     def set_status(self, vm_id: str, phase: str, vnics=()) -> None:
@@ -317,8 +325,13 @@ class Ledger:
         dead = self._rows(db, "state=? AND expires IS NOT NULL AND expires <= ?", (RESERVED, now))
         if dead:
             db.execute("DELETE FROM claims WHERE state=? AND expires <= ?", (RESERVED, now))
-            for vm_id in {c.vm_id for c in dead}:
+            vms = {c.vm_id for c in dead}
+            for vm_id in vms:
                 db.execute("INSERT OR REPLACE INTO expired VALUES (?, ?)", (vm_id, now))
+            # Kept in the ledger, not in a process: hooks expire reservations too.
+            db.execute("INSERT INTO meta VALUES (?, ?) ON CONFLICT(key) DO UPDATE SET "
+                       "value = CAST(value AS INTEGER) + CAST(excluded.value AS INTEGER)",
+                       (_EXPIRIES, str(len(vms))))
         db.execute("DELETE FROM expired WHERE at < ?", (now - _TOMBSTONE_SECONDS,))
         return dead
 

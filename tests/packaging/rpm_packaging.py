@@ -39,7 +39,7 @@ NOT_PACKAGED_SCRIPTS = ("sriov-lab", "sriov-migration-install")
 NEVER_PACKAGED = ("sriov_lab", "sriov-lab", "/tests/", "benchmarks")
 
 MAIN_REQUIRES = ("vdsm", "python3-libvirt", "python3-lxml", "python3-pyroute2",
-                 "python3-jsonrpclib-pelix")
+                 "python3-jsonrpclib-pelix", "python3-prometheus_client")
 ENGINE_REQUIRES = ("python3-ovirt-engine-sdk4",)
 
 

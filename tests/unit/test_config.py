@@ -55,6 +55,11 @@ client = lab
 address = 127.0.0.11
 port = 15321
 migration_timeout = 90
+
+[metrics]
+listen = 192.0.2.10
+port = 9101
+listen_on_network_unencrypted = yes
 """
 
 
@@ -92,6 +97,7 @@ def test_load_should_read_every_key(tmp_path, monkeypatch):
         "cert": "/pki/cert.pem", "key": "/pki/key.pem", "ca": "/pki/ca.pem",
         "workers": 4, "max_request_bytes": 65536, "client_timeout": 2.5,
         "handshake_timeout": 1.5, "max_pending_handshakes_per_peer": 16,
+        "metrics_listen": "192.0.2.10", "metrics_port": 9101, "metrics_on_network": True,
         "vdsm_client": "lab", "vdsm_address": "127.0.0.11", "vdsm_port": 15321,
         "migration_timeout": 90.0,
     }
@@ -131,6 +137,9 @@ def test_load_should_refuse_missing_file_named_by_env(tmp_path, monkeypatch):
     pytest.param("[server]\nport = 70000\n", "[server] port out of range", id="port-range"),
     pytest.param("[server]\nport = 80.5\n", "[server] port must be an integer", id="port-fraction"),
     pytest.param("[server]\nworkers = 1000\n", "[server] workers out of range", id="workers"),
+    pytest.param("[metrics]\nport = 9101\nlisten = 0.0.0.0\n", "[metrics] listen = 0.0.0.0 is not a "
+                 "loopback address", id="metrics-on-network"),
+    pytest.param("[metrics]\nport = 70000\n", "[metrics] port out of range", id="metrics-port"),
     pytest.param("[server]\nhandshake_timeout = 0\n", "[server] handshake_timeout out of range",
                  id="handshake-timeout"),
     pytest.param("[server]\nmax_pending_handshakes_per_peer = 2.5\n",
