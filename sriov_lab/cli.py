@@ -87,11 +87,23 @@ def _run_demo(args) -> int:
     return demo.run(args)
 
 
+def _add_realvf_probe(p):
+    p.add_argument("--keep", action="store_true", help="leave L1 running (and its run directory)")
+
+
+def _run_realvf_probe(args) -> int:
+    from . import realvf
+
+    return 0 if realvf.probe(keep=args.keep) else 1
+
+
 COMMANDS = [
     ("up", "start lab hosts and keep them running until Ctrl-C", _add_up, _run_up),
     ("down", "stop what a killed earlier lab left running", _add_down, _run_down),
     ("build-guest", "build (or show) the cached lab guest", _add_build_guest, _run_build_guest),
     ("demo", "run a migration scenario through the hooks", _add_demo, _run_demo),
+    ("realvf-probe", "the hostdev path on real VFs inside a QEMU guest (builds a cache)",
+     _add_realvf_probe, _run_realvf_probe),
 ]
 
 

@@ -1,0 +1,400 @@
+"""``sriov-lab realvf-probe``: the production ``hostdev`` path on real PCI VFs, in a QEMU guest.
+
+This machine has no SR-IOV and no VFIO, but a QEMU >= 8 guest (L1) with
+an emulated intel-iommu and two ``igb`` PFs has both: Linux's igb/igbvf,
+IOMMU groups, vfio-pci and libvirt's nodedev tree treat its VFs as
+hardware. What is real in L1: the PCI functions, VFIO, the PF driver and
+libvirt's MAC/VLAN programming through the PF; what is emulated: the igb
+silicon (QEMU's model).
+
+The probe builds and caches (outside the checkout, keyed by the recipe)
+a QEMU 10 prefix from bookworm-backports (L0) and an L1 disk image, boots
+L1 with a shell-script PID 1 and a 9p command directory, creates the VFs
+(PF link up first), starts libvirtd in L1, and runs
+:mod:`sriov_lab.realvf_l1` there: this project's inventory, plug
+(``render_attach`` + ``attach_and_wait``) and netlink reading on a real
+VF. Each step is checked from the PF's side (``ip link``: ``vf N``) and
+timed. Not yet built: two libvirtd hosts in L1, an L2 guest OS and a
+migration between them (issue 12).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+import shutil
+import subprocess
+import tempfile
+import time
+from dataclasses import dataclass, field
+from typing import Optional
+
+from .errors import LabError
+
+ENV_CACHE = "SRIOV_LAB_REALVF_CACHE"
+DEBIAN = "http://deb.debian.org/debian"
+L0_PACKAGES = ("qemu-system-x86", "qemu-utils")  # from bookworm-backports: QEMU >= 8 has igb
+L1_PACKAGES = ("linux-image-amd64", "libvirt-daemon-system", "qemu-system-x86", "python3",
+               "python3-libvirt", "python3-lxml", "python3-pyroute2", "python3-jsonrpclib-pelix",
+               "python3-prometheus-client", "iproute2", "pciutils", "kmod", "udev", "procps")
+L1_DISK = "3G"
+PFS = ("0000:01:00.0", "0000:02:00.0")  # each igb behind its own pcie-root-port
+VFS_PER_PF = 2
+
+# PID 1 of L1: mounts, the 9p shares, then the commands L0 drops in
+# /lab/cmd (N.sh -> N.out, then N.rc once it ended).
+L1_INIT = r"""#!/bin/sh
+export PATH=/usr/sbin:/usr/bin:/sbin:/bin
+mount -t proc proc /proc
+mount -t sysfs sys /sys
+mount -t devtmpfs dev /dev
+mkdir -p /dev/pts /dev/shm && mount -t devpts devpts /dev/pts && mount -t tmpfs tmpfs /dev/shm
+mount -t tmpfs tmpfs /run
+mount -t tmpfs tmpfs /tmp
+mount -o remount,rw /
+mount -t cgroup2 cgroup2 /sys/fs/cgroup 2>/dev/null
+modprobe 9pnet_virtio; modprobe 9p
+mkdir -p /lab /src
+mount -t 9p -o trans=virtio,version=9p2000.L,msize=262144 lab /lab
+mount -t 9p -o trans=virtio,version=9p2000.L,msize=262144,ro src /src
+hostname l1
+ip link set lo up
+echo "ready $(cut -d' ' -f1 /proc/uptime)" > /lab/ready
+mkdir -p /lab/cmd
+while :; do
+  for f in /lab/cmd/*.sh; do
+    [ -e "$f" ] || continue
+    n=${f%.sh}
+    mv "$f" "$n.run"
+    sh "$n.run" > "$n.out" 2>&1
+    echo $? > "$n.rc.tmp" && mv "$n.rc.tmp" "$n.rc"
+  done
+  sleep 0.2
+done
+"""
+
+QEMU_CONF = ('security_driver = "none"\ndynamic_ownership = 0\nnamespaces = [ ]\n'
+             'stdio_handler = "file"\nuser = "root"\ngroup = "root"\n')
+
+
+def cache_dir() -> str:
+    return os.environ.get(ENV_CACHE, "/var/cache/sriov-lab/realvf")
+
+
+def recipe_key(*parts) -> str:
+    """A short hash of everything a cached build depends on: a changed recipe rebuilds."""
+    h = hashlib.sha256()
+    for p in parts:
+        h.update(repr(p).encode())
+        h.update(b"\0")
+    return h.hexdigest()[:12]
+
+
+def l0_key() -> str:
+    return recipe_key("l0", "bookworm", "bookworm-backports", L0_PACKAGES)
+
+
+def l1_key() -> str:
+    return recipe_key("l1", "bookworm", L1_PACKAGES, L1_INIT, L1_DISK)
+
+
+def qemu_argv(kernel: str, initrd: str, disk: str, lab_dir: str, src_dir: str, console: str) -> list:
+    """L1's QEMU command line: q35 + intel-iommu, two igb PFs each on its own root port.
+
+    Two igb on pcie.0 collide ("slot 19 function 0 not available for
+    igbvf"); the PFs are joined by an internal hub so their links come up
+    and nothing leaves the guest.
+    """
+    argv = ["qemu-system-x86_64", "-machine", "q35,kernel-irqchip=split", "-accel", "tcg",
+            "-cpu", "max", "-smp", "2", "-m", "4G",
+            "-device", "intel-iommu,intremap=on,caching-mode=on",
+            "-kernel", kernel, "-initrd", initrd,
+            "-append", "root=/dev/vda rw init=/sbin/sriov-l1-init console=ttyS0 intel_iommu=on "
+                       "iommu=pt panic=-1",
+            "-drive", "file=%s,if=virtio,format=qcow2" % disk]
+    for i, _pf in enumerate(PFS, start=1):
+        argv += ["-device", "pcie-root-port,id=rp%d,chassis=%d,slot=%d" % (i, i, i),
+                 "-netdev", "hubport,id=n%d,hubid=0" % i,
+                 "-device", "igb,bus=rp%d,netdev=n%d,mac=52:54:00:12:00:%02x" % (i, i, i)]
+    argv += ["-virtfs", "local,path=%s,mount_tag=lab,security_model=none" % lab_dir,
+             "-virtfs", "local,path=%s,mount_tag=src,security_model=none,readonly=on" % src_dir,
+             "-nic", "none", "-display", "none", "-serial", "file:%s" % console,
+             "-monitor", "none", "-no-reboot"]
+    return argv
+
+
+_VF_LINE = re.compile(r"^\s*vf (\d+)\s+link/ether ([0-9a-f:]{17})(.*)$")
+
+
+def parse_vf_lines(text: str) -> dict:
+    """``{vf index: (mac, vlan or None)}`` from ``ip link show PF``."""
+    out = {}
+    for line in text.splitlines():
+        m = _VF_LINE.match(line)
+        if m:
+            vlan = re.search(r"\bvlan (\d+)", m.group(3))
+            out[int(m.group(1))] = (m.group(2), int(vlan.group(1)) if vlan else None)
+    return out
+
+
+# -- building the cache (L0 side) ------------------------------------------
+
+def _run(argv, what: str, timeout: float) -> None:
+    try:
+        proc = subprocess.run(argv, capture_output=True, text=True, timeout=timeout)
+    except subprocess.TimeoutExpired:
+        raise LabError("%s did not finish within %.0f s" % (what, timeout)) from None
+    if proc.returncode != 0:
+        tail = "\n".join((proc.stderr or proc.stdout).strip().splitlines()[-5:])
+        raise LabError("%s failed (rc %d):\n%s" % (what, proc.returncode, tail))
+
+
+def _mmdebstrap() -> str:
+    path = shutil.which("mmdebstrap")
+    if path is None:
+        _run(["apt-get", "install", "-y", "-q", "mmdebstrap"], "apt-get install mmdebstrap", 600)
+        path = shutil.which("mmdebstrap") or "mmdebstrap"
+    return path
+
+
+def _build_into(final: str, build) -> str:
+    """Build in a temporary sibling, then rename: an interrupted build is never a cache hit."""
+    if os.path.isdir(final):
+        return final
+    os.makedirs(os.path.dirname(final), exist_ok=True)
+    tmp = tempfile.mkdtemp(prefix=os.path.basename(final) + ".tmp-", dir=os.path.dirname(final))
+    try:
+        build(tmp)
+        os.rename(tmp, final)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return final
+
+
+def ensure_l0(cache: str) -> str:
+    """A chroot holding QEMU >= 8 from bookworm-backports (the host's QEMU 7.2 has no igb)."""
+    def build(tmp):
+        root = os.path.join(tmp, "root")
+        _run([_mmdebstrap(), "--variant=apt", "--include=ca-certificates",
+              "--customize-hook=chroot \"$1\" apt-get -y -t bookworm-backports install "
+              "--no-install-recommends %s" % " ".join(L0_PACKAGES),
+              "bookworm", root, "deb %s bookworm main" % DEBIAN,
+              "deb %s bookworm-backports main" % DEBIAN], "mmdebstrap of L0's QEMU", 1200)
+        for sub in ("mnt/rv", "mnt/src"):
+            os.makedirs(os.path.join(root, sub), exist_ok=True)
+
+    return os.path.join(_build_into(os.path.join(cache, "l0-" + l0_key()), build), "root")
+
+
+def ensure_l1(cache: str) -> str:
+    """L1's disk image, kernel and initrd, in one cached directory."""
+    def build(tmp):
+        root = os.path.join(tmp, "root")
+        _run([_mmdebstrap(), "--variant=apt", "--include=" + ",".join(L1_PACKAGES), "bookworm", root,
+              "deb %s bookworm main" % DEBIAN], "mmdebstrap of L1", 1800)
+        init = os.path.join(root, "sbin", "sriov-l1-init")
+        with open(init, "w") as f:
+            f.write(L1_INIT)
+        os.chmod(init, 0o755)
+        with open(os.path.join(root, "etc", "libvirt", "qemu.conf"), "a") as f:
+            f.write(QEMU_CONF)
+        boot = os.path.join(root, "boot")
+        for prefix, name in (("vmlinuz-", "vmlinuz"), ("initrd.img-", "initrd")):
+            found = sorted(n for n in os.listdir(boot) if n.startswith(prefix))
+            if not found:
+                raise LabError("L1 has no %s* in /boot" % prefix)
+            shutil.copy2(os.path.join(boot, found[-1]), os.path.join(tmp, name))
+        _run(["mkfs.ext4", "-q", "-F", "-d", root, "-L", "l1root", os.path.join(tmp, "l1.raw"), L1_DISK],
+             "mkfs.ext4 of L1's disk", 600)
+        shutil.rmtree(root)
+
+    return _build_into(os.path.join(cache, "l1-" + l1_key()), build)
+
+
+# -- L1 running -----------------------------------------------------------
+
+@dataclass
+class L1:
+    """A booted L1 and its command channel; :meth:`stop` ends it."""
+
+    l0_root: str
+    image_dir: str
+    src_dir: str
+    run_dir: str = ""
+    proc: Optional[subprocess.Popen] = None
+    seq: int = 0
+    timings: dict = field(default_factory=dict)
+
+    @property
+    def lab(self) -> str:
+        return os.path.join(self.run_dir, "lab")
+
+    def start(self, timeout: float = 180.0) -> L1:
+        self.run_dir = tempfile.mkdtemp(prefix="run-", dir=os.path.dirname(self.image_dir))
+        os.makedirs(os.path.join(self.lab, "cmd"))
+        inside = "/mnt/rv/" + os.path.relpath(self.run_dir, os.path.dirname(self.image_dir))
+        image = "/mnt/rv/" + os.path.basename(self.image_dir)
+        argv = qemu_argv(image + "/vmlinuz", image + "/initrd", inside + "/l1.qcow2",
+                         inside + "/lab", "/mnt/src", inside + "/console.log")
+        script = " && ".join([
+            "mount --bind %s %s/mnt/rv" % (os.path.dirname(self.image_dir), self.l0_root),
+            "mount --bind %s %s/mnt/src" % (self.src_dir, self.l0_root),
+            "mount --bind /dev %s/dev" % self.l0_root,
+            "mount -t proc proc %s/proc" % self.l0_root,
+            "exec chroot %s sh -c %s" % (self.l0_root, _quote(
+                "qemu-img create -q -f qcow2 -b %s/l1.raw -F raw %s/l1.qcow2 && exec %s"
+                % (image, inside, " ".join(_quote(a) for a in argv))))])
+        t0 = time.monotonic()
+        with open(os.path.join(self.run_dir, "qemu.log"), "wb") as log:
+            self.proc = subprocess.Popen(["unshare", "--mount", "--propagation", "private",
+                                          "sh", "-c", script], stdout=log, stderr=log,
+                                         stdin=subprocess.DEVNULL, start_new_session=True)
+        ready = os.path.join(self.lab, "ready")
+        deadline = t0 + timeout
+        while not os.path.exists(ready):
+            if self.proc.poll() is not None:
+                raise LabError("L1's QEMU exited with %s:\n%s" % (self.proc.returncode, self._log_tail()))
+            if time.monotonic() > deadline:
+                raise LabError("L1 did not boot to its command loop within %.0f s:\n%s"
+                               % (timeout, self._log_tail()))
+            time.sleep(0.2)
+        self.timings["L1 boot to ready agent"] = time.monotonic() - t0
+        return self
+
+    def run(self, script: str, what: str, timeout: float = 120.0) -> str:
+        """Run *script* in L1; its output, or LabError naming *what* and the output's tail."""
+        self.seq += 1
+        base = os.path.join(self.lab, "cmd", "%03d" % self.seq)
+        with open(base + ".tmp", "w") as f:
+            f.write(script)
+        os.rename(base + ".tmp", base + ".sh")
+        deadline = time.monotonic() + timeout
+        while not os.path.exists(base + ".rc"):
+            if self.proc.poll() is not None:
+                raise LabError("L1 stopped during %s:\n%s" % (what, self._log_tail()))
+            if time.monotonic() > deadline:
+                raise LabError("%s: no answer from L1 within %.0f s" % (what, timeout))
+            time.sleep(0.1)
+        out = _read(base + ".out")
+        rc = int(_read(base + ".rc").strip() or "1")
+        if rc != 0:
+            raise LabError("%s failed in L1 (rc %d):\n%s" % (what, rc, "\n".join(out.splitlines()[-8:])))
+        return out
+
+    def _log_tail(self) -> str:
+        text = "".join(_read(os.path.join(self.run_dir, n)) for n in ("qemu.log", "console.log"))
+        return "\n".join(text.splitlines()[-10:])
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            os.killpg(self.proc.pid, 15)
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.proc.pid, 9)
+                self.proc.wait()
+        if self.run_dir:
+            shutil.rmtree(self.run_dir, ignore_errors=True)
+
+
+def _quote(s: str) -> str:
+    return "'" + s.replace("'", "'\"'\"'") + "'"
+
+
+def _read(path: str) -> str:
+    try:
+        with open(path, errors="replace") as f:
+            return f.read()
+    except OSError:
+        return ""
+
+
+# -- the probe -------------------------------------------------------------
+
+def _timed(timings: dict, name: str, func, *args):
+    t0 = time.monotonic()
+    out = func(*args)
+    timings[name] = time.monotonic() - t0
+    return out
+
+
+def create_vfs(l1: L1) -> dict:
+    """PF links up first, then the VFs; ``{pf name: {index: (mac, vlan)}}`` as the PF shows them."""
+    out = l1.run("set -e\nfor m in igb igbvf vfio-pci; do modprobe $m; done\n"
+                 "for d in %s; do n=$(ls /sys/bus/pci/devices/$d/net); ip link set $n up; done\n"
+                 "sleep 1\nfor d in %s; do echo %d > /sys/bus/pci/devices/$d/sriov_numvfs; done\n"
+                 "sleep 2\nfor d in %s; do n=$(ls /sys/bus/pci/devices/$d/net); echo \"== $n\"; "
+                 "ip link show $n; done\n"
+                 % (" ".join(PFS), " ".join(PFS), VFS_PER_PF, " ".join(PFS)), "creating the VFs")
+    return _per_pf(out)
+
+
+def _per_pf(text: str) -> dict:
+    out, name = {}, None
+    for chunk in text.split("== ")[1:]:
+        name, _, body = chunk.partition("\n")
+        out[name.strip()] = parse_vf_lines(body)
+    return out
+
+
+def start_libvirtd(l1: L1) -> None:
+    l1.run("mkdir -p /run/libvirt /var/log/libvirt/qemu\n/usr/sbin/libvirtd -d -p /run/libvirt/libvirtd.pid\n"
+           "for i in $(seq 1 120); do virsh -c qemu:///system version >/dev/null 2>&1 && exit 0; "
+           "sleep 0.5; done\nexit 1\n", "starting libvirtd in L1", 90)
+
+
+def probe(keep: bool = False, say=print) -> bool:
+    """Build or reuse the cache, boot L1, run the hostdev path on a real VF; True if every check held."""
+    cache = cache_dir()
+    timings = {}
+    src = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    l0 = _timed(timings, "L0 QEMU >= 8 prefix (cache %s)" % ("hit" if os.path.isdir(
+        os.path.join(cache, "l0-" + l0_key())) else "build"), ensure_l0, cache)
+    image = _timed(timings, "L1 image (cache %s)" % ("hit" if os.path.isdir(
+        os.path.join(cache, "l1-" + l1_key())) else "build"), ensure_l1, cache)
+    l1 = L1(l0, image, src)
+    checks = []
+    try:
+        l1.start()
+        timings.update(l1.timings)
+        before = _timed(timings, "VFs created (PF links up first)", create_vfs, l1)
+        _timed(timings, "libvirtd in L1 ready", start_libvirtd, l1)
+        out = _timed(timings, "hostdev path in L1 (sriov_lab.realvf_l1)", l1.run,
+                     "cd /tmp && PYTHONPATH=/src python3 -m sriov_lab.realvf_l1", "the hostdev probe", 300)
+        result = json.loads(out.strip().splitlines()[-1])
+    finally:
+        if not keep:
+            l1.stop()
+    say("real-VF probe: PFs and VFs in L1: %s" % {pf: sorted(vfs) for pf, vfs in before.items()})
+    for name, ok, detail in _checks(result):
+        checks.append(ok)
+        say("  %-4s %s%s" % ("ok" if ok else "FAIL", name, (": " + detail) if detail else ""))
+    say("timings:")
+    for name, seconds in timings.items():
+        say("  %-52s %7.1f s" % (name, seconds))
+    say("known open problem: igbvf in L1 reports 'PF still in reset state' and takes a random "
+        "MAC (%s); the PF's mailbox vector counted %s interrupt(s)" % (result.get("igbvf_mac"),
+                                                                     result.get("pf_mailbox_irqs")))
+    return all(checks)
+
+
+def _checks(r: dict) -> list:
+    """``[(what, ok, detail)]`` from realvf_l1's report."""
+    vf, want = r["vf"], (r["mac"], r["vlan"])
+    return [
+        ("libvirt's nodedev tree lists the real VFs as NIC VFs (class 0x02)", len(r["inventory"]) ==
+         len(PFS) * VFS_PER_PF, ", ".join(r["inventory"])),
+        ("the plug bound %s to vfio-pci" % vf["address"], r["driver_plugged"] == "vfio-pci",
+         r["driver_plugged"]),
+        ("the PF shows vf %d with the vNIC's MAC and VLAN after the plug (ip link)" % vf["index"],
+         tuple(r["ip_link_plugged"]) == want, "%s vlan %s" % tuple(r["ip_link_plugged"])),
+        ("sriov_host.netlink (pyroute2) reads the same", tuple(r["netlink_plugged"] or ()) == want,
+         str(r["netlink_plugged"])),
+        ("after the release the VF is back on igbvf", r["driver_released"] == "igbvf",
+         r["driver_released"]),
+        ("after the release the PF shows vf %d without the vNIC's VLAN" % vf["index"],
+         r["ip_link_released"][1] is None and r["ip_link_released"][0] != r["mac"],
+         "%s vlan %s" % tuple(r["ip_link_released"])),
+    ]
