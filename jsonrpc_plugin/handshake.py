@@ -94,15 +94,27 @@ class Handshaker:
                         break
                     incoming, self._incoming = self._incoming, []
                 for sock, peer in incoming:
-                    self._begin(sock, peer)
+                    self._guarded(self._begin, sock, peer)
                 for key, _events in self._sel.select(self._next_timeout()):
                     if key.data is None:
                         self._drain_wake()
-                    else:
-                        self._step(key.data)
+                    elif id(key.data) in self._all:
+                        self._guarded(self._step, key.data)
                 self._expire()
         finally:
             self._close_all()
+
+    def _guarded(self, step, first, *rest) -> None:
+        """One connection's bug must not stop every handshake: log it, drop that one."""
+        try:
+            step(first, *rest)
+        except Exception:  # noqa: BLE001 - this thread serves every peer
+            log.exception("handshake thread: %s failed", step.__name__)
+            if isinstance(first, _Pending) and id(first) in self._all:
+                self._forget(first)
+                _close(first.sock)
+            elif not isinstance(first, _Pending):
+                _close(first)
 
     def _begin(self, sock, peer) -> None:
         try:
