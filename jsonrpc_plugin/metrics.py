@@ -64,11 +64,6 @@ class Metrics:
             if vnic.get("state") == "plugged" and vnic.get("plug_ms") is not None:
                 self.plug.labels(by="destination-hook").observe(vnic["plug_ms"] / 1000.0)
 
-    def exposition(self) -> bytes:
-        from prometheus_client import generate_latest
-
-        return generate_latest(self.registry)
-
 
 class _LedgerCollector:
     """The VF pool by state and the reservation expiries, read when scraped."""
