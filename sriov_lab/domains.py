@@ -20,6 +20,7 @@ from typing import Callable, Optional
 from lxml import etree
 
 from sriov_host import domxml, libvirtconn, metadata
+from sriov_host.pci import PciAddress
 
 from .errors import LabError
 from .guest import GuestImage, parse_serial
@@ -59,6 +60,7 @@ class DomainSpec:
     root_ports: int = 4
     vm_custom: dict = field(default_factory=dict)
     persistent_teaming: bool = False  # put <teaming type='persistent'/> on partners
+    vf_mode: str = domxml.MODE_EMULATED  # MODE_HOSTDEV: real VFs (the real-VF lab)
 
 
 def serial_path(name: str) -> str:
@@ -116,9 +118,12 @@ def _interfaces(devices, spec: DomainSpec):
             if spec.persistent_teaming:
                 etree.SubElement(partner, "teaming", type="persistent")
             etree.SubElement(partner, "alias", name=v.failover_alias)
-        xml = domxml.render_attach(to_vnic(v), v.vf_address or "", mode=domxml.MODE_EMULATED,
+        xml = domxml.render_attach(to_vnic(v), v.vf_address or "", mode=spec.vf_mode,
                                    model=v.model)
-        devices.append(etree.fromstring(xml))
+        elem = etree.fromstring(xml)
+        if spec.vf_mode == domxml.MODE_HOSTDEV:
+            elem.set("managed", "no")  # VDSM's shape: it binds the VF to vfio-pci itself
+        devices.append(elem)
 
 
 def _devices(root, spec: DomainSpec):
@@ -157,10 +162,17 @@ def domain_xml(spec: DomainSpec, host_uuid: Optional[str] = None) -> str:
 
 
 def start(conn, spec: DomainSpec):
-    """Create (transient, like VDSM's VMs) and start the lab VM on *conn*."""
+    """Create (transient, like VDSM's VMs) and start the lab VM on *conn*.
+
+    Real VFs are detached from their host driver first, as VDSM does for
+    its ``managed='no'`` hostdev vNICs.
+    """
     import libvirt
 
     try:
+        if spec.vf_mode == domxml.MODE_HOSTDEV:
+            for v in spec.vnics:
+                conn.nodeDeviceLookupByName(PciAddress.parse(v.vf_address).nodedev_name).detachFlags(None, 0)
         return conn.createXML(domain_xml(spec, libvirtconn.host_uuid(conn)), 0)
     except libvirt.libvirtError as e:
         raise LabError("lab VM %s did not start: %s" % (spec.name, e)) from e

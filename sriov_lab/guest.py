@@ -29,11 +29,11 @@ log = logging.getLogger(__name__)
 
 BUSYBOX = "/bin/busybox"
 META_PACKAGE = "linux-image-amd64"
-MODULES = ("virtio_pci", "virtio_net", "net_failover", "e1000e")
+MODULES = ("virtio_pci", "virtio_net", "net_failover", "e1000e", "igbvf")  # igbvf: the real-VF lab
 READY = "LAB-GUEST READY"
 TICK = "LAB-TICK"
 CMDLINE = "console=ttyS0 panic=-1 loglevel=4 rdinit=/init"
-BUILD_VERSION = "1"  # bump when INIT changes, so caches rebuild
+BUILD_VERSION = "2"  # bump when INIT changes, so caches rebuild
 
 INIT = r"""#!/bin/busybox sh
 /bin/busybox --install -s /bin

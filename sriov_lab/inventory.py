@@ -13,6 +13,7 @@ from __future__ import annotations
 import os
 import socket
 from dataclasses import dataclass
+from typing import Optional
 
 from lxml import etree
 
@@ -120,26 +121,33 @@ def nodedev_xml(index: int, pfs: int = 2, vfs: int = 8) -> str:
     return etree.tostring(root, encoding="unicode", pretty_print=True)
 
 
-def config_text(host, inventory_path: str, ledger_path: str, port: int, pfs,
+def config_text(host, inventory_path: Optional[str], ledger_path: str, port: int, pf_names,
                 vdsm_port: int = 54321) -> str:
-    """The host's INI config: emulated VFs, its own libvirtd and address, short timeouts.
+    """The host's INI config: its VFs, its own libvirtd and address, short timeouts.
 
+    With an *inventory_path* the VFs are emulated ones from that file;
+    without, they are real VFs from libvirt's nodedev tree, rendered as
+    ``hostdev`` (the real-VF lab). ``[networks]`` names the host's own PFs.
     ``[vdsm]`` points ``SRIOV.migrate`` at the host's VDSM stand-in
     (:mod:`sriov_lab.vdsm_standin`) on the host's own address.
     """
+    if inventory_path:
+        vfs = "[inventory]\nsource = nodedev-xml:%s\n\n[vf]\ndevice = emulated\nmodel = virtio\n\n" % (
+            inventory_path,)
+    else:
+        vfs = "[inventory]\nsource = libvirt\n\n[vf]\ndevice = hostdev\n\n"
     return (
         "[libvirt]\nuri = {uri}\n\n"
         "[ledger]\npath = {ledger}\n\n"
-        "[inventory]\nsource = nodedev-xml:{inv}\n\n"
-        "[vf]\ndevice = emulated\nmodel = virtio\n\n"
+        "{vfs}"
         "[policy]\nmigratable_by_default = false\n\n"
         "[timeouts]\nunplug = 5\nplug = 5\nreservation_ttl = 60\n"
         "rollback_grace = 6\nreconcile_interval = 0.5\n\n"
         "[networks]\n{net} = {pfs}\n\n"
         "[server]\nlisten = {address}\nport = {port}\ntls = false\n\n"
         "[vdsm]\nclient = lab\naddress = {address}\nport = {vdsm_port}\n"
-    ).format(uri=host.uri, ledger=ledger_path, inv=inventory_path, net=NETWORK,
-             pfs=", ".join(pf.name for pf in pfs), port=port, address=host.address,
+    ).format(uri=host.uri, ledger=ledger_path, vfs=vfs, net=NETWORK,
+             pfs=", ".join(pf_names), port=port, address=host.address,
              vdsm_port=vdsm_port)
 
 
@@ -163,15 +171,26 @@ def _bindable(address: str, port: int) -> bool:
     return True
 
 
-def write_host_files(host, index: int, pfs: int = 2, vfs: int = 8, vdsm_port: int = 54321) -> None:
-    """Write the inventory and config of *host*; remember their paths on it."""
-    inv = os.path.join(host.root, INVENTORY_NAME)
-    with open(inv, "w", encoding="utf-8") as f:
-        f.write(nodedev_xml(index, pfs, vfs))
+def write_host_files(host, index: int, pfs: int = 2, vfs: int = 8, vdsm_port: int = 54321,
+                     real_pf: Optional[str] = None) -> None:
+    """Write the inventory and config of *host*; remember their paths on it.
+
+    With *real_pf* (the real-VF lab) the host owns that real PF and its
+    VFs come from libvirt; no inventory file is written.
+    """
     conf = os.path.join(host.root, CONFIG_NAME)
     port = free_port((host.address,))
+    ledger = os.path.join(host.root, "ledger.sqlite")
+    if real_pf:
+        text = config_text(host, None, ledger, port, (real_pf,), vdsm_port)
+        host.extra.update(real_pf=real_pf)
+    else:
+        inv = os.path.join(host.root, INVENTORY_NAME)
+        with open(inv, "w", encoding="utf-8") as f:
+            f.write(nodedev_xml(index, pfs, vfs))
+        text = config_text(host, inv, ledger, port, [pf.name for pf in layout(index, pfs, vfs)],
+                           vdsm_port)
+        host.extra.update(inventory=inv, layout=layout(index, pfs, vfs))
     with open(conf, "w", encoding="utf-8") as f:
-        f.write(config_text(host, inv, os.path.join(host.root, "ledger.sqlite"), port,
-                            layout(index, pfs, vfs), vdsm_port))
-    host.extra.update(inventory=inv, config=conf, service_port=port, vdsm_port=vdsm_port,
-                      index=index, layout=layout(index, pfs, vfs))
+        f.write(text)
+    host.extra.update(config=conf, service_port=port, vdsm_port=vdsm_port, index=index)

@@ -36,13 +36,14 @@ class Lab:
     """Start *count* lab hosts under a fresh directory; stop them on exit."""
 
     def __init__(self, count: int = 2, base: Optional[str] = None, keep: bool = False,
-                 ready_timeout: float = 90.0):
+                 ready_timeout: float = 90.0, real_pfs: Optional[list] = None):
         if not 1 <= count <= len(HOST_NAMES):
             raise LabError("a lab has 1..%d hosts, not %d" % (len(HOST_NAMES), count))
         self.count = count
         self.base = base or runtime_base()
         self.keep = keep
         self.ready_timeout = ready_timeout
+        self.real_pfs = real_pfs  # the real-VF lab: host i owns real PF real_pfs[i]
         self.root: Optional[str] = None
         self.hosts: list = []
         self.start_seconds: Optional[float] = None
@@ -76,7 +77,8 @@ class Lab:
         for i in range(self.count):
             name = "host-" + HOST_NAMES[i]
             host = hostmod.prepare_host(name, os.path.join(self.root, name), caps, addresses[i])
-            inventory.write_host_files(host, index=i, vdsm_port=vdsm_port)
+            inventory.write_host_files(host, index=i, vdsm_port=vdsm_port,
+                                       real_pf=self.real_pfs[i] if self.real_pfs else None)
             self.hosts.append(host)
         rest = self.hosts
         if not hostmod.has_caps_cache(caps):

@@ -53,14 +53,17 @@ def _vf_netdev_mac(address: str) -> str:
         return "-"
 
 
-def _mailbox_irqs(pf: str) -> int:
-    """Interrupts on the PF's first MSI-X vector (the one igb uses for VF mailbox messages)."""
-    with open("/proc/interrupts") as f:
-        for line in f:
-            fields = line.split()
-            if fields and fields[-1] == pf:
-                return sum(int(x) for x in fields[1:] if x.isdigit())
-    return -1
+def _igbvf_agrees(inv) -> list:
+    """``[address, igbvf's MAC, the PF's vf N MAC]`` per VF on igbvf.
+
+    igbvf learns its MAC from the PF over the VF mailbox; when that fails
+    it takes a random one the PF does not know, so the two differ.
+    """
+    out = []
+    for vf in inv.vfs:
+        if _driver(vf.address) == "igbvf":
+            out.append([vf.address, _vf_netdev_mac(vf.address), _ip_link(vf.pf, vf.index)[0]])
+    return out
 
 
 def main() -> int:
@@ -70,7 +73,7 @@ def main() -> int:
     vf = inv.vfs[0]
     report = {"inventory": [v.address for v in inv.vfs], "mac": MAC, "vlan": VLAN,
               "vf": {"address": vf.address, "pf": vf.pf, "index": vf.index},
-              "igbvf_mac": _vf_netdev_mac(vf.address), "pf_mailbox_irqs": _mailbox_irqs(vf.pf)}
+              "igbvf_before": _igbvf_agrees(inv)}
     dom = conn.createXML(DOMAIN, 0)
     try:
         vnic = domxml.Vnic(alias=ALIAS, mac=MAC, vf_address=vf.address, vlan=VLAN)
@@ -87,6 +90,7 @@ def main() -> int:
         time.sleep(0.1)
     report["driver_released"] = _driver(vf.address)
     report["ip_link_released"] = _ip_link(vf.pf, vf.index)
+    report["igbvf_released"] = [_vf_netdev_mac(vf.address), report["ip_link_released"][0]]
     print(json.dumps(report))
     return 0
 

@@ -33,7 +33,8 @@ from typing import Callable, Optional
 
 from jsonrpclib import Fault
 
-from sriov_host import domxml, libvirtconn
+from sriov_host import domxml, libvirtconn, xmlsafe
+from sriov_host.pci import PciAddress
 
 from . import hookrunner as hr
 from . import migration as mig
@@ -373,6 +374,17 @@ class VdsmStandIn:
         elif vf:
             log.info("%s: VM %s: vNIC %s removed; VF %s goes back to the host", self.name, vm_id,
                      alias, vf)
+            if self.cfg.vf_device == "hostdev":
+                self._reattach(vf)
+
+    def _reattach(self, vf: str) -> None:
+        """Give a real VF back to its host driver, as VDSM's device teardown does."""
+        try:
+            dev = self.conn.nodeDeviceLookupByName(PciAddress.parse(vf).nodedev_name)
+            if xmlsafe.parse_xml(dev.XMLDesc(0), "node device XML").findtext("driver/name") == "vfio-pci":
+                dev.reAttach()
+        except Exception as e:  # noqa: BLE001 - VDSM logs a failed reattach and goes on
+            log.warning("%s: cannot give VF %s back to the host: %s", self.name, vf, e)
 
 
 class _Events:
