@@ -15,6 +15,7 @@ production path.
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import signal
@@ -24,20 +25,28 @@ import tempfile
 import time
 import uuid
 from dataclasses import dataclass, field
+from typing import Optional
 
 from lxml import etree
 
-from sriov_host import config, inventory, libvirtconn, metadata
+from sriov_host import config, domxml, inventory, libvirtconn, metadata, netlink
 from sriov_host.ledger import Ledger
 
 from . import demo_report as report
 from . import domains
+from . import inventory as lab_inventory
 from .guest import ensure_guest
 from .lab import Lab
 from .services import LabServices, LabStandIns
 
 SCENARIOS = ("success", "rollback", "unplug-timeout", "no-free-vf", "plain-vdsm-migrate")
+REAL_VF_SCENARIOS = ("success", "rollback", "no-free-vf")
 TIMEOUTS = {"rollback_grace": 5, "reconcile_interval": 0.5, "unplug": 3, "plug": 3}
+# Real VFs in L1, their guest in nested TCG: an unplug takes seconds, the
+# guest minutes to boot.
+REAL_VF_TIMEOUTS = {"rollback_grace": 60, "reconcile_interval": 1, "unplug": 45, "plug": 45}
+REAL_VF_WAITS = {"boot": 600, "nics": 300, "migrate": 900}
+WAITS = {"boot": 60, "nics": 30, "migrate": 120}
 # Epoch seconds (the service's step times) to this process's monotonic clock.
 _EPOCH_TO_MONO = time.monotonic() - time.time()
 
@@ -52,7 +61,12 @@ class Stage:
     conns: list
     guest: object
     workdir: str
+    real_vf: bool = False
     checks: list = field(default_factory=list)
+
+    @property
+    def waits(self) -> dict:
+        return REAL_VF_WAITS if self.real_vf else WAITS
 
     def check(self, ok: bool, what: str) -> bool:
         self.checks.append((bool(ok), what))
@@ -64,10 +78,20 @@ class Stage:
         return [h.name for h in self.lab.hosts]
 
 
-def _vnics(host) -> tuple:
+def _host_vfs(st: Stage, index: int) -> list:
+    """The host's own VFs, in inventory order (real ones: its PF's, from libvirt)."""
+    host = st.lab.hosts[index]
+    if not st.real_vf:
+        by_address = inventory.load_nodedev_file(host.extra["inventory"]).by_address()
+        return [by_address[a] for a in host.vf_addresses()]
+    inv = inventory.load(config.load(host.config_path), st.conns[index])
+    return [vf for vf in inv.vfs if vf.pf == host.extra["real_pf"]]
+
+
+def _vnics(st: Stage) -> tuple:
     """Two vNICs on the host's first VFs: one with VLAN 100, one in a failover pair."""
-    inv = inventory.load_nodedev_file(host.extra["inventory"]).by_address()
-    addrs = host.vf_addresses()[:2]
+    inv = {vf.address: vf for vf in _host_vfs(st, 0)}
+    addrs = list(inv)[:2]
     return (
         domains.VnicSpec(mac="52:54:00:5a:00:01", vf_address=addrs[0], pf=inv[addrs[0]].pf, vlan=100),
         domains.VnicSpec(mac="52:54:00:5a:00:02", vf_address=addrs[1], pf=inv[addrs[1]].pf,
@@ -76,8 +100,11 @@ def _vnics(host) -> tuple:
 
 
 def _start_vm(st: Stage, with_os: bool = True):
-    spec = domains.DomainSpec(name="demo-%s" % uuid.uuid4().hex[:6], vnics=_vnics(st.lab.hosts[0]),
-                              guest=st.guest if with_os else None, persistent_teaming=True)
+    spec = domains.DomainSpec(name="demo-%s" % uuid.uuid4().hex[:6], vnics=_vnics(st),
+                              guest=st.guest if with_os else None, persistent_teaming=True,
+                              vf_mode=domxml.MODE_HOSTDEV if st.real_vf else domxml.MODE_EMULATED,
+                              # QEMU: "failover primary device must be on PCIExpress bus"
+                              machine="q35" if st.real_vf else "pc")
     domains.start(st.conns[0], spec)
     report.step("started VM %s (%s) on %s with vNICs %s", spec.name, spec.uuid,
                 st.names[0], ", ".join(report.vnic_label(v) for v in spec.vnics))
@@ -88,8 +115,9 @@ def _macs(spec) -> set:
     return {v.mac for v in spec.vnics}
 
 
-def _guest_view(st: Stage, host_index: int, spec, after: int = -1, timeout: float = 30.0):
+def _guest_view(st: Stage, host_index: int, spec, after: int = -1, timeout: Optional[float] = None):
     """Wait until the guest's own NIC list shows every vNIC MAC; return that tick."""
+    timeout = timeout or st.waits["nics"]
     def until(_ready, ticks):
         seen = [t for t in ticks if t.counter > after and _macs(spec) <= set(t.nics.values())]
         return seen[-1] if seen else None
@@ -123,14 +151,14 @@ def _sriov_migrate(st: Stage, spec):
     dst = st.services.services[1]
     argv = [sys.executable, "-m", "jsonrpc_plugin.client", *st.services.client_args(0), "SRIOV",
             "migrate", "vmID=%s" % spec.uuid, "dst=%s" % dst.host.address, "port=%d" % dst.port,
-            "timeout=120"]
+            "timeout=%d" % st.waits["migrate"]]
     report.step("sriov-client -a %s SRIOV migrate vmID=%s dst=%s port=%d",
                 st.lab.hosts[0].address, spec.uuid, dst.host.address, dst.port)
     proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     for line in proc.stderr:
         report.step("  | %s", line.rstrip())
     out = proc.stdout.read()
-    proc.wait(timeout=30)
+    proc.wait(timeout=60)
     try:
         job = json.loads(out)
     except ValueError:
@@ -169,12 +197,51 @@ def _steps(job) -> dict:
             for s in (job or {}).get("steps", [])}
 
 
+def _pf_view(st: Stage, index: int, address: str) -> tuple:
+    """What host *index*'s PF shows, through netlink, for the real VF at *address*."""
+    vf = {v.address: v for v in _host_vfs(st, index)}[address]
+    return vf, tuple(netlink.vf_settings(vf.pf, vf.index) or (None, None))
+
+
+def _check_pf_carries(st: Stage, index: int, pairs, when: str) -> None:
+    """Real VFs: each vNIC's MAC and VLAN are on its VF, as the PF shows it."""
+    for vnic, address in pairs:
+        vf, (mac, vlan) = _pf_view(st, index, address)
+        st.check((mac, vlan) == (vnic.mac, vnic.vlan), "%s: %s shows vf %d with %s vlan %s %s "
+                 "(netlink)" % (st.names[index], vf.pf, vf.index, mac, vlan, when))
+
+
+def _check_pf_reset(st: Stage, index: int, pairs, when: str) -> None:
+    for vnic, address in pairs:
+        vf, (mac, vlan) = _pf_view(st, index, address)
+        st.check(mac != vnic.mac and vlan is None, "%s: %s shows vf %d reset (%s, no VLAN) %s "
+                 "(netlink)" % (st.names[index], vf.pf, vf.index, mac, when))
+
+
+def _check_guest_vfs(st: Stage, tick, spec, where: str) -> None:
+    """Real VFs: the guest holds each MAC on an igbvf NIC; the failover VF is enslaved."""
+    by_mac = {}
+    for name, mac in tick.nics.items():
+        by_mac.setdefault(mac, []).append((name,) + tick.links.get(name, ("-", "-")))
+    for v in spec.vnics:
+        vfs = [n for n in by_mac.get(v.mac, []) if n[1] == "igbvf"]
+        st.check(bool(vfs), "the guest on %s holds %s on a real VF (igbvf: %s)" % (
+            where, v.mac, ", ".join("%s/%s" % (n[0], n[1]) for n in by_mac.get(v.mac, [])) or "none"))
+        if v.failover_alias and vfs:
+            st.check(vfs[0][2] != "-", "the guest's net_failover enslaved that VF (%s master %s)"
+                     % (vfs[0][0], vfs[0][2]))
+
+
 def scenario_success(st: Stage) -> None:
     spec = _start_vm(st)
-    before = _guest_view(st, 0, spec, timeout=60)
+    before = _guest_view(st, 0, spec, timeout=st.waits["boot"])
     slots = _guest_slots(st, 0, spec)
+    on_a = [(v, v.vf_address) for v in spec.vnics]
+    if st.real_vf:
+        _check_pf_carries(st, 0, on_a, "before the unplug")
+        _check_guest_vfs(st, before, spec, st.names[0])
     rc, job = _sriov_migrate(st, spec)
-    result = st.vdsm[0].wait(spec.uuid, timeout=30)
+    result = st.vdsm[0].wait(spec.uuid, timeout=st.waits["nics"])
     aliases, record = _live(st, 1, spec)
     report.migration(job, result, record, _EPOCH_TO_MONO)
     st.check(rc == 0 and job and job["phase"] == "migrated",
@@ -191,13 +258,20 @@ def scenario_success(st: Stage) -> None:
     st.check({c.state for c in claims} == {"in_use"} and len(claims) == 2,
              "the destination ledger holds both VFs in use")
     st.check(_ledger_claims(st.lab.hosts[0], spec.uuid) == [], "the source ledger released its VFs")
-    _guest_view(st, 1, spec, after=before.counter)
+    if st.real_vf and record:
+        by_alias = {v.alias: v for v in spec.vnics}
+        _check_pf_carries(st, 1, [(by_alias[r.alias], r.vf_address) for r in record.vnics],
+                          "after the plug")
+        _check_pf_reset(st, 0, on_a, "after the unplug")
+    after = _guest_view(st, 1, spec, after=before.counter)
     st.check(True, "the guest sees both MACs again on %s" % st.names[1])
+    if st.real_vf:
+        _check_guest_vfs(st, after, spec, st.names[1])
 
 
 def scenario_rollback(st: Stage) -> None:
     spec = _start_vm(st)
-    before = _guest_view(st, 0, spec, timeout=60)
+    before = _guest_view(st, 0, spec, timeout=st.waits["boot"])
     dst = st.lab.hosts[1]
 
     def crash_destination():
@@ -218,12 +292,19 @@ def scenario_rollback(st: Stage) -> None:
     if "migrate" in steps and "rollback" in steps:
         took = steps["rollback"][1] - steps["migrate"][1]
         report.rollback(record, took)
-        st.check(took <= 1.0, "re-plugged %.2f s after the failure, at once (target <= 1 s; the "
+        target = 10.0 if st.real_vf else 1.0  # a real VF's hot-plug into nested TCG: ~1-2 s each
+        st.check(took <= target, "re-plugged %.2f s after the failure, at once (target <= %g s; the "
                  "reconciler's rollback_grace of %s s is only the safety net)"
-                 % (took, TIMEOUTS["rollback_grace"]))
+                 % (took, target, st.services.timeouts["rollback_grace"]))
     st.check(_ledger_claims(dst, spec.uuid) == [], "the reservation on %s was released" % dst.name)
-    _guest_view(st, 0, spec, after=before.counter)
+    if st.real_vf and record:
+        by_alias = {v.alias: v for v in spec.vnics}
+        _check_pf_carries(st, 0, [(by_alias[r.alias], r.vf_address) for r in record.vnics],
+                          "after the re-plug")
+    after = _guest_view(st, 0, spec, after=before.counter)
     st.check(True, "the guest sees both MACs again on %s" % st.names[0])
+    if st.real_vf:
+        _check_guest_vfs(st, after, spec, st.names[0])
 
 
 def scenario_unplug_timeout(st: Stage) -> None:
@@ -247,10 +328,13 @@ def scenario_unplug_timeout(st: Stage) -> None:
 def scenario_no_free_vf(st: Stage) -> None:
     spec = _start_vm(st, with_os=False)
     dst = st.lab.hosts[1]
-    free = [v for v in st.services.client(1).call("SRIOV.listVfs") if v["state"] == "free"]
+    own = {vf.address for vf in _host_vfs(st, 1)}
+    free = [v for v in st.services.client(1).call("SRIOV.listVfs")
+            if v["state"] == "free" and v["address"] in own]
     for i, _vf in enumerate(free):
         st.services.client(1).call("SRIOV.reserveVfs", {
-            "vmID": str(uuid.uuid4()), "nics": [{"mac": "02:00:00:00:02:%02x" % i}]})
+            "vmID": str(uuid.uuid4()),
+            "nics": [{"mac": "02:00:00:00:02:%02x" % i, "network": lab_inventory.NETWORK}]})
     report.step("filled %s's pool: %d VFs reserved by other VMs", dst.name, len(free))
     claims_before = _ledger_claims(dst)
     rc, job = _sriov_migrate(st, spec)
@@ -291,18 +375,23 @@ RUNNERS = {"success": scenario_success, "rollback": scenario_rollback,
            "plain-vdsm-migrate": scenario_plain_vdsm_migrate}
 
 
-def run_scenario(name: str, guest, keep: bool = False) -> bool:
-    report.title(name)
+def run_scenario(name: str, guest, keep: bool = False, real_pfs=None) -> bool:
+    """One scenario on a fresh lab; with *real_pfs* (inside the real-VF lab's L1), on real VFs."""
+    report.title(name + (" (real VFs)" if real_pfs else ""))
     t0 = time.monotonic()
-    with tempfile.TemporaryDirectory(prefix="sriov-demo-") as workdir, Lab(2) as lab:
-        report.step("2 lab hosts up in %.1f s", lab.start_seconds)
-        with LabServices(lab, workdir, **TIMEOUTS) as services, \
+    timeouts = REAL_VF_TIMEOUTS if real_pfs else TIMEOUTS
+    with tempfile.TemporaryDirectory(prefix="sriov-demo-") as workdir, \
+            Lab(2, real_pfs=real_pfs, ready_timeout=180 if real_pfs else 90) as lab:
+        report.step("2 lab hosts up in %.1f s%s", lab.start_seconds,
+                    ", each owning one real PF: %s" % ", ".join(real_pfs) if real_pfs else "")
+        with LabServices(lab, workdir, ready_timeout=120 if real_pfs else 30,
+                         **timeouts) as services, \
                 LabStandIns(lab, hooks_root=os.path.join(workdir, "hooks")) as vdsm:
             report.step("hooks installed with sriov-migration-install; sriov-migrationd up on both "
                         "hosts over mutual TLS (lab CA); the VDSM stand-in serves VM.migrate")
             conns = [libvirtconn.open_connection(config.load(h.config_path), use_vdsm=False)
                      for h in lab.hosts]
-            st = Stage(lab, services, vdsm, conns, guest, workdir)
+            st = Stage(lab, services, vdsm, conns, guest, workdir, real_vf=bool(real_pfs))
             try:
                 RUNNERS[name](st)
             except Exception as e:  # noqa: BLE001 - a scenario's crash is its failure, reported
@@ -316,15 +405,32 @@ def run_scenario(name: str, guest, keep: bool = False) -> bool:
 
 def add_args(p) -> None:
     p.add_argument("--scenario", default="success", choices=SCENARIOS + ("all",),
-                   help="which scenario to run (default: success)")
+                   help="which scenario to run (default: success; with --real-vf, all means "
+                        "%s)" % ", ".join(REAL_VF_SCENARIOS))
     p.add_argument("--keep", action="store_true",
                    help="leave the last scenario's lab running until Ctrl-C")
+    p.add_argument("--real-vf", action="store_true",
+                   help="run on real SR-IOV VFs (igb PFs) inside a QEMU guest: the hostdev path")
+    p.add_argument("--in-l1", action="store_true", help=argparse.SUPPRESS)  # the real-VF lab's L1
 
 
 def run(args) -> int:
-    names = SCENARIOS if args.scenario == "all" else (args.scenario,)
+    if args.real_vf:
+        names = REAL_VF_SCENARIOS if args.scenario == "all" else (args.scenario,)
+    else:
+        names = SCENARIOS if args.scenario == "all" else (args.scenario,)
+    if args.real_vf and not args.in_l1:
+        from . import realvf
+
+        return 0 if realvf.demo(names) else 1
+    real_pfs = None
+    if args.in_l1:
+        from .realvf import pf_names
+
+        real_pfs = pf_names()
     report.step("building or reusing the lab guest ...")
     guest = ensure_guest()
-    results = [(n, run_scenario(n, guest, keep=args.keep and n == names[-1])) for n in names]
+    results = [(n, run_scenario(n, guest, keep=args.keep and n == names[-1], real_pfs=real_pfs))
+               for n in names]
     report.summary(results)
     return 0 if all(ok for _, ok in results) else 1

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import glob
 import gzip
+import hashlib
 import io
 import logging
 import os
@@ -19,7 +20,7 @@ import re
 import shutil
 import subprocess
 import tempfile
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Optional
 
 from .errors import LabError
@@ -33,7 +34,7 @@ MODULES = ("virtio_pci", "virtio_net", "net_failover", "e1000e", "igbvf")  # igb
 READY = "LAB-GUEST READY"
 TICK = "LAB-TICK"
 CMDLINE = "console=ttyS0 panic=-1 loglevel=4 rdinit=/init"
-BUILD_VERSION = "2"  # bump when INIT changes, so caches rebuild
+BUILD_VERSION = "3"  # bump when the build itself changes; INIT and MODULES are in build_stamp()
 
 INIT = r"""#!/bin/busybox sh
 /bin/busybox --install -s /bin
@@ -51,11 +52,22 @@ nics() {
   done
   echo "${out%,}"
 }
+links() {
+  out=""
+  for d in /sys/class/net/*; do
+    n=${d##*/}
+    [ "$n" = lo ] && continue
+    drv=$(basename "$(readlink $d/device/driver 2>/dev/null)" 2>/dev/null)
+    master=$(basename "$(readlink $d/master 2>/dev/null)" 2>/dev/null)
+    out="$out$n:${drv:--}:${master:--},"
+  done
+  echo "${out%,}"
+}
 echo "LAB-GUEST READY kernel=$(uname -r) nics=$(nics)"
 i=0
 while true; do
   i=$((i+1))
-  echo "LAB-TICK $i nics=$(nics)"
+  echo "LAB-TICK $i nics=$(nics) links=$(links)"
   sleep 0.5
 done
 """
@@ -73,19 +85,25 @@ def image_paths(cache: Optional[str] = None) -> GuestImage:
     return GuestImage(os.path.join(cache, "vmlinuz"), os.path.join(cache, "initrd.img"))
 
 
+def build_stamp() -> str:
+    """What a cached guest was built from: a changed INIT or module list rebuilds it."""
+    digest = hashlib.sha256(repr((INIT, MODULES, CMDLINE)).encode()).hexdigest()[:12]
+    return "%s-%s" % (BUILD_VERSION, digest)
+
+
 def ensure_guest(cache: Optional[str] = None, force: bool = False) -> GuestImage:
     """Return the cached guest, building it first if needed."""
     cache = cache or guest_dir()
     image = image_paths(cache)
     stamp = os.path.join(cache, "build-version")
-    if not force and _read(stamp) == BUILD_VERSION and all(
+    if not force and _read(stamp) == build_stamp() and all(
             os.path.exists(p) for p in (image.kernel, image.initrd)):
         return image
     os.makedirs(cache, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix="guest-build-", dir=cache) as work:
         _build(work, image)
     with open(stamp, "w") as f:
-        f.write(BUILD_VERSION)
+        f.write(build_stamp())
     return image
 
 
@@ -203,6 +221,7 @@ def _initramfs(work: str, modules) -> str:
 class Tick:
     counter: int
     nics: dict  # name -> MAC
+    links: dict = field(default_factory=dict)  # name -> (driver or "-", master or "-")
 
 
 def _nics(text: str) -> dict:
@@ -214,6 +233,15 @@ def _nics(text: str) -> dict:
     return out
 
 
+def _links(text: str) -> dict:
+    out = {}
+    for item in text.split(","):
+        parts = item.split(":")
+        if len(parts) == 3:
+            out[parts[0]] = (parts[1], parts[2])
+    return out
+
+
 def parse_serial(text: str) -> tuple:
     """``(ready_line_or_None, [Tick])`` from a serial log's text."""
     ready, ticks = None, []
@@ -221,7 +249,7 @@ def parse_serial(text: str) -> tuple:
         line = line.strip()
         if line.startswith(READY):
             ready = line
-        m = re.match(r"^%s (\d+) nics=(\S*)" % TICK, line)
+        m = re.match(r"^%s (\d+) nics=(\S*)(?: links=(\S*))?" % TICK, line)
         if m:
-            ticks.append(Tick(int(m.group(1)), _nics(m.group(2))))
+            ticks.append(Tick(int(m.group(1)), _nics(m.group(2)), _links(m.group(3) or "")))
     return ready, ticks

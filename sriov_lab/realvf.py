@@ -101,7 +101,8 @@ def l1_key() -> str:
     return recipe_key("l1", "bookworm", L1_PACKAGES, L1_INIT, L1_DISK)
 
 
-def qemu_argv(kernel: str, initrd: str, disk: str, lab_dir: str, src_dir: str, console: str) -> list:
+def qemu_argv(kernel: str, initrd: str, disk: str, lab_dir: str, src_dir: str, console: str,
+              deps_dir: Optional[str] = None) -> list:
     """L1's QEMU command line: q35 + intel-iommu, two igb PFs each on its own root port.
 
     Two igb on pcie.0 collide ("slot 19 function 0 not available for
@@ -126,6 +127,8 @@ def qemu_argv(kernel: str, initrd: str, disk: str, lab_dir: str, src_dir: str, c
                  "-device", "igb,bus=rp%d,netdev=n%d,mac=52:54:00:12:00:%02x" % (i, i, i)]
     argv += ["-virtfs", "local,path=%s,mount_tag=lab,security_model=none" % lab_dir,
              "-virtfs", "local,path=%s,mount_tag=src,security_model=none,readonly=on" % src_dir,
+             *(("-virtfs", "local,path=%s,mount_tag=deps,security_model=none,readonly=on" % deps_dir)
+               if deps_dir else ()),
              "-nic", "none", "-display", "none", "-serial", "file:%s" % console,
              "-monitor", "none", "-no-reboot"]
     return argv
@@ -228,6 +231,7 @@ class L1:
     l0_root: str
     image_dir: str
     src_dir: str
+    deps_dir: Optional[str] = None  # this interpreter's site-packages, shared read-only as "deps"
     run_dir: str = ""
     proc: Optional[subprocess.Popen] = None
     seq: int = 0
@@ -243,10 +247,13 @@ class L1:
         inside = "/mnt/rv/" + os.path.relpath(self.run_dir, os.path.dirname(self.image_dir))
         image = "/mnt/rv/" + os.path.basename(self.image_dir)
         argv = qemu_argv(image + "/vmlinuz", image + "/initrd", inside + "/l1.qcow2",
-                         inside + "/lab", "/mnt/src", inside + "/console.log")
+                         inside + "/lab", "/mnt/src", inside + "/console.log",
+                         "/mnt/deps" if self.deps_dir else None)
         script = " && ".join([
             "mount --bind %s %s/mnt/rv" % (os.path.dirname(self.image_dir), self.l0_root),
             "mount --bind %s %s/mnt/src" % (self.src_dir, self.l0_root),
+            *(("mkdir -p %s/mnt/deps && mount --bind %s %s/mnt/deps"
+               % (self.l0_root, self.deps_dir, self.l0_root),) if self.deps_dir else ()),
             "mount --bind /dev %s/dev" % self.l0_root,
             "mount -t proc proc %s/proc" % self.l0_root,
             "exec chroot %s sh -c %s" % (self.l0_root, _quote(
@@ -271,23 +278,36 @@ class L1:
 
     def run(self, script: str, what: str, timeout: float = 120.0) -> str:
         """Run *script* in L1; its output, or LabError naming *what* and the output's tail."""
+        rc, out = self.run_rc(script, what, timeout)
+        if rc != 0:
+            raise LabError("%s failed in L1 (rc %d):\n%s" % (what, rc, "\n".join(out.splitlines()[-8:])))
+        return out
+
+    def run_rc(self, script: str, what: str, timeout: float = 120.0, echo=None) -> tuple:
+        """Run *script* in L1: ``(rc, output)``; *echo* gets each output line as it comes."""
         self.seq += 1
         base = os.path.join(self.lab, "cmd", "%03d" % self.seq)
         with open(base + ".tmp", "w") as f:
             f.write(script)
         os.rename(base + ".tmp", base + ".sh")
         deadline = time.monotonic() + timeout
-        while not os.path.exists(base + ".rc"):
+        shown = 0
+        while True:
+            done = os.path.exists(base + ".rc")
+            if echo is not None:
+                lines = _read(base + ".out").splitlines(keepends=True)
+                complete = [ln for ln in lines if ln.endswith("\n") or done]
+                for line in complete[shown:]:
+                    echo(line.rstrip("\n"))
+                shown = max(shown, len(complete))
+            if done:
+                break
             if self.proc.poll() is not None:
                 raise LabError("L1 stopped during %s:\n%s" % (what, self._log_tail()))
             if time.monotonic() > deadline:
                 raise LabError("%s: no answer from L1 within %.0f s" % (what, timeout))
-            time.sleep(0.1)
-        out = _read(base + ".out")
-        rc = int(_read(base + ".rc").strip() or "1")
-        if rc != 0:
-            raise LabError("%s failed in L1 (rc %d):\n%s" % (what, rc, "\n".join(out.splitlines()[-8:])))
-        return out
+            time.sleep(0.2)
+        return int(_read(base + ".rc").strip() or "1"), _read(base + ".out")
 
     def _log_tail(self) -> str:
         text = "".join(_read(os.path.join(self.run_dir, n)) for n in ("qemu.log", "console.log"))
@@ -422,3 +442,75 @@ def _checks(r: dict) -> list:
          r["ip_link_released"][1] is None and r["ip_link_released"][0] != r["mac"],
          "%s vlan %s" % tuple(r["ip_link_released"])),
     ]
+
+
+# -- the demo on real VFs ---------------------------------------------------
+
+def pf_names() -> list:
+    """Inside L1: the PFs' netdev names, one per lab host."""
+    names = []
+    for address in PFS:
+        found = os.listdir("/sys/bus/pci/devices/%s/net" % address)
+        if not found:
+            raise LabError("PF %s has no netdev in L1" % address)
+        names.append(found[0])
+    return names
+
+
+def _share_guest(l1: L1, guest) -> str:
+    """Put the L2 guest (built on this machine) where L1's lab finds it; L1's SRIOV_LAB_DIR."""
+    from .guest import build_stamp
+
+    target = os.path.join(l1.lab, "labdir", "guest")
+    os.makedirs(target, exist_ok=True)
+    shutil.copy2(guest.kernel, os.path.join(target, "vmlinuz"))
+    shutil.copy2(guest.initrd, os.path.join(target, "initrd.img"))
+    with open(os.path.join(target, "build-version"), "w") as f:
+        f.write(build_stamp())
+    return "/lab/labdir"
+
+
+def demo(scenarios, say=print) -> bool:
+    """``sriov-lab demo --real-vf``: boot L1, then run the demo's *scenarios* inside it.
+
+    Inside L1 the ordinary demo runs with ``--in-l1``: two lab hosts, each
+    owning one real PF, services with ``[vf] device = hostdev`` and
+    ``[inventory] source = libvirt``, an L2 guest with real hostdev vNICs.
+    This project and its Python dependencies come from this checkout and
+    this interpreter's site-packages, shared read-only.
+    """
+    import sysconfig
+
+    from .demo import REAL_VF_SCENARIOS
+    from .guest import ensure_guest
+
+    cache = cache_dir()
+    timings = {}
+    src = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    l0 = _timed(timings, "L0 QEMU >= 8 prefix (cache %s)" % ("hit" if os.path.isdir(
+        os.path.join(cache, "l0-" + l0_key())) else "build"), ensure_l0, cache)
+    image = _timed(timings, "L1 image (cache %s)" % ("hit" if os.path.isdir(
+        os.path.join(cache, "l1-" + l1_key())) else "build"), ensure_l1, cache)
+    guest = _timed(timings, "L2 guest kernel + initramfs", ensure_guest)
+    l1 = L1(l0, image, src, deps_dir=sysconfig.get_paths()["purelib"])
+    which = "all" if tuple(scenarios) == REAL_VF_SCENARIOS else scenarios[0]
+    rc = 1
+    try:
+        l1.start()
+        timings.update(l1.timings)
+        vfs = _timed(timings, "VFs created, probed once the PF is up again", create_vfs, l1)
+        say("real-VF lab: L1 up; its PFs and VFs: %s" % {pf: sorted(v) for pf, v in vfs.items()})
+        labdir = _share_guest(l1, guest)
+        script = ("mkdir -p /deps && mount -t 9p -o trans=virtio,version=9p2000.L,msize=262144,ro "
+                  "deps /deps\ncd /tmp\nexport SRIOV_LAB_DIR=%s PYTHONPATH=/src:/deps "
+                  "PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1\n"
+                  "exec python3 -m sriov_lab.cli demo --real-vf --in-l1 --scenario %s 2>&1\n"
+                  % (labdir, which))
+        rc, _out = _timed(timings, "the demo in L1 (%s)" % which, l1.run_rc, script,
+                          "the real-VF demo", 900.0 * len(scenarios), lambda line: say("  L1| " + line))
+    finally:
+        l1.stop()
+    say("real-VF lab timings:")
+    for name, seconds in timings.items():
+        say("  %-52s %7.1f s" % (name, seconds))
+    return rc == 0

@@ -61,9 +61,10 @@ def enable_tls(config_path: str, issued: Issued, ca_path: str, listen: str = "12
 class LabServices:
     """Start one service per lab host; :meth:`stop` ends them all."""
 
-    def __init__(self, lab, workdir: str, **timeouts):
+    def __init__(self, lab, workdir: str, ready_timeout: float = 30.0, **timeouts):
         self.lab = lab
         self.workdir = workdir
+        self.ready_timeout = ready_timeout
         # unplug and plug must stay below rollback_grace (the config refuses otherwise)
         self.timeouts = timeouts or {"rollback_grace": 2, "reconcile_interval": 0.5, "unplug": 1.5,
                                      "plug": 1.5}
@@ -84,7 +85,7 @@ class LabServices:
             for host in self.lab.hosts:
                 self.services.append(self._launch(host))
             for svc in self.services:
-                self._wait_ready(svc)
+                self._wait_ready(svc, self.ready_timeout)
         except BaseException:
             self.stop()
             raise
