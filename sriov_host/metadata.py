@@ -27,7 +27,7 @@ STATES = (PLUGGED, UNPLUGGED, FAILED)
 _INT_FIELDS = ("vlan",)
 _MS_FIELDS = ("unplug_ms", "plug_ms", "rollback_ms")
 _STR_FIELDS = ("alias", "mac", "kind", "vf_address", "pf", "teaming", "network", "state", "error",
-               "guest_address")
+               "guest_address", "vf_settings")
 
 
 @dataclass(frozen=True)
@@ -46,6 +46,7 @@ class VnicRecord:
     unplug_ms: Optional[float] = None
     plug_ms: Optional[float] = None
     rollback_ms: Optional[float] = None
+    vf_settings: Optional[str] = None  # the source VF's own settings (vfsettings.to_text)
 
     @property
     def key(self) -> str:

@@ -54,6 +54,115 @@ def vf_settings(pf: str, index: int) -> Optional[tuple]:
     return vfs_of_pf(pf).get(index)
 
 
+# our name -> (IFLA_VF_* attribute, its field, pyroute2's set key)
+_SETTING_ATTRS = {
+    "spoofchk": ("IFLA_VF_SPOOFCHK", "spoofchk"),
+    "trust": ("IFLA_VF_TRUST", "trust"),
+    "link_state": ("IFLA_VF_LINK_STATE", "link_state"),
+    "query_rss": ("IFLA_VF_RSS_QUERY_EN", "rss_query_en"),
+}
+
+
+def settings_from_vf_info(info):
+    """A :class:`~sriov_host.vfsettings.VfSettings` from one IFLA_VF_INFO (pyroute2 nla)."""
+    from .vfsettings import LINK_STATES, VfSettings
+
+    kw = {}
+    for name, (attr, key) in _SETTING_ATTRS.items():
+        nla = info.get_attr(attr)
+        value = nla.get(key) if nla is not None else None
+        if value is None or value == _UNSET:
+            continue
+        if name == "link_state":
+            if value < len(LINK_STATES):
+                kw[name] = LINK_STATES[value]
+        else:
+            kw[name] = bool(value)
+    rate = info.get_attr("IFLA_VF_RATE")
+    if rate is not None:
+        for key in ("min_tx_rate", "max_tx_rate"):
+            if rate.get(key) not in (None, _UNSET):
+                kw[key] = rate.get(key)
+    return VfSettings(**kw)
+
+
+def _vf_info(ipr, pf: str, index: int):
+    for link in ipr.link("get", ifname=pf, ext_mask=1):
+        vfinfo_list = link.get_attr("IFLA_VFINFO_LIST")
+        for info in (vfinfo_list.get_attrs("IFLA_VF_INFO") if vfinfo_list is not None else ()):
+            mac = info.get_attr("IFLA_VF_MAC")
+            if mac is not None and mac.get("vf") == index:
+                return info
+    return None
+
+
+def read_vf_settings(pf: str, index: int):
+    """VF *index*'s settings as PF *pf* holds them, or None where netlink cannot tell."""
+    try:
+        from pyroute2 import IPRoute
+
+        with IPRoute() as ipr:
+            info = _vf_info(ipr, pf, index)
+    except Exception as e:  # noqa: BLE001 - no such PF, no pyroute2: unknown, not wrong
+        log.warning("cannot read the settings of VF %s of %s: %s", index, pf, e)
+        return None
+    return settings_from_vf_info(info) if info is not None else None
+
+
+def apply_vf_settings(pf: str, index: int, changes) -> dict:
+    """Set each ``(name, value)`` of :func:`vfsettings.to_change` on VF *index* through PF *pf*.
+
+    One request per setting, so one the PF driver refuses does not take
+    the others with it. Returns ``{name: why}`` for each refused one.
+    """
+    from .vfsettings import LINK_STATES
+
+    refused = {}
+    try:
+        from pyroute2 import IPRoute
+
+        ipr = IPRoute()
+    except Exception as e:  # noqa: BLE001 - every setting is then refused, by name
+        return {name: "netlink unavailable: %s" % e for name, _ in changes}
+    with ipr:
+        try:
+            pf_index = ipr.link_lookup(ifname=pf)[0]
+        except Exception as e:  # noqa: BLE001
+            return {name: "PF %s not found: %s" % (pf, e) for name, _ in changes}
+        for name, value in changes:
+            if name == "rate":
+                vf = {"vf": index, "rate": {"min_tx_rate": value[0], "max_tx_rate": value[1]}}
+            elif name == "link_state":
+                vf = {"vf": index, "link_state": LINK_STATES.index(value)}
+            else:
+                vf = {"vf": index, _SETTING_ATTRS[name][1]: int(value)}
+            try:
+                ipr.link("set", index=pf_index, vf=vf)
+            except Exception as e:  # noqa: BLE001 - NetlinkError(EOPNOTSUPP/EINVAL...): the driver's no
+                refused[name] = _one_line(str(e)) or type(e).__name__
+    return refused
+
+
+def vf_index(pf: str, address: str, sysfs: str = "/sys") -> Optional[int]:
+    """Which VF of *pf* the PCI function *address* is (its ``virtfnN`` link), or None."""
+    import os
+
+    base = os.path.join(sysfs, "class", "net", pf, "device")
+    try:
+        names = os.listdir(base)
+    except OSError:
+        return None
+    for name in names:
+        if name.startswith("virtfn") and name[6:].isdigit():
+            if os.path.basename(os.path.realpath(os.path.join(base, name))) == address:
+                return int(name[6:])
+    return None
+
+
+def _one_line(text: str) -> str:
+    return " ".join(text.split())
+
+
 _NLMSG = struct.Struct("=IHHII")     # len, type, flags, seq, pid
 _IFADDRMSG = struct.Struct("=BBBBI")  # family, prefixlen, flags, scope, ifindex
 _RTA = struct.Struct("=HH")          # len, type

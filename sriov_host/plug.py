@@ -86,22 +86,71 @@ def _reserved_claims(ctx, todo) -> list:
 def attach_vnic(devices, dom, cfg, rec):
     """Attach *rec* on its VF at its old guest PCI address; elsewhere only if that is taken.
 
+    On real VFs the source VF's own settings (spoofchk, trust...) are put
+    on this VF through its PF first, and read back after the attach.
     Returns ``(device_xml, ms, warning)``; the warning says when the guest
-    address could not be kept (the guest may then name the NIC anew).
+    address could not be kept (the guest may then name the NIC anew) and
+    names every VF setting the PF refused or does not show.
     """
+    settings = _carry_settings(cfg, rec)
     vnic = domxml.vnic_from_record(rec)
     xml = domxml.render_attach(vnic, rec.vf_address, cfg.vf_device, cfg.vf_model)
     try:
-        return xml, devices.attach_and_wait(dom, xml, rec.key, cfg.plug_timeout), None
+        ms, warning = devices.attach_and_wait(dom, xml, rec.key, cfg.plug_timeout), None
     except SriovError as e:
         if not rec.guest_address:
             raise
         first = e.message
-    xml = domxml.render_attach(vnic, rec.vf_address, cfg.vf_device, cfg.vf_model,
-                               at_guest_address=False)
-    ms = devices.attach_and_wait(dom, xml, rec.key, cfg.plug_timeout)
-    return xml, ms, ("guest PCI address %s could not be kept (%s); plugged at another address"
-                     % (rec.guest_address, " ".join(first.split())))
+        xml = domxml.render_attach(vnic, rec.vf_address, cfg.vf_device, cfg.vf_model,
+                                   at_guest_address=False)
+        ms = devices.attach_and_wait(dom, xml, rec.key, cfg.plug_timeout)
+        warning = ("guest PCI address %s could not be kept (%s); plugged at another address"
+                   % (rec.guest_address, " ".join(first.split())))
+    notes = [w for w in (warning, _settings_note(rec, settings)) if w]
+    return xml, ms, "; ".join(notes) or None
+
+
+def _carry_settings(cfg, rec):
+    """Put the record's VF settings on *rec*'s VF through its PF; ``(wanted, index, refused)``.
+
+    Only what differs is set, one setting per request; a refusal is kept
+    by name (it is reported once the vNIC is plugged, which it still is).
+    """
+    if cfg.vf_device != domxml.MODE_HOSTDEV or not rec.vf_settings or not rec.pf:
+        return None
+    from . import netlink, vfsettings
+
+    try:
+        wanted = vfsettings.from_text(rec.vf_settings)
+    except ValueError as e:
+        return None, None, {"vf_settings": "unreadable in our record: %s" % e}
+    index = netlink.vf_index(rec.pf, rec.vf_address)
+    if index is None:
+        return wanted, None, {n: "%s is not a VF of %s here" % (rec.vf_address, rec.pf)
+                              for n, _v in wanted.items()}
+    changes = vfsettings.to_change(wanted, netlink.read_vf_settings(rec.pf, index))
+    refused = {}
+    for change, why in netlink.apply_vf_settings(rec.pf, index, changes).items():
+        refused.update({n: why for n in vfsettings.setting_names(change)})
+    return wanted, index, refused
+
+
+def _settings_note(rec, settings):
+    """After the plug: which carried settings the PF refused, or does not show."""
+    if settings is None:
+        return None
+    from . import netlink, vfsettings
+
+    wanted, index, refused = settings
+    missing = []
+    if wanted is not None and index is not None:
+        seen = netlink.read_vf_settings(rec.pf, index)
+        missing = vfsettings.mismatches(wanted, seen, skip=refused)
+    parts = ["%s (%s)" % (n, why) for n, why in sorted(refused.items())]
+    parts += ["%s (set, but the PF shows another value)" % n for n in missing]
+    if not parts:
+        return None
+    return "VF settings not carried to %s on %s: %s" % (rec.vf_address, rec.pf, ", ".join(parts))
 
 
 def _plug_one(ctx, dom, rec) -> metadata.VnicRecord:

@@ -73,7 +73,21 @@ def _to_record(ctx, vnic) -> metadata.VnicRecord:
     return metadata.VnicRecord(
         alias=vnic.alias, mac=vnic.mac, kind=vnic.kind, vf_address=vnic.vf_address,
         pf=_pf_of(ctx, vnic), vlan=vnic.vlan, teaming=vnic.teaming, network=vnic.network,
-        guest_address=vnic.guest_address, state=metadata.PLUGGED)
+        guest_address=vnic.guest_address, state=metadata.PLUGGED,
+        vf_settings=_vf_settings(ctx, vnic))
+
+
+def _vf_settings(ctx, vnic) -> Optional[str]:
+    """Real VFs: what the PF holds for this vNIC's VF (spoofchk, trust...), to carry along."""
+    if ctx.cfg.vf_device != domxml.MODE_HOSTDEV or vnic.kind != domxml.KIND_INTERFACE:
+        return None
+    vf = ctx.vf_by_address.get(vnic.vf_address) if vnic.vf_address else None
+    if vf is None:
+        return None
+    from . import netlink
+
+    seen = netlink.read_vf_settings(vf.pf, vf.index)
+    return seen.to_text() if seen is not None and seen.items() else None
 
 
 def _check_ledger(ctx, vnics) -> None:

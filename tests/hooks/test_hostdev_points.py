@@ -286,3 +286,167 @@ def test_destination_should_claim_again_a_vf_whose_claim_lapsed_during_the_plug(
     assert {r.state for r in by_mac.values()} == {metadata.PLUGGED}
     assert "claimed again" in by_mac[first.mac].error
     assert sorted((c.mac, c.state) for c in host8.claims(VM)) == [(m, "in_use") for m in MACS]
+
+
+# -- VF settings travel with the vNIC (issue 13 item 2) ------------------------------
+
+IGB_DEFAULTS = "spoofchk=on,trust=off,link_state=auto,min_tx_rate=0,max_tx_rate=0,query_rss=off"
+
+
+class FakePfs:
+    """What the PFs hold per VF, read and set as netlink would; *refuse* names what the driver refuses.
+
+    Every read and set lands in *timeline*, shared with the devices, so a
+    test sees whether a setting was put on the VF before its attach.
+    """
+
+    def __init__(self, host, timeline, refuse=()):
+        from sriov_host import vfsettings
+
+        self.vfsettings, self.host, self.timeline, self.refuse = vfsettings, host, timeline, set(refuse)
+        self.held = {}
+
+    def index(self, pf, address):
+        vf = ledger_vf(self.host, address)
+        return vf.index if vf.pf == pf else None
+
+    def read(self, pf, index):
+        return self.held.get((pf, index), self.vfsettings.from_text(IGB_DEFAULTS))
+
+    def apply(self, pf, index, changes):
+        refused = {}
+        for name, value in changes:
+            self.timeline.append(("set", pf, index, name))
+            if name in self.refuse:
+                refused[name] = "Operation not supported"
+                continue
+            values = {"min_tx_rate": value[0], "max_tx_rate": value[1]} if name == "rate" else {name: value}
+            from dataclasses import replace
+
+            self.held[(pf, index)] = replace(self.read(pf, index), **values)
+        return refused
+
+
+class TimedDevices(FakeDevices):
+    def __init__(self, timeline, **kw):
+        super().__init__(**kw)
+        self.timeline = timeline
+
+    def attach_and_wait(self, dom, xml, alias, timeout):
+        self.timeline.append(("attach", alias))
+        return super().attach_and_wait(dom, xml, alias, timeout)
+
+
+def fake_pfs(monkeypatch, host, timeline, refuse=()):
+    from sriov_host import netlink
+
+    pfs = FakePfs(host, timeline, refuse)
+    monkeypatch.setattr(netlink, "read_vf_settings", pfs.read)
+    monkeypatch.setattr(netlink, "apply_vf_settings", pfs.apply)
+    monkeypatch.setattr(netlink, "vf_index", pfs.index)
+    return pfs
+
+
+def test_unplug_should_record_each_vfs_own_settings(host8, monkeypatch):
+    from sriov_host import vfsettings
+
+    pfs = fake_pfs(monkeypatch, host8, [])
+    dom = FakeDomain(source_xml())
+    first = ledger_vf(host8, domxml_vf_addresses(dom)[0])
+    pfs.held[(first.pf, first.index)] = vfsettings.from_text(
+        "spoofchk=off,trust=on,link_state=enable,min_tx_rate=0,max_tx_rate=300,query_rss=on")
+
+    record = unplug_here(dom, FakeDevices())
+
+    assert record.vnics[0].vf_settings == ("spoofchk=off,trust=on,link_state=enable,min_tx_rate=0,"
+                                           "max_tx_rate=300,query_rss=on")
+    assert [r.vf_settings for r in record.vnics[1:]] == [IGB_DEFAULTS] * 2
+    assert dom.record().vnics[0].vf_settings == record.vnics[0].vf_settings
+
+
+def domxml_vf_addresses(dom) -> list:
+    from sriov_host import domxml
+
+    return [v.vf_address for v in domxml.find_vnics(etree.fromstring(dom.XMLDesc().encode()))]
+
+
+def test_destination_should_put_the_settings_on_its_vf_before_the_plug(host8, tmp_path, capsys,
+                                                                       monkeypatch):
+    from sriov_host import vfsettings
+
+    timeline = []
+    pfs = fake_pfs(monkeypatch, host8, timeline)
+    src = FakeDomain(source_xml())
+    first = ledger_vf(host8, domxml_vf_addresses(src)[0])
+    wanted = "spoofchk=off,trust=on,link_state=auto,min_tx_rate=0,max_tx_rate=300,query_rss=off"
+    pfs.held[(first.pf, first.index)] = vfsettings.from_text(wanted)
+    incoming = _landed_from(src, tmp_path)
+    moved = incoming.record().vnics[0]
+    target = ledger_vf(host8, {c.mac: c for c in host8.claims(VM)}[moved.mac].vf_address)
+    timeline.clear()
+
+    rc, _ = hook("after_vm_migrate_destination", incoming, TimedDevices(timeline), tmp_path)
+
+    assert rc == 0, capsys.readouterr().err
+    assert pfs.read(target.pf, target.index).to_text() == wanted
+    sets = [e[3] for e in timeline if e[0] == "set" and e[1:3] == (target.pf, target.index)]
+    assert sorted(sets) == ["rate", "spoofchk", "trust"]  # only what differs
+    assert timeline.index(("attach", moved.alias)) > max(
+        i for i, e in enumerate(timeline) if e[0] == "set" and e[1:3] == (target.pf, target.index))
+    assert incoming.record().vnics[0].error is None
+
+
+def _landed_from(src, tmp_path):
+    unplug_here(src, FakeDevices())
+    assert hook("after_vm_migrate_source", src, FakeDevices(), tmp_path)[0] == 0
+    incoming = FakeDomain(src.XMLDesc().encode())
+    assert hook("before_vm_migrate_destination", incoming, FakeDevices(), tmp_path)[0] == 0
+    return incoming
+
+
+def test_destination_should_name_each_setting_its_pf_refuses_and_still_plug(host8, tmp_path, capsys,
+                                                                            monkeypatch):
+    from sriov_host import vfsettings
+
+    pfs = fake_pfs(monkeypatch, host8, [], refuse={"link_state", "rate"})  # as igb does
+    src = FakeDomain(source_xml())
+    first = ledger_vf(host8, domxml_vf_addresses(src)[0])
+    pfs.held[(first.pf, first.index)] = vfsettings.from_text(
+        "spoofchk=off,trust=off,link_state=disable,min_tx_rate=10,max_tx_rate=300,query_rss=off")
+    incoming = _landed_from(src, tmp_path)
+    capsys.readouterr()
+
+    rc, _ = hook("after_vm_migrate_destination", incoming, FakeDevices(), tmp_path)
+
+    err = capsys.readouterr().err
+    assert rc == 1 and "plugged with a problem" in err  # after_* rc 1: VDSM logs it, goes on
+    rec = incoming.record().vnics[0]
+    assert rec.state == metadata.PLUGGED and incoming.record().phase == "migrated"
+    for name in ("link_state", "min_tx_rate", "max_tx_rate"):
+        assert name in rec.error and name in err
+    assert "spoofchk" not in rec.error and rec.mac in err
+    target = ledger_vf(host8, rec.vf_address)
+    assert pfs.read(target.pf, target.index).spoofchk is False
+
+
+def test_rollback_should_put_the_settings_back_on_the_source_vf(host8, monkeypatch):
+    from sriov_host import vfsettings
+
+    timeline = []
+    pfs = fake_pfs(monkeypatch, host8, timeline)
+    dom = FakeDomain(source_xml())
+    first = ledger_vf(host8, domxml_vf_addresses(dom)[0])
+    wanted = "spoofchk=off,trust=on,link_state=auto,min_tx_rate=0,max_tx_rate=0,query_rss=off"
+    pfs.held[(first.pf, first.index)] = vfsettings.from_text(wanted)
+    unplug_here(dom, FakeDevices())
+    pfs.held[(first.pf, first.index)] = vfsettings.from_text(IGB_DEFAULTS)  # the VF was reset
+    timeline.clear()
+
+    with Ledger(str(host8.ledger)) as ledger:
+        result = rollback.restore_vnics(dom, host8_cfg(), ledger, HOST, "test: migration failed",
+                                        TimedDevices(timeline))
+
+    assert result.ok
+    assert pfs.read(first.pf, first.index).to_text() == wanted
+    alias = dom.record().vnics[0].alias
+    assert [e[3] for e in timeline[:2]] == ["spoofchk", "trust"] and timeline[2] == ("attach", alias)
