@@ -38,7 +38,6 @@ import signal
 import statistics
 import sys
 import tempfile
-import threading
 import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -46,6 +45,8 @@ sys.path.insert(0, os.path.dirname(HERE))
 sys.path.insert(0, HERE)
 
 from report import print_rows, row, skipped  # noqa: E402
+
+from sriov_lab import rawlibvirt  # noqa: E402
 
 ABSENT = "lab NIC-absent: SRIOV.migrate vs raw libvirt"
 BACK = "lab NIC back after migration end"
@@ -145,67 +146,12 @@ def _epoch(mono: float) -> float:
 # -- raw libvirt, by hand ------------------------------------------------------
 
 
-class DeviceEvents:
-    """One device event of one domain, registered before acting; aliases as they arrive."""
-
-    def __init__(self, conn, dom, event_id: int):
-        self.conn, self.dom, self.event_id = conn, dom, event_id
-        self.seen: set = set()
-        self.cond = threading.Condition()
-        self.handle = None
-
-    def __enter__(self) -> DeviceEvents:
-        self.handle = self.conn.domainEventRegisterAny(self.dom, self.event_id, self._event, None)
-        return self
-
-    def __exit__(self, *exc) -> None:
-        with contextlib.suppress(Exception):  # the connection may be gone
-            self.conn.domainEventDeregisterAny(self.handle)
-
-    def _event(self, _conn, _dom, alias, _opaque) -> None:
-        with self.cond:
-            self.seen.add(alias)
-            self.cond.notify_all()
-
-    def wait(self, aliases, what: str) -> None:
-        with self.cond:
-            if not self.cond.wait_for(lambda: set(aliases) <= self.seen, DEVICE_TIMEOUT):
-                raise BenchError("%s: no event for %s within %.0f s"
-                                 % (what, sorted(set(aliases) - self.seen), DEVICE_TIMEOUT))
-
-
-def _vnic_xml(dom, aliases) -> list:
-    """Each vNIC's live ``<interface>`` (MAC, model, alias, guest PCI slot), as dumpxml shows it."""
-    from lxml import etree
-
-    from sriov_host import domxml
-
-    root = domxml.parse_domain(dom.XMLDesc(0))
-    out = []
-    for alias in aliases:
-        elem = root.find("devices/interface/alias[@name='%s']/.." % alias)
-        if elem is None:
-            raise BenchError("vNIC %s is not attached" % alias)
-        out.append(etree.tostring(elem, encoding="unicode"))
-    return out
-
-
 def raw_detach(conn, dom, aliases) -> None:
-    import libvirt
-
-    with DeviceEvents(conn, dom, libvirt.VIR_DOMAIN_EVENT_ID_DEVICE_REMOVED) as removed:
-        for alias in aliases:
-            dom.detachDeviceAlias(alias, libvirt.VIR_DOMAIN_AFFECT_LIVE)
-        removed.wait(aliases, "raw detach")
+    rawlibvirt.detach(conn, dom, aliases, DEVICE_TIMEOUT)
 
 
 def raw_attach(conn, dom, aliases, xmls) -> None:
-    import libvirt
-
-    with DeviceEvents(conn, dom, libvirt.VIR_DOMAIN_EVENT_ID_DEVICE_ADDED) as added:
-        for xml in xmls:
-            dom.attachDeviceFlags(xml, libvirt.VIR_DOMAIN_AFFECT_LIVE)
-        added.wait(aliases, "raw attach")
+    rawlibvirt.attach(conn, dom, aliases, xmls, DEVICE_TIMEOUT)
 
 
 def raw_trial(env: LabBench) -> dict:
@@ -218,7 +164,7 @@ def raw_trial(env: LabBench) -> dict:
     spec = env.boot()
     aliases = [v.alias for v in spec.vnics]
     dom = env.conns[0].lookupByUUIDString(spec.uuid)
-    xmls = _vnic_xml(dom, aliases)
+    xmls = rawlibvirt.vnic_xml(dom, aliases)
     start = time.monotonic()
     raw_detach(env.conns[0], dom, aliases)
     dom.migrate3(env.conns[1], _migrate_params(free_port()), libvirt.VIR_MIGRATE_LIVE)
@@ -355,7 +301,7 @@ def raw_reattach(env: LabBench, spec) -> float:
     """
     aliases = [v.alias for v in spec.vnics]
     dom = env.conns[0].lookupByUUIDString(spec.uuid)
-    xmls = _vnic_xml(dom, aliases)
+    xmls = rawlibvirt.vnic_xml(dom, aliases)
     time.sleep(1.0)  # let the guest finish bringing up the re-plugged NICs before ejecting them
     with _quiet("sriov_lab"):
         raw_detach(env.conns[0], dom, aliases)

@@ -31,11 +31,13 @@ from lxml import etree
 
 from sriov_host import config, domxml, inventory, libvirtconn, metadata, netlink
 from sriov_host.ledger import Ledger
+from sriov_host.vfsettings import VfSettings
 
 from . import demo_report as report
 from . import domains
 from . import inventory as lab_inventory
-from .guest import ensure_guest
+from .errors import LabError
+from .guest import ensure_guest, parse_serial
 from .lab import Lab
 from .services import LabServices, LabStandIns
 
@@ -62,6 +64,7 @@ class Stage:
     guest: object
     workdir: str
     real_vf: bool = False
+    raw_baseline: bool = False
     checks: list = field(default_factory=list)
 
     @property
@@ -218,18 +221,68 @@ def _check_pf_reset(st: Stage, index: int, pairs, when: str) -> None:
                  "(netlink)" % (st.names[index], vf.pf, vf.index, mac, when))
 
 
-def _check_guest_vfs(st: Stage, tick, spec, where: str) -> None:
-    """Real VFs: the guest holds each MAC on an igbvf NIC; the failover VF is enslaved."""
+CARRIED = ("spoofchk", "trust", "max_tx_rate")
+
+
+def _set_vf_settings(st: Stage, vnic) -> dict:
+    """Real VFs: give the source VF of *vnic* non-default settings, as an admin might; what it holds."""
+    vf, _ = _pf_view(st, 0, vnic.vf_address)
+    refused = netlink.apply_vf_settings(vf.pf, vf.index, [("spoofchk", False), ("trust", True),
+                                                          ("rate", (0, 300))])
+    held = dict((netlink.read_vf_settings(vf.pf, vf.index) or VfSettings()).items())
+    report.step("%s: set %s vf %d spoofchk off, trust on, max_tx_rate 300: the PF holds %s%s",
+                st.names[0], vf.pf, vf.index, ", ".join("%s=%s" % (n, held.get(n)) for n in CARRIED),
+                "; refused: %s" % refused if refused else "")
+    return {n: held.get(n) for n in CARRIED}
+
+
+def _check_settings(st: Stage, index: int, address: str, wanted: dict, when: str) -> None:
+    vf, _ = _pf_view(st, index, address)
+    seen = dict((netlink.read_vf_settings(vf.pf, vf.index) or VfSettings()).items())
+    got = {n: seen.get(n) for n in CARRIED}
+    st.check(got == wanted, "%s: %s vf %d holds the source VF's settings %s (netlink: %s)" % (
+        st.names[index], vf.pf, vf.index, when,
+        ", ".join("%s=%s" % (n, got[n]) for n in CARRIED)))
+
+
+def _guest_vf_facts(tick, spec) -> list:
+    """``[(ok, what)]``: each MAC on an igbvf NIC in the guest; the failover VF enslaved."""
     by_mac = {}
-    for name, mac in tick.nics.items():
+    for name, mac in (tick.nics.items() if tick else ()):
         by_mac.setdefault(mac, []).append((name,) + tick.links.get(name, ("-", "-")))
+    out = []
     for v in spec.vnics:
         vfs = [n for n in by_mac.get(v.mac, []) if n[1] == "igbvf"]
-        st.check(bool(vfs), "the guest on %s holds %s on a real VF (igbvf: %s)" % (
-            where, v.mac, ", ".join("%s/%s" % (n[0], n[1]) for n in by_mac.get(v.mac, [])) or "none"))
-        if v.failover_alias and vfs:
-            st.check(vfs[0][2] != "-", "the guest's net_failover enslaved that VF (%s master %s)"
-                     % (vfs[0][0], vfs[0][2]))
+        out.append((bool(vfs), "holds %s on a real VF (igbvf: %s)" % (
+            v.mac, ", ".join("%s/%s" % (n[0], n[1]) for n in by_mac.get(v.mac, [])) or "none")))
+        if v.failover_alias:
+            master = vfs[0][2] if vfs else "-"
+            out.append((master != "-", "net_failover enslaved that VF (%s master %s)"
+                        % (vfs[0][0] if vfs else "no VF", master)))
+    return out
+
+
+def _last_counter(st: Stage, index: int, spec) -> int:
+    """The guest's latest tick on host *index* so far (-1 before any): later ones are newer."""
+    _ready, ticks = parse_serial(domains.read_serial(st.lab.hosts[index], spec.name))
+    return ticks[-1].counter if ticks else -1
+
+
+def _check_guest_vfs(st: Stage, index: int, spec, after: int) -> None:
+    """Real VFs: wait for a guest tick newer than *after* that shows them; check its facts."""
+    host = st.lab.hosts[index]
+
+    def until(_ready, ticks):
+        good = [t for t in ticks if t.counter > after and all(ok for ok, _ in _guest_vf_facts(t, spec))]
+        return good[-1] if good else None
+
+    try:
+        tick = domains.wait_serial(host, spec.name, until, st.waits["nics"], "the VFs in the guest")
+    except LabError:
+        _ready, ticks = parse_serial(domains.read_serial(host, spec.name))
+        tick = ticks[-1] if ticks else None
+    for ok, what in _guest_vf_facts(tick, spec):
+        st.check(ok, "the guest on %s %s" % (host.name, what))
 
 
 def scenario_success(st: Stage) -> None:
@@ -239,8 +292,10 @@ def scenario_success(st: Stage) -> None:
     on_a = [(v, v.vf_address) for v in spec.vnics]
     if st.real_vf:
         _check_pf_carries(st, 0, on_a, "before the unplug")
-        _check_guest_vfs(st, before, spec, st.names[0])
+        _check_guest_vfs(st, 0, spec, before.counter - 1)
+        settings = _set_vf_settings(st, spec.vnics[0])
     rc, job = _sriov_migrate(st, spec)
+    plugged_at = _last_counter(st, 1, spec)
     result = st.vdsm[0].wait(spec.uuid, timeout=st.waits["nics"])
     aliases, record = _live(st, 1, spec)
     report.migration(job, result, record, _EPOCH_TO_MONO)
@@ -263,16 +318,53 @@ def scenario_success(st: Stage) -> None:
         _check_pf_carries(st, 1, [(by_alias[r.alias], r.vf_address) for r in record.vnics],
                           "after the plug")
         _check_pf_reset(st, 0, on_a, "after the unplug")
-    after = _guest_view(st, 1, spec, after=before.counter)
+        moved = {r.alias: r.vf_address for r in record.vnics}[spec.vnics[0].alias]
+        _check_settings(st, 1, moved, settings, "after the plug")
+    _guest_view(st, 1, spec, after=before.counter)
     st.check(True, "the guest sees both MACs again on %s" % st.names[1])
     if st.real_vf:
-        _check_guest_vfs(st, after, spec, st.names[1])
+        _check_guest_vfs(st, 1, spec, plugged_at)
+    absent = report.nic_absent(job)
+    if st.raw_baseline and absent:
+        raw = _raw_migrate_back(st, spec)
+        report.step("NIC-absent, same VM, same hosts: SRIOV.migrate %.2f s (%s to %s), raw libvirt "
+                    "%.2f s (%s back to %s: detach x%d, migrate3, attach x%d): %.2fx raw, %+.2f s",
+                    absent[0], st.names[0], st.names[1], raw, st.names[1], st.names[0],
+                    len(spec.vnics), len(spec.vnics), absent[0] / raw, absent[0] - raw)
+
+
+def _raw_migrate_back(st: Stage, spec) -> float:
+    """Migrate the VM back to A with plain libvirt calls (services stopped); NIC-absent seconds.
+
+    The same vNICs are detached on B, the VM migrated with ``migrate3``,
+    and the vNICs attached on A's own VFs again: the floor any machinery
+    pays, measured on the same VM and hosts as the SRIOV.migrate before it.
+    """
+    import libvirt
+
+    from . import rawlibvirt
+    from .inventory import free_port
+    from .migration import _migrate_params
+
+    st.services.stop()  # no reconciler may act on a VM moved behind its back
+    aliases = [v.alias for v in spec.vnics]
+    dom = st.conns[1].lookupByUUIDString(spec.uuid)
+    mode = domxml.MODE_HOSTDEV if st.real_vf else domxml.MODE_EMULATED
+    xmls = [domxml.render_attach(domains.to_vnic(v), v.vf_address, mode=mode, at_guest_address=False)
+            for v in spec.vnics]
+    timeout = REAL_VF_TIMEOUTS["unplug"] if st.real_vf else TIMEOUTS["unplug"] * 5
+    t0 = time.monotonic()
+    rawlibvirt.detach(st.conns[1], dom, aliases, timeout)
+    dom.migrate3(st.conns[0], _migrate_params(free_port()), libvirt.VIR_MIGRATE_LIVE)
+    rawlibvirt.attach(st.conns[0], st.conns[0].lookupByUUIDString(spec.uuid), aliases, xmls, timeout)
+    return time.monotonic() - t0
 
 
 def scenario_rollback(st: Stage) -> None:
     spec = _start_vm(st)
     before = _guest_view(st, 0, spec, timeout=st.waits["boot"])
     dst = st.lab.hosts[1]
+    settings = _set_vf_settings(st, spec.vnics[0]) if st.real_vf else None
 
     def crash_destination():
         report.step("stopping %s's libvirtd (kill -9) after the unplug: the migration will fail",
@@ -282,6 +374,7 @@ def scenario_rollback(st: Stage) -> None:
 
     st.vdsm[0].before_migrate = crash_destination
     rc, job = _sriov_migrate(st, spec)
+    replugged_at = _last_counter(st, 0, spec)
     report.migration(job, st.vdsm[0].result(spec.uuid), None, _EPOCH_TO_MONO)
     steps = _steps(job)
     st.check(rc == 1 and job and job["phase"] == "rolled-back",
@@ -301,10 +394,11 @@ def scenario_rollback(st: Stage) -> None:
         by_alias = {v.alias: v for v in spec.vnics}
         _check_pf_carries(st, 0, [(by_alias[r.alias], r.vf_address) for r in record.vnics],
                           "after the re-plug")
-    after = _guest_view(st, 0, spec, after=before.counter)
+        _check_settings(st, 0, spec.vnics[0].vf_address, settings, "after the re-plug")
+    _guest_view(st, 0, spec, after=before.counter)
     st.check(True, "the guest sees both MACs again on %s" % st.names[0])
     if st.real_vf:
-        _check_guest_vfs(st, after, spec, st.names[0])
+        _check_guest_vfs(st, 0, spec, replugged_at)
 
 
 def scenario_unplug_timeout(st: Stage) -> None:
@@ -346,6 +440,8 @@ def scenario_no_free_vf(st: Stage) -> None:
     st.check({v.alias for v in spec.vnics} <= aliases, "the VM keeps both vNICs")
     st.check(record and record.phase == "idle", "our record was not touched")
     st.check(_ledger_claims(dst) == claims_before, "the destination ledger is unchanged")
+    if st.real_vf:
+        _check_pf_carries(st, 0, [(v, v.vf_address) for v in spec.vnics], "still (nothing unplugged)")
 
 
 def scenario_plain_vdsm_migrate(st: Stage) -> None:
@@ -375,7 +471,7 @@ RUNNERS = {"success": scenario_success, "rollback": scenario_rollback,
            "plain-vdsm-migrate": scenario_plain_vdsm_migrate}
 
 
-def run_scenario(name: str, guest, keep: bool = False, real_pfs=None) -> bool:
+def run_scenario(name: str, guest, keep: bool = False, real_pfs=None, raw_baseline: bool = False) -> bool:
     """One scenario on a fresh lab; with *real_pfs* (inside the real-VF lab's L1), on real VFs."""
     report.title(name + (" (real VFs)" if real_pfs else ""))
     t0 = time.monotonic()
@@ -391,7 +487,8 @@ def run_scenario(name: str, guest, keep: bool = False, real_pfs=None) -> bool:
                         "hosts over mutual TLS (lab CA); the VDSM stand-in serves VM.migrate")
             conns = [libvirtconn.open_connection(config.load(h.config_path), use_vdsm=False)
                      for h in lab.hosts]
-            st = Stage(lab, services, vdsm, conns, guest, workdir, real_vf=bool(real_pfs))
+            st = Stage(lab, services, vdsm, conns, guest, workdir, real_vf=bool(real_pfs),
+                       raw_baseline=raw_baseline)
             try:
                 RUNNERS[name](st)
             except Exception as e:  # noqa: BLE001 - a scenario's crash is its failure, reported
@@ -411,6 +508,9 @@ def add_args(p) -> None:
                    help="leave the last scenario's lab running until Ctrl-C")
     p.add_argument("--real-vf", action="store_true",
                    help="run on real SR-IOV VFs (igb PFs) inside a QEMU guest: the hostdev path")
+    p.add_argument("--raw-baseline", action="store_true",
+                   help="after the success scenario, migrate the VM back with plain libvirt calls "
+                        "and print both NIC-absent times")
     p.add_argument("--in-l1", action="store_true", help=argparse.SUPPRESS)  # the real-VF lab's L1
 
 
@@ -422,7 +522,7 @@ def run(args) -> int:
     if args.real_vf and not args.in_l1:
         from . import realvf
 
-        return 0 if realvf.demo(names) else 1
+        return 0 if realvf.demo(names, raw_baseline=args.raw_baseline) else 1
     real_pfs = None
     if args.in_l1:
         from .realvf import pf_names
@@ -430,7 +530,7 @@ def run(args) -> int:
         real_pfs = pf_names()
     report.step("building or reusing the lab guest ...")
     guest = ensure_guest()
-    results = [(n, run_scenario(n, guest, keep=args.keep and n == names[-1], real_pfs=real_pfs))
-               for n in names]
+    results = [(n, run_scenario(n, guest, keep=args.keep and n == names[-1], real_pfs=real_pfs,
+                                raw_baseline=args.raw_baseline)) for n in names]
     report.summary(results)
     return 0 if all(ok for _, ok in results) else 1

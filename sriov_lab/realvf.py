@@ -1,4 +1,4 @@
-"""``sriov-lab realvf-probe``: the production ``hostdev`` path on real PCI VFs, in a QEMU guest.
+"""The real-VF lab: the production ``hostdev`` path on real PCI VFs, in a QEMU guest.
 
 This machine has no SR-IOV and no VFIO, but a QEMU >= 8 guest (L1) with
 an emulated intel-iommu and two ``igb`` PFs has both: Linux's igb/igbvf,
@@ -7,15 +7,14 @@ hardware. What is real in L1: the PCI functions, VFIO, the PF driver and
 libvirt's MAC/VLAN programming through the PF; what is emulated: the igb
 silicon (QEMU's model).
 
-The probe builds and caches (outside the checkout, keyed by the recipe)
-a QEMU 10 prefix from bookworm-backports (L0) and an L1 disk image, boots
-L1 with a shell-script PID 1 and a 9p command directory, creates the VFs
-(PF link up first), starts libvirtd in L1, and runs
-:mod:`sriov_lab.realvf_l1` there: this project's inventory, plug
-(``render_attach`` + ``attach_and_wait``) and netlink reading on a real
-VF. Each step is checked from the PF's side (``ip link``: ``vf N``) and
-timed. Not yet built: two libvirtd hosts in L1, an L2 guest OS and a
-migration between them (issue 12).
+Both commands build and cache (outside the checkout, keyed by the recipe)
+a QEMU 10 prefix from bookworm-backports (L0) and an L1 disk image, boot
+L1 with a shell-script PID 1 and a 9p command directory, and create the
+VFs (see :func:`create_vfs`). ``sriov-lab realvf-probe`` then runs
+:mod:`sriov_lab.realvf_l1` there: inventory, one plug with MAC and VLAN
+and its release, checked from the PF's side. ``sriov-lab demo --real-vf``
+(:func:`demo`) runs the ordinary demo inside L1 on two lab hosts that
+each own one PF, with an L2 guest whose vNICs are real VFs.
 """
 
 from __future__ import annotations
@@ -470,7 +469,7 @@ def _share_guest(l1: L1, guest) -> str:
     return "/lab/labdir"
 
 
-def demo(scenarios, say=print) -> bool:
+def demo(scenarios, raw_baseline: bool = False, say=print) -> bool:
     """``sriov-lab demo --real-vf``: boot L1, then run the demo's *scenarios* inside it.
 
     Inside L1 the ordinary demo runs with ``--in-l1``: two lab hosts, each
@@ -504,8 +503,8 @@ def demo(scenarios, say=print) -> bool:
         script = ("mkdir -p /deps && mount -t 9p -o trans=virtio,version=9p2000.L,msize=262144,ro "
                   "deps /deps\ncd /tmp\nexport SRIOV_LAB_DIR=%s PYTHONPATH=/src:/deps "
                   "PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1\n"
-                  "exec python3 -m sriov_lab.cli demo --real-vf --in-l1 --scenario %s 2>&1\n"
-                  % (labdir, which))
+                  "exec python3 -m sriov_lab.cli demo --real-vf --in-l1 --scenario %s%s 2>&1\n"
+                  % (labdir, which, " --raw-baseline" if raw_baseline else ""))
         rc, _out = _timed(timings, "the demo in L1 (%s)" % which, l1.run_rc, script,
                           "the real-VF demo", 900.0 * len(scenarios), lambda line: say("  L1| " + line))
     finally:

@@ -6,8 +6,8 @@ libvirt``), the vNIC is rendered as VDSM's ``<interface type='hostdev'>``
 with MAC and VLAN and plugged by :func:`sriov_host.devices.attach_and_wait`
 into a small domain, and the VF is read back through the PF (``ip link``
 and :mod:`sriov_host.netlink`). The domain has no OS, so the VF is given
-back by destroying it (a guest-side unplug needs an L2 OS, not built
-yet). Prints one JSON line for :mod:`sriov_lab.realvf`.
+back by destroying it (the guest-side unplug is the real-VF demo's, with
+an L2 OS). Prints one JSON line for :mod:`sriov_lab.realvf`.
 """
 
 from __future__ import annotations
