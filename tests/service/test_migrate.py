@@ -39,10 +39,11 @@ class FakeVdsm:
         self.calls, self.xml_at_migrate = [], None
 
     def migrate(self, vm_id, dst):
+        if not self.refuse:  # captured before the call is seen: tests wait on calls, then read it
+            self.xml_at_migrate = self.dom.XMLDesc()  # what VDSM would capture now
         self.calls.append(("migrate", vm_id, dst))
         if self.refuse:
             raise vdsm_api.VdsmUnavailable(self.refuse)
-        self.xml_at_migrate = self.dom.XMLDesc()  # what VDSM would capture now
 
     def migration_status(self, vm_id):
         if self.outcome == "silent":
