@@ -1,6 +1,6 @@
 """Run every benchmark and print one table against DESIGN.md's targets.
 
-    python benchmarks/run_all.py [--quick] [--markdown FILE]
+    python benchmarks/run_all.py [--quick] [--markdown FILE] [--real-vf]
 
 It is a report: it exits 0 even when a target is missed, and says MISSED.
 A benchmark that crashes becomes a MISSED row with the error, so one
@@ -34,6 +34,7 @@ BENCHES = [
     ("bench_lab", {"rounds": 3}, {"rounds": 1}),
     ("bench_unplug", {}, {}),
 ]
+REAL_VF = ("bench_realvf", {}, {})  # 4-5 min, nested TCG: only with --real-vf
 
 
 def run_bench(module: str, kwargs: dict) -> list:
@@ -84,10 +85,12 @@ def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--quick", action="store_true", help="fewer repetitions (about 1 min)")
     p.add_argument("--markdown", metavar="FILE", help="also write the table as Markdown")
+    p.add_argument("--real-vf", action="store_true",
+                   help="also the real-VF lab's NIC-absent comparison (4-5 min more)")
     args = p.parse_args(argv)
     signal.signal(signal.SIGTERM, _sigterm)
     rows = []
-    for module, full, quick in BENCHES:
+    for module, full, quick in BENCHES + ([REAL_VF] if args.real_vf else []):
         rows += run_bench(module, quick if args.quick else full)
     print("\n%s\n" % machine())
     print_rows(rows)
