@@ -386,15 +386,21 @@ def start_libvirtd(l1: L1) -> None:
            "sleep 0.5; done\nexit 1\n", "starting libvirtd in L1", 90)
 
 
-def probe(keep: bool = False, say=print) -> bool:
-    """Build or reuse the cache, boot L1, run the hostdev path on a real VF; True if every check held."""
+def _caches(timings: dict) -> tuple:
+    """Build or reuse L0's QEMU prefix and L1's image, timed (saying hit or build)."""
     cache = cache_dir()
-    timings = {}
-    src = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     l0 = _timed(timings, "L0 QEMU >= 8 prefix (cache %s)" % ("hit" if os.path.isdir(
         os.path.join(cache, "l0-" + l0_key())) else "build"), ensure_l0, cache)
     image = _timed(timings, "L1 image (cache %s)" % ("hit" if os.path.isdir(
         os.path.join(cache, "l1-" + l1_key())) else "build"), ensure_l1, cache)
+    return l0, image
+
+
+def probe(keep: bool = False, say=print) -> bool:
+    """Build or reuse the cache, boot L1, run the hostdev path on a real VF; True if every check held."""
+    timings = {}
+    l0, image = _caches(timings)
+    src = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     l1 = L1(l0, image, src)
     checks = []
     try:
@@ -483,13 +489,9 @@ def demo(scenarios, raw_baseline: bool = False, say=print) -> bool:
     from .demo import REAL_VF_SCENARIOS
     from .guest import ensure_guest
 
-    cache = cache_dir()
     timings = {}
+    l0, image = _caches(timings)
     src = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    l0 = _timed(timings, "L0 QEMU >= 8 prefix (cache %s)" % ("hit" if os.path.isdir(
-        os.path.join(cache, "l0-" + l0_key())) else "build"), ensure_l0, cache)
-    image = _timed(timings, "L1 image (cache %s)" % ("hit" if os.path.isdir(
-        os.path.join(cache, "l1-" + l1_key())) else "build"), ensure_l1, cache)
     guest = _timed(timings, "L2 guest kernel + initramfs", ensure_guest)
     l1 = L1(l0, image, src, deps_dir=sysconfig.get_paths()["purelib"])
     which = "all" if tuple(scenarios) == REAL_VF_SCENARIOS else scenarios[0]

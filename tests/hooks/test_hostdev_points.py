@@ -228,12 +228,7 @@ def test_destination_should_reserve_again_when_the_reservation_lapsed_in_flight(
 
 def _landed(tmp_path):
     """A VM unplugged here, migrated onto this same host, its reservation made."""
-    src = FakeDomain(source_xml())
-    unplug_here(src, FakeDevices())
-    assert hook("after_vm_migrate_source", src, FakeDevices(), tmp_path)[0] == 0
-    incoming = FakeDomain(src.XMLDesc().encode())
-    assert hook("before_vm_migrate_destination", incoming, FakeDevices(), tmp_path)[0] == 0
-    return incoming
+    return _landed_from(FakeDomain(source_xml()), tmp_path)
 
 
 def test_destination_should_detach_and_free_a_vf_whose_mac_check_fails(host8, tmp_path, capsys,
@@ -397,6 +392,7 @@ def test_destination_should_put_the_settings_on_its_vf_before_the_plug(host8, tm
 
 
 def _landed_from(src, tmp_path):
+    """*src* unplugged here, migrated onto this same host, its reservation made."""
     unplug_here(src, FakeDevices())
     assert hook("after_vm_migrate_source", src, FakeDevices(), tmp_path)[0] == 0
     incoming = FakeDomain(src.XMLDesc().encode())
