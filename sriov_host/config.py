@@ -31,7 +31,7 @@ _SCHEMA = {
     "libvirt": {"uri", "username", "password_file"},
     "ledger": {"path"},
     "inventory": {"source"},
-    "vf": {"device", "model"},
+    "vf": {"device", "model", "bridge", "announce"},
     "policy": {"migratable_by_default"},
     "timeouts": {"unplug", "plug", "reservation_ttl", "rollback_grace", "reconcile_interval"},
     "server": {"listen", "port", "tls", "cert", "key", "ca", "workers", "max_request_bytes",
@@ -52,6 +52,8 @@ class Config:
     inventory_source: str = "libvirt"
     vf_device: str = "hostdev"
     vf_model: str = "virtio"
+    vf_bridge: Optional[str] = None  # emulated VFs join this Linux bridge (the lab's data path)
+    announce: bool = True  # RARP for each plugged vNIC's MAC, through its PF (or the bridge)
     migratable_by_default: bool = False
     unplug_timeout: float = 10.0
     plug_timeout: float = 10.0
@@ -136,6 +138,18 @@ def _new_parser() -> configparser.ConfigParser:
     return parser
 
 
+def _vf_bridge(name: Optional[str], device: str, path: str) -> Optional[str]:
+    """``[vf] bridge``: a Linux bridge name, and only for emulated VFs (real ones have a PF)."""
+    if name is None:
+        return None
+    if device != "emulated":
+        raise ConfigError("%s: [vf] bridge applies only to device = emulated" % path)
+    if not 0 < len(name) <= 15 or any(c in name for c in "/ \t:") or name in (".", ".."):
+        raise ConfigError("%s: [vf] bridge must be a Linux interface name (1-15 characters, "
+                          "no '/', ':' or spaces), got %r" % (path, name))
+    return name
+
+
 def from_parser(parser, path: str) -> Config:
     _check_schema(parser, path)
     cfg = Config(path=path)
@@ -150,6 +164,8 @@ def from_parser(parser, path: str) -> Config:
                           % (path, cfg.inventory_source))
     cfg.vf_device = get.choice("vf", "device", cfg.vf_device, ("hostdev", "emulated"))
     cfg.vf_model = get.choice("vf", "model", cfg.vf_model, ("virtio", "e1000e"))
+    cfg.vf_bridge = _vf_bridge(get.str("vf", "bridge", None), cfg.vf_device, path)
+    cfg.announce = get.bool("vf", "announce", True)
     cfg.migratable_by_default = get.bool("policy", "migratable_by_default", False)
     cfg.unplug_timeout = get.number("timeouts", "unplug", cfg.unplug_timeout)
     cfg.plug_timeout = get.number("timeouts", "plug", cfg.plug_timeout)

@@ -265,7 +265,8 @@ def attached_keys(root) -> set:
 
 
 def render_attach(vnic: Vnic, vf_address: str, mode: str = MODE_HOSTDEV,
-                  model: str = "virtio", at_guest_address: bool = True) -> str:
+                  model: str = "virtio", at_guest_address: bool = True,
+                  bridge: Optional[str] = None) -> str:
     """The device XML that plugs *vnic* on the VF at *vf_address*.
 
     ``managed='yes'``, unlike the ``'no'`` VDSM writes when it starts a
@@ -275,7 +276,7 @@ def render_attach(vnic: Vnic, vf_address: str, mode: str = MODE_HOSTDEV,
     be on its host driver. libvirt binds it, and unbinds it on unplug.
     """
     if mode == MODE_EMULATED:
-        return _render_emulated(vnic, model, at_guest_address)
+        return _render_emulated(vnic, model, at_guest_address, bridge)
     if vnic.kind == KIND_HOSTDEV:
         elem = etree.Element("hostdev", mode="subsystem", type="pci", managed="yes")
         etree.SubElement(etree.SubElement(elem, "source"), "address",
@@ -304,15 +305,20 @@ def _add_guest_address(elem, vnic: Vnic, wanted: bool) -> None:
                                                type="pci"))
 
 
-def _render_emulated(vnic: Vnic, model: str, at_guest_address: bool = True) -> str:
+def _render_emulated(vnic: Vnic, model: str, at_guest_address: bool = True,
+                     bridge: Optional[str] = None) -> str:
     """An emulated PCIe NIC standing in for a VF (lab only: no SR-IOV here).
 
-    libvirt accepts VLAN tags and a transient teaming member only on real
-    hostdev interfaces, so those stay in our metadata record instead.
+    On *bridge* (``[vf] bridge``) it has a wire, so traffic can reach the
+    guest through it; without one it is a user-mode NIC. libvirt accepts
+    VLAN tags and a transient teaming member only on real hostdev
+    interfaces, so those stay in our metadata record instead.
     """
     if model not in EMULATED_MODELS:
         raise ValueError("emulated VF model must be one of %s" % ", ".join(EMULATED_MODELS))
-    elem = etree.Element("interface", type="user")
+    elem = etree.Element("interface", type="bridge" if bridge else "user")
+    if bridge:
+        etree.SubElement(elem, "source", bridge=bridge)
     if vnic.mac:
         etree.SubElement(elem, "mac", address=vnic.mac)
     etree.SubElement(elem, "model", type=model)

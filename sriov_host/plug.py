@@ -11,12 +11,15 @@ agree again: detach what was attached, or keep its VF claimed.
 
 from __future__ import annotations
 
+import logging
 import time
 from dataclasses import replace
 
 from . import domxml, metadata
 from .errors import SriovError
 from .ledger import IN_USE, RESERVED
+
+log = logging.getLogger(__name__)
 
 
 def pending(root):
@@ -94,7 +97,8 @@ def attach_vnic(devices, dom, cfg, rec):
     """
     settings = _carry_settings(cfg, rec)
     vnic = domxml.vnic_from_record(rec)
-    xml = domxml.render_attach(vnic, rec.vf_address, cfg.vf_device, cfg.vf_model)
+    xml = domxml.render_attach(vnic, rec.vf_address, cfg.vf_device, cfg.vf_model,
+                               bridge=cfg.vf_bridge)
     try:
         ms, warning = devices.attach_and_wait(dom, xml, rec.key, cfg.plug_timeout), None
     except SriovError as e:
@@ -102,12 +106,39 @@ def attach_vnic(devices, dom, cfg, rec):
             raise
         first = e.message
         xml = domxml.render_attach(vnic, rec.vf_address, cfg.vf_device, cfg.vf_model,
-                                   at_guest_address=False)
+                                   at_guest_address=False, bridge=cfg.vf_bridge)
         ms = devices.attach_and_wait(dom, xml, rec.key, cfg.plug_timeout)
         warning = ("guest PCI address %s could not be kept (%s); plugged at another address"
                    % (rec.guest_address, " ".join(first.split())))
     notes = [w for w in (warning, _settings_note(rec, settings)) if w]
+    _announce(cfg, rec)
     return xml, ms, "; ".join(notes) or None
+
+
+def _announce(cfg, rec) -> None:
+    """Tell the switches where *rec*'s MAC is now (see :mod:`announce`); never fails the plug.
+
+    Real VFs announce through their PF, tagged with the vNIC's VLAN;
+    emulated ones through ``[vf] bridge``, or not at all without one. A
+    failure (no CAP_NET_RAW, say) is logged: the vNIC is plugged and
+    works, the guest is just reached once it transmits itself.
+    """
+    if not cfg.announce or not rec.mac:
+        return
+    if cfg.vf_device == domxml.MODE_HOSTDEV:
+        ifname, vlan = rec.pf, rec.vlan
+    else:
+        ifname, vlan = cfg.vf_bridge, None
+    if not ifname:
+        return
+    from . import announce
+
+    try:
+        announce.send(ifname, [announce.rarp_frame(rec.mac, vlan)])
+    except (OSError, ValueError) as e:
+        log.warning("could not announce %s on %s: %s", rec.mac, ifname, e)
+    else:
+        log.info("announced %s on %s%s", rec.mac, ifname, " vlan %d" % vlan if vlan else "")
 
 
 def _carry_settings(cfg, rec):

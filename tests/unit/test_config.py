@@ -22,6 +22,8 @@ source = nodedev-xml:/etc/sriov/nodedev.xml
 [vf]
 device = emulated
 model = e1000e
+bridge = srbab12cda
+announce = no
 
 [policy]
 migratable_by_default = Yes
@@ -88,7 +90,7 @@ def test_load_should_read_every_key(tmp_path, monkeypatch):
         "libvirt_password_file": "/etc/pki/vdsm/keys/libvirt_password",
         "ledger_path": "/var/lib/sriov/ledger.sqlite",
         "inventory_source": "nodedev-xml:/etc/sriov/nodedev.xml",
-        "vf_device": "emulated", "vf_model": "e1000e",
+        "vf_device": "emulated", "vf_model": "e1000e", "vf_bridge": "srbab12cda", "announce": False,
         "migratable_by_default": True,
         "unplug_timeout": 7.5, "plug_timeout": 3.0, "reservation_ttl": 120,
         "rollback_grace": 12.0, "reconcile_interval": 0.5,
@@ -147,6 +149,13 @@ def test_load_should_refuse_missing_file_named_by_env(tmp_path, monkeypatch):
     pytest.param("[vf]\ndevice = sriov\n", "[vf] device must be one of hostdev/emulated",
                  id="bad-device"),
     pytest.param("[vf]\nmodel = rtl8139\n", "[vf] model must be one of", id="bad-model"),
+    pytest.param("[vf]\nbridge = br0\n", "[vf] bridge applies only to device = emulated",
+                 id="bridge-on-hostdev"),
+    pytest.param("[vf]\ndevice = emulated\nbridge = a-bridge-name-too-long\n",
+                 "[vf] bridge must be a Linux interface name", id="bridge-too-long"),
+    pytest.param("[vf]\ndevice = emulated\nbridge = ../br\n",
+                 "[vf] bridge must be a Linux interface name", id="bridge-slash"),
+    pytest.param("[vf]\nannounce = sometimes\n", "[vf] announce must be true/false", id="announce"),
     pytest.param("[inventory]\nsource = sysfs\n", "[inventory] source must be", id="bad-source"),
     pytest.param("[networks]\nred =  , \n", "[networks] red names no PF", id="network-no-pf"),
     pytest.param("[ledger\npath = x\n", "malformed", id="malformed"),

@@ -292,6 +292,15 @@ def test_render_attach_should_render_emulated_nic(model):
         "<alias name='ua-vf1'/></interface>" % model)
 
 
+def test_render_attach_should_put_an_emulated_nic_on_its_bridge():
+    vnic = domxml.Vnic(alias="ua-vf1", mac="56:6f:1a:2b:00:01", guest_address="0000:00:07.0")
+    xml = domxml.render_attach(vnic, "0000:05:10.2", mode=domxml.MODE_EMULATED, bridge="srbab12cda")
+    assert canon(xml) == canon(
+        "<interface type='bridge'><source bridge='srbab12cda'/><mac address='56:6f:1a:2b:00:01'/>"
+        "<model type='virtio'/><alias name='ua-vf1'/>"
+        "<address type='pci' domain='0x0000' bus='0x00' slot='0x07' function='0x0'/></interface>")
+
+
 def test_render_attach_should_refuse_unknown_emulated_model():
     with pytest.raises(ValueError, match="virtio"):
         domxml.render_attach(domxml.Vnic(alias="a", mac=None), "0000:05:10.2",

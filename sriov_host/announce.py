@@ -1,0 +1,65 @@
+"""Announce a plugged vNIC's MAC to the switches, as QEMU does for its own NICs.
+
+After a live migration QEMU broadcasts RARP frames for every emulated
+NIC, so the physical switches learn the MAC's new port at once. It
+cannot for a passthrough VF, and a guest that does not announce itself
+then receives nothing until it happens to transmit: the switches keep
+sending its traffic to the source host's port (measured in the lab: the
+pinger's traffic stays lost until its own ARP entry expires, tens of
+seconds). So after a plug we send those frames for the guest, through
+the VF's PF (tagged with the vNIC's VLAN: switches learn per VLAN). The
+PF and its VFs share the uplink, so the switch learns the right port.
+
+:func:`rarp_frame` is pure; :func:`send` is the I/O edge (an AF_PACKET
+socket, so it needs CAP_NET_RAW).
+"""
+
+from __future__ import annotations
+
+import socket
+import struct
+import time
+from typing import Optional
+
+ETH_P_RARP = 0x8035
+ETH_P_8021Q = 0x8100
+ROUNDS_MS = (0, 50, 150)  # like QEMU's announce: a few frames, spaced out, in case one is lost
+_MIN_FRAME = 60  # Ethernet minimum without the FCS
+
+
+def mac_bytes(mac: str) -> bytes:
+    parts = mac.split(":")
+    if len(parts) != 6:
+        raise ValueError("not a MAC address: %r" % mac)
+    try:
+        return bytes(int(p, 16) for p in parts)
+    except ValueError:
+        raise ValueError("not a MAC address: %r" % mac) from None
+
+
+def rarp_frame(mac: str, vlan: Optional[int] = None) -> bytes:
+    """A broadcast RARP "request reverse" for *mac*: the frame QEMU's announce sends."""
+    src = mac_bytes(mac)
+    header = b"\xff" * 6 + src
+    if vlan is not None:
+        if not 0 < vlan < 4095:
+            raise ValueError("VLAN id out of range: %r" % vlan)
+        header += struct.pack("!HH", ETH_P_8021Q, vlan)
+    # htype Ethernet, ptype IPv4, hlen 6, plen 4, op 3 (request reverse)
+    body = struct.pack("!HHBBH", 1, 0x0800, 6, 4, 3) + src + b"\0" * 4 + src + b"\0" * 4
+    frame = header + struct.pack("!H", ETH_P_RARP) + body
+    return frame.ljust(_MIN_FRAME, b"\0")
+
+
+def send(ifname: str, frames, rounds_ms=ROUNDS_MS) -> None:
+    """Send *frames* out of *ifname* once per round; raises OSError (no such link, EPERM)."""
+    frames = list(frames)
+    with socket.socket(socket.AF_PACKET, socket.SOCK_RAW) as sock:
+        sock.bind((ifname, 0))
+        start = time.monotonic()
+        for at_ms in rounds_ms:
+            delay = start + at_ms / 1000.0 - time.monotonic()
+            if delay > 0:
+                time.sleep(delay)
+            for frame in frames:
+                sock.send(frame)

@@ -1,0 +1,78 @@
+"""announce: the RARP frame QEMU's announce sends, and sending it out of a real link."""
+
+from __future__ import annotations
+
+import os
+import socket
+import struct
+import subprocess
+import uuid
+
+import pytest
+
+from sriov_host import announce
+
+MAC = "52:54:00:5a:00:01"
+MAC_BYTES = bytes.fromhex("5254005a0001")
+
+
+def test_rarp_frame_should_be_a_broadcast_request_reverse_for_the_mac():
+    frame = announce.rarp_frame(MAC)
+    assert len(frame) == 60
+    assert frame[:6] == b"\xff" * 6 and frame[6:12] == MAC_BYTES
+    assert struct.unpack("!H", frame[12:14]) == (announce.ETH_P_RARP,)
+    htype, ptype, hlen, plen, op = struct.unpack("!HHBBH", frame[14:22])
+    assert (htype, ptype, hlen, plen, op) == (1, 0x0800, 6, 4, 3)
+    assert frame[22:28] == MAC_BYTES and frame[32:38] == MAC_BYTES  # sender and target: the MAC
+    assert frame[28:32] == frame[38:42] == b"\0" * 4
+    assert frame[42:] == b"\0" * 18
+
+
+def test_rarp_frame_should_carry_the_vlan_tag_before_the_ethertype():
+    frame = announce.rarp_frame(MAC, vlan=100)
+    assert struct.unpack("!HHH", frame[12:18]) == (announce.ETH_P_8021Q, 100, announce.ETH_P_RARP)
+    assert frame[18:26] == announce.rarp_frame(MAC)[14:22]
+
+
+@pytest.mark.parametrize("mac,vlan,fragment", [
+    pytest.param("52:54:00:5a:00", None, "not a MAC", id="short-mac"),
+    pytest.param("52:54:00:5a:00:zz", None, "not a MAC", id="not-hex"),
+    pytest.param(MAC, 4095, "VLAN id out of range", id="vlan-4095"),
+    pytest.param(MAC, 0, "VLAN id out of range", id="vlan-0"),
+])
+def test_rarp_frame_should_refuse_bad_input(mac, vlan, fragment):
+    with pytest.raises(ValueError, match=fragment):
+        announce.rarp_frame(mac, vlan)
+
+
+@pytest.fixture
+def veth():
+    """A veth pair (root only): frames sent on one end are received on the other."""
+    if os.geteuid() != 0:
+        pytest.skip("needs root (a veth pair)")
+    a, b = "sra%s" % uuid.uuid4().hex[:8], "srz%s" % uuid.uuid4().hex[:8]
+    subprocess.run(["ip", "link", "add", a, "type", "veth", "peer", "name", b], check=True)
+    try:
+        for end in (a, b):
+            subprocess.run(["ip", "link", "set", end, "up"], check=True)
+        yield a, b
+    finally:
+        subprocess.run(["ip", "link", "del", a], check=False)
+
+
+def test_send_should_put_every_round_on_the_wire(veth):
+    out, into = veth
+    with socket.socket(socket.AF_PACKET, socket.SOCK_RAW,
+                       socket.htons(announce.ETH_P_RARP)) as sniff:
+        sniff.bind((into, 0))
+        sniff.settimeout(2.0)
+        announce.send(out, [announce.rarp_frame(MAC)], rounds_ms=(0, 20))
+        got = [sniff.recv(2048) for _ in range(2)]
+    assert all(g[6:12] == MAC_BYTES and g[12:14] == b"\x80\x35" for g in got)
+
+
+def test_send_should_raise_for_a_missing_link():
+    if os.geteuid() != 0:
+        pytest.skip("needs CAP_NET_RAW")
+    with pytest.raises(OSError):
+        announce.send("srnosuchlink0", [announce.rarp_frame(MAC)])
