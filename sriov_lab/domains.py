@@ -23,7 +23,7 @@ from sriov_host import domxml, libvirtconn, metadata
 from sriov_host.pci import PciAddress
 
 from .errors import LabError
-from .guest import GuestImage, parse_serial
+from .guest import GUEST_IP_PARAM, GuestImage, parse_serial
 
 OVIRT_VM_NS = domxml.OVIRT_VM_NS
 QEMU_NS = "http://libvirt.org/schemas/domain/qemu/1.0"
@@ -61,6 +61,8 @@ class DomainSpec:
     vm_custom: dict = field(default_factory=dict)
     persistent_teaming: bool = False  # put <teaming type='persistent'/> on partners
     vf_mode: str = domxml.MODE_EMULATED  # MODE_HOSTDEV: real VFs (the real-VF lab)
+    bridge: Optional[str] = None  # emulated VFs join it: the start host's ``[vf] bridge``
+    guest_ip: Optional[tuple] = None  # (mac, "ip/prefix"): the guest sets it on that NIC
 
 
 def serial_path(name: str) -> str:
@@ -105,7 +107,10 @@ def _os(root, spec: DomainSpec):
     if spec.guest is not None:
         etree.SubElement(os_el, "kernel").text = spec.guest.kernel
         etree.SubElement(os_el, "initrd").text = spec.guest.initrd
-        etree.SubElement(os_el, "cmdline").text = spec.guest.cmdline
+        cmdline = spec.guest.cmdline
+        if spec.guest_ip:
+            cmdline += " %s=%s,%s" % ((GUEST_IP_PARAM,) + tuple(spec.guest_ip))
+        etree.SubElement(os_el, "cmdline").text = cmdline
     etree.SubElement(etree.SubElement(root, "features"), "acpi")
 
 
@@ -119,7 +124,7 @@ def _interfaces(devices, spec: DomainSpec):
                 etree.SubElement(partner, "teaming", type="persistent")
             etree.SubElement(partner, "alias", name=v.failover_alias)
         xml = domxml.render_attach(to_vnic(v), v.vf_address or "", mode=spec.vf_mode,
-                                   model=v.model)
+                                   model=v.model, bridge=spec.bridge)
         elem = etree.fromstring(xml)
         if spec.vf_mode == domxml.MODE_HOSTDEV:
             elem.set("managed", "no")  # VDSM's shape: it binds the VF to vfio-pci itself
@@ -207,6 +212,18 @@ def wait_serial(host, name: str, until: Callable, timeout: float = 60.0,
 def wait_ready(host, name: str, timeout: float = 60.0):
     """Wait for the guest's ready line and a first tick; return that tick."""
     return wait_serial(host, name, lambda r, t: r and t and t[-1], timeout, "ready line")
+
+
+def post_mortem(conn, host, name: str) -> str:
+    """What libvirt says of a lab VM that stopped answering: its state and QEMU's log tail."""
+    import libvirt
+
+    try:
+        state, reason = conn.lookupByName(name).state()
+        where = "libvirt state %d reason %d (virDomainState / its reason enum)" % (state, reason)
+    except libvirt.libvirtError as e:
+        where = "libvirt: %s" % e
+    return "%s on %s: %s; QEMU log ends:\n%s" % (name, host.name, where, qemu_log_tail(host, name))
 
 
 def qemu_log_tail(host, name: str, lines: int = 20) -> str:

@@ -34,6 +34,7 @@ MODULES = ("virtio_pci", "virtio_net", "net_failover", "e1000e", "igbvf")  # igb
 READY = "LAB-GUEST READY"
 TICK = "LAB-TICK"
 CMDLINE = "console=ttyS0 panic=-1 loglevel=4 rdinit=/init"
+GUEST_IP_PARAM = "sriovlab.ip"  # sriovlab.ip=MAC,IP/PREFIX on the kernel command line
 BUILD_VERSION = "3"  # bump when the build itself changes; INIT and MODULES are in build_stamp()
 
 INIT = r"""#!/bin/busybox sh
@@ -43,6 +44,22 @@ mount -t proc proc /proc
 mount -t sysfs sysfs /sys
 mount -t devtmpfs devtmpfs /dev
 for m in $(cat /modules.load); do insmod /lib/modules/$m.ko || echo "LAB-GUEST insmod $m failed"; done
+# A silent guest, the worst case for a switch: no IPv6 (its DAD and MLD
+# would tell the switch where the MAC is), no gratuitous ARP.
+echo 1 > /proc/sys/net/ipv6/conf/default/disable_ipv6
+echo 1 > /proc/sys/net/ipv6/conf/all/disable_ipv6
+labip=""
+for a in $(cat /proc/cmdline); do case "$a" in sriovlab.ip=*) labip=${a#sriovlab.ip=};; esac; done
+ipup() {
+  [ -n "$labip" ] || return 0
+  for d in /sys/class/net/*; do
+    [ "$(cat $d/address)" = "${labip%%,*}" ] || continue
+    [ -e $d/master ] && continue
+    n=${d##*/}
+    ip -4 addr show dev $n | grep -q inet && continue
+    ip link set $n up && ip addr add ${labip#*,} dev $n && echo "LAB-GUEST ip ${labip#*,} on $n"
+  done
+}
 nics() {
   out=""
   for d in /sys/class/net/*; do
@@ -67,6 +84,7 @@ echo "LAB-GUEST READY kernel=$(uname -r) nics=$(nics)"
 i=0
 while true; do
   i=$((i+1))
+  ipup
   echo "LAB-TICK $i nics=$(nics) links=$(links)"
   sleep 0.5
 done

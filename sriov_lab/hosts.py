@@ -352,6 +352,11 @@ def write_owner(lab_root: str) -> None:
         f.write("%d\n" % os.getpid())
 
 
+def owner_alive(lab_root: str) -> bool:
+    """Whether the process that made *lab_root* still runs (its lab is not stale)."""
+    return _owner_alive(lab_root)
+
+
 def _owner_alive(lab_root: str) -> bool:
     try:
         with open(os.path.join(lab_root, OWNER_FILE)) as f:

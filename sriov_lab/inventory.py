@@ -122,18 +122,19 @@ def nodedev_xml(index: int, pfs: int = 2, vfs: int = 8) -> str:
 
 
 def config_text(host, inventory_path: Optional[str], ledger_path: str, port: int, pf_names,
-                vdsm_port: int = 54321) -> str:
+                vdsm_port: int = 54321, bridge: Optional[str] = None) -> str:
     """The host's INI config: its VFs, its own libvirtd and address, short timeouts.
 
     With an *inventory_path* the VFs are emulated ones from that file;
     without, they are real VFs from libvirt's nodedev tree, rendered as
     ``hostdev`` (the real-VF lab). ``[networks]`` names the host's own PFs.
     ``[vdsm]`` points ``SRIOV.migrate`` at the host's VDSM stand-in
-    (:mod:`sriov_lab.vdsm_standin`) on the host's own address.
+    (:mod:`sriov_lab.vdsm_standin`) on the host's own address. *bridge*
+    is the host's side of the lab's wire (:mod:`sriov_lab.datapath`).
     """
     if inventory_path:
-        vfs = "[inventory]\nsource = nodedev-xml:%s\n\n[vf]\ndevice = emulated\nmodel = virtio\n\n" % (
-            inventory_path,)
+        vfs = "[inventory]\nsource = nodedev-xml:%s\n\n[vf]\ndevice = emulated\nmodel = virtio\n%s\n" % (
+            inventory_path, "bridge = %s\n" % bridge if bridge else "")
     else:
         vfs = "[inventory]\nsource = libvirt\n\n[vf]\ndevice = hostdev\n\n"
     return (
@@ -172,7 +173,7 @@ def _bindable(address: str, port: int) -> bool:
 
 
 def write_host_files(host, index: int, pfs: int = 2, vfs: int = 8, vdsm_port: int = 54321,
-                     real_pf: Optional[str] = None) -> None:
+                     real_pf: Optional[str] = None, bridge: Optional[str] = None) -> None:
     """Write the inventory and config of *host*; remember their paths on it.
 
     With *real_pf* (the real-VF lab) the host owns that real PF and its
@@ -189,8 +190,8 @@ def write_host_files(host, index: int, pfs: int = 2, vfs: int = 8, vdsm_port: in
         with open(inv, "w", encoding="utf-8") as f:
             f.write(nodedev_xml(index, pfs, vfs))
         text = config_text(host, inv, ledger, port, [pf.name for pf in layout(index, pfs, vfs)],
-                           vdsm_port)
-        host.extra.update(inventory=inv, layout=layout(index, pfs, vfs))
+                           vdsm_port, bridge)
+        host.extra.update(inventory=inv, layout=layout(index, pfs, vfs), bridge=bridge)
     with open(conf, "w", encoding="utf-8") as f:
         f.write(text)
     host.extra.update(config=conf, service_port=port, vdsm_port=vdsm_port, index=index)

@@ -10,15 +10,17 @@ is an address, as on a cluster. All hosts' stand-ins share one port.
 
 from __future__ import annotations
 
+import glob
 import logging
 import os
+import secrets
 import shutil
 import tempfile
 import time
 from typing import Optional
 
+from . import datapath, inventory
 from . import hosts as hostmod
-from . import inventory
 from .errors import LabError
 from .paths import caps_cache_dir, runtime_base
 
@@ -45,6 +47,7 @@ class Lab:
         self.ready_timeout = ready_timeout
         self.real_pfs = real_pfs  # the real-VF lab: host i owns real PF real_pfs[i]
         self.root: Optional[str] = None
+        self.datapath: Optional[datapath.DataPath] = None  # emulated VFs' wire; see datapath
         self.hosts: list = []
         self.start_seconds: Optional[float] = None
 
@@ -59,9 +62,14 @@ class Lab:
         t0 = time.monotonic()
         os.makedirs(self.base, exist_ok=True)
         hostmod.reap_stale(self.base)
+        for root in glob.glob(os.path.join(self.base, "lab-*")):
+            if not hostmod.owner_alive(root):
+                datapath.reap(root)
         self.root = tempfile.mkdtemp(prefix="lab-", dir=self.base)
         hostmod.write_owner(self.root)
         try:
+            if not self.real_pfs:
+                self.datapath = datapath.create(self.root, secrets.token_hex(3), self.count)
             self._start_hosts()
         except BaseException:
             self.stop()
@@ -78,7 +86,8 @@ class Lab:
             name = "host-" + HOST_NAMES[i]
             host = hostmod.prepare_host(name, os.path.join(self.root, name), caps, addresses[i])
             inventory.write_host_files(host, index=i, vdsm_port=vdsm_port,
-                                       real_pf=self.real_pfs[i] if self.real_pfs else None)
+                                       real_pf=self.real_pfs[i] if self.real_pfs else None,
+                                       bridge=self.datapath.bridge(i) if self.datapath else None)
             self.hosts.append(host)
         rest = self.hosts
         if not hostmod.has_caps_cache(caps):
@@ -105,6 +114,9 @@ class Lab:
             except Exception as e:  # keep stopping the others
                 errors.append("%s: %s" % (host.name, e))
         self.hosts = []
+        if self.datapath is not None:
+            datapath.destroy(self.root, self.datapath)
+            self.datapath = None
         if self.root and not self.keep:
             shutil.rmtree(self.root, ignore_errors=True)
         if errors:

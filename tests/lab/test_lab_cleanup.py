@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import glob
+import os
+import subprocess
 
 import pytest
 
-from sriov_lab import domains
+from sriov_lab import datapath, domains
 from sriov_lab.fixtures import lab_unavailable_reason
 from sriov_lab.hosts import is_alive
 from sriov_lab.lab import Lab
@@ -37,10 +39,46 @@ def test_lab_should_leave_no_daemon_qemu_or_mount_when_body_fails():
             conn = __import__("libvirt").open(host.uri)
             domains.start(conn, domains.DomainSpec(name="leftover"))
             seen.update(root=lab.root, pids=[host.pid] + host.qemu_pids(),
-                        mounts=len(_mounts_mentioning(lab.root)))
+                        mounts=len(_mounts_mentioning(lab.root)), links=list(lab.datapath.links),
+                        netns=lab.datapath.netns)
+            seen["wired"] = all(_link_exists(n) for n in seen["links"])
             conn.close()
             raise RuntimeError("body failed")
+    assert seen["links"] and seen["wired"]  # it really built its wire
+    assert not any(_link_exists(n) for n in seen["links"])
+    assert seen["netns"] not in _netns()
     assert len(seen["pids"]) == 2 and seen["mounts"] >= 5  # it really ran, mounted
     assert [p for p in seen["pids"] if is_alive(p)] == []
     assert _mounts_mentioning(seen["root"]) == []
     assert not glob.glob(seen["root"])
+
+
+def _link_exists(name: str) -> bool:
+    return os.path.exists("/sys/class/net/%s" % name)
+
+
+def _netns() -> list:
+    out = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout
+    return [line.split()[0] for line in out.splitlines() if line.strip()]
+
+
+def test_next_lab_should_remove_the_wire_a_killed_lab_left(tmp_path):
+    reason = lab_unavailable_reason()
+    if reason:
+        pytest.skip(reason)
+    dead = tmp_path / "lab-killed"
+    dead.mkdir()
+    (dead / "owner.pid").write_text("%d\n" % _dead_pid())
+    left = datapath.create(str(dead), "dead01", hosts=2)
+    assert all(_link_exists(n) for n in left.links) and left.netns in _netns()
+    with Lab(1, base=str(tmp_path)):
+        pass
+    assert not any(_link_exists(n) for n in left.links)
+    assert left.netns not in _netns()
+    assert not (dead / datapath.STATE_FILE).exists()
+
+
+def _dead_pid() -> int:
+    proc = subprocess.Popen(["true"])
+    proc.wait()
+    return proc.pid

@@ -11,6 +11,7 @@ administrator runs it.
 from __future__ import annotations
 
 import json
+import socket
 import subprocess
 import sys
 import uuid
@@ -18,9 +19,9 @@ import uuid
 import pytest
 from lxml import etree
 
-from sriov_host import config, metadata
+from sriov_host import announce, config, metadata
 from sriov_host.ledger import Ledger
-from sriov_lab import domains
+from sriov_lab import datapath, demo_report, domains, traffic
 from sriov_lab.services import LabServices, LabStandIns
 
 pytestmark = pytest.mark.lab
@@ -215,3 +216,46 @@ def test_plain_vdsm_migrate_should_be_refused_by_the_source_hook(lab_hosts, lab_
     aliases, record, _ = _live(lab_conns[0], spec)
     assert vnic.alias in aliases and record.phase == "idle"
     assert [_claims(h) for h in lab_hosts] == claims
+
+
+def _rarp_sniffer(ifname):
+    """An AF_PACKET socket seeing the RARP frames that reach *ifname* (the lab's switch)."""
+    sock = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.htons(announce.ETH_P_RARP))
+    sock.bind((ifname, 0))
+    sock.setblocking(False)
+    return sock
+
+
+def _rarp_sources(sock) -> list:
+    out = []
+    while True:
+        try:
+            frame = sock.recv(2048)
+        except BlockingIOError:
+            return out
+        out.append(":".join("%02x" % b for b in frame[6:12]))
+
+
+def test_migrate_should_keep_the_traffic_gap_to_the_nic_absent_time(
+        lab, lab_hosts, lab_conns, vms, services, vdsm, tmp_path):
+    a, _b = lab_hosts
+    vnic = vms.vnic(0, 3)
+    spec, _ = vms.start(0, vnics=(vnic,), bridge=a.extra["bridge"],
+                        guest_ip=(vnic.mac, "%s/%d" % (datapath.guest_ip(), datapath.PREFIX)))
+    domains.wait_serial(a, spec.name, _macs_seen_after(-1, {vnic.mac}), 60, "NIC on A")
+    sniffer = _rarp_sniffer(lab.datapath.switch)
+    try:
+        with traffic.Pinger(lab.datapath.netns, datapath.guest_ip(), str(tmp_path)) as pinger:
+            assert pinger.wait_reply(0.0, 30.0) is not None, "the guest never answered on A"
+            rc, job, progress = sriov_migrate(services, spec)
+            assert rc == 0 and job["phase"] == "migrated", (progress, job)
+            plug = _steps(job)["plug"]
+            assert pinger.wait_reply(plug["start"] + plug["ms"] / 1000.0, 30.0) is not None
+        announced = _rarp_sources(sniffer)
+    finally:
+        sniffer.close()
+    t = pinger.result
+    absent = demo_report.nic_absent(job)[0] * 1000.0
+    assert t.recovered and t.lost > 0, t
+    assert t.longest_gap_ms <= absent + traffic.ANNOUNCED_SLACK_MS, (t, absent)
+    assert announced.count(vnic.mac) == len(announce.ROUNDS_MS), announced
