@@ -16,6 +16,7 @@ production path.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import signal
@@ -33,8 +34,8 @@ from sriov_host import config, domxml, inventory, libvirtconn, metadata, netlink
 from sriov_host.ledger import Ledger
 from sriov_host.vfsettings import VfSettings
 
+from . import datapath, domains, traffic
 from . import demo_report as report
-from . import domains
 from . import inventory as lab_inventory
 from .errors import LabError
 from .guest import ensure_guest, parse_serial
@@ -103,11 +104,16 @@ def _vnics(st: Stage) -> tuple:
 
 
 def _start_vm(st: Stage, with_os: bool = True):
-    spec = domains.DomainSpec(name="demo-%s" % uuid.uuid4().hex[:6], vnics=_vnics(st),
+    vnics = _vnics(st)
+    wired = st.lab.datapath is not None  # emulated VFs on the lab's wire, the first one measured
+    spec = domains.DomainSpec(name="demo-%s" % uuid.uuid4().hex[:6], vnics=vnics,
                               guest=st.guest if with_os else None, persistent_teaming=True,
                               vf_mode=domxml.MODE_HOSTDEV if st.real_vf else domxml.MODE_EMULATED,
                               # QEMU: "failover primary device must be on PCIExpress bus"
-                              machine="q35" if st.real_vf else "pc")
+                              machine="q35" if st.real_vf else "pc",
+                              bridge=st.lab.hosts[0].extra.get("bridge"),
+                              guest_ip=(vnics[0].mac, "%s/%d" % (datapath.guest_ip(), datapath.PREFIX))
+                              if wired else None)
     domains.start(st.conns[0], spec)
     report.step("started VM %s (%s) on %s with vNICs %s", spec.name, spec.uuid,
                 st.names[0], ", ".join(report.vnic_label(v) for v in spec.vnics))
@@ -127,7 +133,10 @@ def _guest_view(st: Stage, host_index: int, spec, after: int = -1, timeout: Opti
 
     host = st.lab.hosts[host_index]
     report.step("waiting for the guest on %s to list its NICs on its serial console ...", host.name)
-    tick = domains.wait_serial(host, spec.name, until, timeout, "the vNICs in the guest")
+    try:
+        tick = domains.wait_serial(host, spec.name, until, timeout, "the vNICs in the guest")
+    except LabError as e:
+        raise LabError("%s\n%s" % (e, domains.post_mortem(st.conns[host_index], host, spec.name))) from e
     report.step("guest on %s sees its NICs: %s", host.name, report.nics(tick.nics))
     return tick
 
@@ -294,7 +303,57 @@ def scenario_success(st: Stage) -> None:
         _check_pf_carries(st, 0, on_a, "before the unplug")
         _check_guest_vfs(st, 0, spec, before.counter - 1)
         settings = _set_vf_settings(st, spec.vnics[0])
-    rc, job = _sriov_migrate(st, spec)
+    with contextlib.ExitStack() as stream:
+        pinger = _start_traffic(st, spec, stream)
+        rc, job = _sriov_migrate(st, spec)
+        _migrated(st, spec, before, slots, on_a, rc, job, settings if st.real_vf else None)
+        if pinger is not None:
+            _traffic_back(st, pinger, job, stream)
+    if pinger is not None:
+        _check_traffic(st, spec, pinger.result, job)
+    absent = report.nic_absent(job)
+    if st.raw_baseline and absent:
+        raw = _raw_migrate_back(st, spec)
+        report.step("NIC-absent, same VM, same hosts: SRIOV.migrate %.2f s (%s to %s), raw libvirt "
+                    "%.2f s (%s back to %s: detach x%d, migrate3, attach x%d): %.2fx raw, %+.2f s",
+                    absent[0], st.names[0], st.names[1], raw, st.names[1], st.names[0],
+                    len(spec.vnics), len(spec.vnics), absent[0] / raw, absent[0] - raw)
+
+
+def _start_traffic(st: Stage, spec, stream):
+    """On the lab's wire: echoes at 100/s to the guest's first vNIC, once it answers; else None."""
+    dp = st.lab.datapath
+    if dp is None or spec.guest is None:
+        return None
+    pinger = stream.enter_context(traffic.Pinger(dp.netns, datapath.guest_ip(), st.workdir))
+    first = pinger.wait_reply(0.0, st.waits["nics"])
+    st.check(first is not None, "the guest answers %d echoes/s at %s on %s (its first vNIC, on "
+             "the lab's switch) before the migration" % (traffic.RATE, datapath.guest_ip(),
+                                                         spec.vnics[0].mac))
+    return pinger
+
+
+def _traffic_back(st: Stage, pinger, job, stream) -> None:
+    """Wait (bounded) for an echo answered after the plug, then stop the stream."""
+    steps = {s["step"]: s for s in (job or {}).get("steps", []) if s["ms"] is not None}
+    plug = steps.get("plug")
+    after = plug["start"] + plug["ms"] / 1000.0 if plug else time.time()
+    pinger.wait_reply(after, st.waits["nics"])
+    stream.close()
+
+
+def _check_traffic(st: Stage, spec, t, job) -> None:
+    absent = report.nic_absent(job)
+    report.traffic(t, spec.vnics[0].mac, absent)
+    st.check(t.recovered, "echoes to %s are answered again on %s" % (spec.vnics[0].mac, st.names[1]))
+    if absent:
+        st.check(t.longest_gap_ms <= absent[0] * 1000.0 + traffic.ANNOUNCED_SLACK_MS,
+                 "the longest gap (%.2f s) is the NIC-absent time (%.2f s), not more: the MAC was "
+                 "announced after the plug" % (t.longest_gap_ms / 1000.0, absent[0]))
+
+
+def _migrated(st: Stage, spec, before, slots, on_a, rc, job, settings) -> None:
+    """The checks after ``SRIOV.migrate`` returned: job, devices, records, ledgers, guest."""
     plugged_at = _last_counter(st, 1, spec)
     result = st.vdsm[0].wait(spec.uuid, timeout=st.waits["nics"])
     aliases, record = _live(st, 1, spec)
@@ -324,13 +383,6 @@ def scenario_success(st: Stage) -> None:
     st.check(True, "the guest sees both MACs again on %s" % st.names[1])
     if st.real_vf:
         _check_guest_vfs(st, 1, spec, plugged_at)
-    absent = report.nic_absent(job)
-    if st.raw_baseline and absent:
-        raw = _raw_migrate_back(st, spec)
-        report.step("NIC-absent, same VM, same hosts: SRIOV.migrate %.2f s (%s to %s), raw libvirt "
-                    "%.2f s (%s back to %s: detach x%d, migrate3, attach x%d): %.2fx raw, %+.2f s",
-                    absent[0], st.names[0], st.names[1], raw, st.names[1], st.names[0],
-                    len(spec.vnics), len(spec.vnics), absent[0] / raw, absent[0] - raw)
 
 
 def _raw_migrate_back(st: Stage, spec) -> float:
