@@ -32,6 +32,7 @@ BENCHES = [
     ("bench_rpc", {"seconds": 3.0}, {"seconds": 1.0}),
     ("bench_flood", {"rounds": 5}, {"rounds": 2}),
     ("bench_lab", {"rounds": 3}, {"rounds": 1}),
+    ("bench_traffic", {"rounds": 1}, {"rounds": 1}),  # ~1.5 min: the gap without the announce is ~40 s
     ("bench_unplug", {}, {}),
 ]
 REAL_VF = ("bench_realvf", {}, {})  # 4-5 min, nested TCG: only with --real-vf
