@@ -187,7 +187,8 @@ def _parse_args(argv):
                    help="accept a server certificate that does not name HOST")
     p.add_argument("namespace", help="always SRIOV")
     p.add_argument("method", help="ping, listVfs, reserveVfs, releaseVfs, getReservation, "
-                                  "migrationStatus, restoreNics, migrate (waits and shows progress)")
+                                  "migrationStatus, restoreNics, announce, "
+                                  "migrate (waits and shows progress)")
     p.add_argument("args", nargs="*", metavar="name=value")
     return p.parse_args(argv)
 

@@ -407,10 +407,25 @@ class _Driver:
         ok = len(plugged) == len(self.job.vnics) == len(self.nics)
         _finish(step, ok, ", ".join("%s %s" % (v["mac"], v["state"]) for v in self.job.vnics))
         if ok:
+            self._announce()
             self.job.phase = "migrated"
         else:
             self._fail("migrated, but not every vNIC was plugged on %s" % self.job.dst,
                        "plug-failed")
+
+
+    def _announce(self) -> None:
+        """Ask the destination to announce the plugged MACs; its failure is told, not fatal."""
+        step = self.job.begin("announce", "plugging")
+        try:
+            answer = self.peer.call("SRIOV.announce", {"vmID": self.job.vm_id})
+        except Exception as e:  # noqa: BLE001 - the vNICs are plugged; only the switches lag
+            _finish(step, False, "SRIOV.announce on %s failed: %s" % (self.job.dst, _text(e)))
+            return
+        sent = ["%s via %s" % (a["mac"], a["via"]) for a in answer.get("announced", [])]
+        failed = ["%s via %s: %s" % (f["mac"], f["via"], f["error"]) for f in answer.get("failed", [])]
+        _finish(step, not failed, "; ".join(sent + ["not sent: " + f for f in failed])
+                or "nothing to announce through")
 
 
 def _numa_detail(outcome, sent: dict) -> str:

@@ -190,6 +190,7 @@ SPECS = {
     "getReservation": VM_ONLY,
     "migrationStatus": VM_ONLY,
     "restoreNics": VM_ONLY,
+    "announce": VM_ONLY,
     "migrate": (Param("vmID", vm_id), Param("dst", host), Param("port", port, 54325),
                 Param("timeout", timeout, None)),
 }

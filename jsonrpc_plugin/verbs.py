@@ -17,7 +17,7 @@ import time
 from jsonrpclib import Fault
 
 import sriov_host
-from sriov_host import allocation, metadata, rollback, vfstate
+from sriov_host import allocation, metadata, plug, rollback, vfstate
 from sriov_host.errors import LibvirtFailure, MigrationInProgress, NoSuchVm, NotMigratable, SriovError
 from sriov_host.ledger import RESERVED, STATES
 
@@ -172,6 +172,25 @@ class Verbs:
         if self.migrations is None:
             raise NotMigratable("this service was started without migration support")
         return self.migrations.start(vmID, dst, port, timeout)
+
+    @rpc_verb
+    def announce(self, vmID):
+        """Announce the MAC of each plugged vNIC of a VM running here (sriov_host.announce).
+
+        ``SRIOV.migrate`` asks the destination once its hook has plugged:
+        the hook runs as vdsm, without the CAP_NET_RAW this service has.
+        """
+        dom, record = self._live_record(vmID)
+        if dom is None or not dom.isActive():
+            raise NoSuchVm("VM %s is not running on this host" % vmID, {"vmID": vmID})
+        announced, failed = [], []
+        for rec in record.by_state(metadata.PLUGGED) if record else []:
+            via, error = plug.announce_vnic(self.cfg, rec)
+            if error:
+                failed.append({"mac": rec.mac, "via": via, "error": error})
+            elif via:
+                announced.append({"mac": rec.mac, "via": via})
+        return {"vmID": vmID, "announced": announced, "failed": failed}
 
     @rpc_verb
     def restoreNics(self, vmID):

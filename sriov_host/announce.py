@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import socket
 import struct
+import threading
 import time
 from typing import Optional
 
@@ -52,14 +53,37 @@ def rarp_frame(mac: str, vlan: Optional[int] = None) -> bytes:
 
 
 def send(ifname: str, frames, rounds_ms=ROUNDS_MS) -> None:
-    """Send *frames* out of *ifname* once per round; raises OSError (no such link, EPERM)."""
+    """Send *frames* out of *ifname* now, and again at each later round in the background.
+
+    The first round is sent before returning, so a failure (no such
+    link, EPERM without CAP_NET_RAW) raises OSError here; the later
+    rounds, only a guard against a lost frame, must not hold up a
+    re-plug of the next vNIC.
+    """
     frames = list(frames)
-    with socket.socket(socket.AF_PACKET, socket.SOCK_RAW) as sock:
+    sock = socket.socket(socket.AF_PACKET, socket.SOCK_RAW)
+    try:
         sock.bind((ifname, 0))
-        start = time.monotonic()
+        for frame in frames:
+            sock.send(frame)
+    except BaseException:
+        sock.close()
+        raise
+    later = [ms for ms in rounds_ms if ms > 0]
+    if not later:
+        sock.close()
+        return
+    threading.Thread(target=_repeat, args=(sock, frames, later), daemon=True,
+                     name="announce-%s" % ifname).start()
+
+
+def _repeat(sock, frames, rounds_ms) -> None:
+    start = time.monotonic()
+    with sock:
         for at_ms in rounds_ms:
-            delay = start + at_ms / 1000.0 - time.monotonic()
-            if delay > 0:
-                time.sleep(delay)
-            for frame in frames:
-                sock.send(frame)
+            time.sleep(max(0.0, start + at_ms / 1000.0 - time.monotonic()))
+            try:
+                for frame in frames:
+                    sock.send(frame)
+            except OSError:
+                return  # the link went away: the first round was sent, nothing to report to

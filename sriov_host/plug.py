@@ -111,34 +111,35 @@ def attach_vnic(devices, dom, cfg, rec):
         warning = ("guest PCI address %s could not be kept (%s); plugged at another address"
                    % (rec.guest_address, " ".join(first.split())))
     notes = [w for w in (warning, _settings_note(rec, settings)) if w]
-    _announce(cfg, rec)
     return xml, ms, "; ".join(notes) or None
 
 
-def _announce(cfg, rec) -> None:
-    """Tell the switches where *rec*'s MAC is now (see :mod:`announce`); never fails the plug.
+def announce_vnic(cfg, rec) -> tuple:
+    """Tell the switches where *rec*'s MAC is now (see :mod:`announce`): ``(via, error)``.
 
     Real VFs announce through their PF, tagged with the vNIC's VLAN;
-    emulated ones through ``[vf] bridge``, or not at all without one. A
-    failure (no CAP_NET_RAW, say) is logged: the vNIC is plugged and
-    works, the guest is just reached once it transmits itself.
+    emulated ones through ``[vf] bridge``; *via* is None where there is
+    nothing to announce through. It needs CAP_NET_RAW, which the service
+    has and VDSM's hooks (user vdsm) do not: the service sends it, after
+    the destination hook's plug (``SRIOV.announce``) and after a re-plug.
     """
     if not cfg.announce or not rec.mac:
-        return
+        return None, None
     if cfg.vf_device == domxml.MODE_HOSTDEV:
-        ifname, vlan = rec.pf, rec.vlan
+        via, vlan = rec.pf, rec.vlan
     else:
-        ifname, vlan = cfg.vf_bridge, None
-    if not ifname:
-        return
+        via, vlan = cfg.vf_bridge, None
+    if not via:
+        return None, None
     from . import announce
 
     try:
-        announce.send(ifname, [announce.rarp_frame(rec.mac, vlan)])
+        announce.send(via, [announce.rarp_frame(rec.mac, vlan)])
     except (OSError, ValueError) as e:
-        log.warning("could not announce %s on %s: %s", rec.mac, ifname, e)
-    else:
-        log.info("announced %s on %s%s", rec.mac, ifname, " vlan %d" % vlan if vlan else "")
+        log.warning("could not announce %s on %s: %s", rec.mac, via, e)
+        return via, str(e)
+    log.info("announced %s on %s%s", rec.mac, via, " vlan %d" % vlan if vlan else "")
+    return via, None
 
 
 def _carry_settings(cfg, rec):

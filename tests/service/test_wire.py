@@ -251,3 +251,45 @@ def test_tls_server_should_refuse_plain_http(service, pki):
 
 def test_tls_context_fixture_sanity(pki):
     assert tls_context(pki).verify_mode == ssl.CERT_REQUIRED
+
+
+def test_announce_should_send_each_plugged_mac_through_its_pf_and_name_what_failed(make_service, pki):
+    import os
+    import subprocess
+    import uuid
+
+    from sriov_host import announce, metadata
+
+    from .conftest import hostdev_domain
+
+    if os.geteuid() != 0:
+        pytest.skip("needs root (a veth pair stands in for the PF)")
+    pf, peer = "srw%s" % uuid.uuid4().hex[:8], "srx%s" % uuid.uuid4().hex[:8]
+    subprocess.run(["ip", "link", "add", pf, "type", "veth", "peer", "name", peer], check=True)
+    try:
+        for end in (pf, peer):
+            subprocess.run(["ip", "link", "set", end, "up"], check=True)
+        rec = metadata.MigrationRecord(vnics=(
+            metadata.VnicRecord(alias="ua-here", mac="00:1a:4a:16:88:01", vf_address="0000:3c:00.4",
+                                pf=pf, state=metadata.PLUGGED),
+            metadata.VnicRecord(alias="ua-nopf", mac="00:1a:4a:16:88:02", vf_address="0000:3c:00.5",
+                                pf="srnosuchpf0", state=metadata.PLUGGED),
+            metadata.VnicRecord(alias="ua-wait", mac="00:1a:4a:16:88:03", vf_address="0000:3c:00.6",
+                                pf=pf, state=metadata.UNPLUGGED)), phase="migrated")
+        dom = hostdev_domain("an", VM_B, "0000:3c:00.4", "00:1a:4a:16:88:01", "ua-here",
+                             metadata.to_xml(rec))
+        svc = make_service(domains=(dom,))
+        with socket.socket(socket.AF_PACKET, socket.SOCK_RAW,
+                           socket.htons(announce.ETH_P_RARP)) as sniff:
+            sniff.bind((peer, 0))
+            sniff.settimeout(2.0)
+            res = ok(call(svc, pki, "SRIOV.announce", {"vmID": VM_B}))
+            frame = sniff.recv(2048)
+    finally:
+        subprocess.run(["ip", "link", "del", pf], check=False)
+    assert res["announced"] == [{"mac": "00:1a:4a:16:88:01", "via": pf}]
+    assert [(f["mac"], f["via"]) for f in res["failed"]] == [("00:1a:4a:16:88:02", "srnosuchpf0")]
+    assert res["failed"][0]["error"]
+    assert frame[6:12] == bytes.fromhex("001a4a168801")
+    err(call(svc, pki, "SRIOV.announce", {"vmID": VM_A}), 2002)
+    err(call(svc, pki, "SRIOV.announce", {"vmID": "not-a-uuid"}), -32602)
