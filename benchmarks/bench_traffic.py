@@ -13,7 +13,8 @@ longest gap between two answered echoes is the downtime the traffic saw.
   NIC-absent time of the same migration (unplug start to plug end).
   Target: the gap is the NIC-absent time, not more (+2 s slack for the
   guest's 0.5 s loop setting its address and the end-of-plug poll).
-- not announced: B's config says ``announce = false``. The lab guest is
+- not announced: B's config says ``announce = false`` (B's service
+  restarted to read it). The lab guest is
   silent (no IPv6, no gratuitous ARP), so the switch keeps sending to
   A's port until the sender's ARP entry goes stale and it asks again.
   Baseline: the announced gap of the same run. Reported, no target.
@@ -66,14 +67,18 @@ def boot_wired(env: LabBench):
 
 
 def _announce(env: LabBench, on: bool) -> None:
-    """Set ``[vf] announce`` in B's config; B's hooks read it at every run."""
+    """Set ``[vf] announce`` in B's config and restart B's service, which sends it."""
+    import configparser
+
     path = env.hosts[1].config_path
-    with open(path) as f:
-        lines = [ln for ln in f.read().splitlines() if not ln.startswith("announce =")]
-    at = lines.index("[vf]") + 1
-    lines.insert(at, "announce = %s" % ("true" if on else "false"))
-    with open(path, "w") as f:
-        f.write("\n".join(lines) + "\n")
+    parser = configparser.ConfigParser(interpolation=None)
+    parser.read(path)
+    if parser["vf"].get("announce") == ("true" if on else "false"):
+        return
+    parser["vf"]["announce"] = "true" if on else "false"
+    with open(path, "w", encoding="utf-8") as f:
+        parser.write(f)
+    env.services.restart(1)
 
 
 def trial(env: LabBench, announce: bool) -> dict:

@@ -91,6 +91,19 @@ class LabServices:
             raise
         return self
 
+    def restart(self, index: int) -> HostService:
+        """Stop host *index*'s service and start it again: it reads its config afresh."""
+        old = self.services[index]
+        old.proc.send_signal(signal.SIGTERM)
+        try:
+            old.proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            old.proc.kill()
+            old.proc.wait()
+        self.services[index] = svc = self._launch(old.host)
+        self._wait_ready(svc, self.ready_timeout)
+        return svc
+
     def _launch(self, host) -> HostService:
         sans = tuple(dict.fromkeys((host.address, "127.0.0.1", "localhost")))
         issued = self.ca.issue(host.name, sans=sans)
