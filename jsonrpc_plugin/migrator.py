@@ -230,12 +230,35 @@ class _Driver:
             self._fail("reserveVfs on %s failed: %s; nothing was unplugged" % (self.job.dst, _text(e)))
             return False
         _finish(step, True, ", ".join("%s on %s" % (n["mac"], n["vf"]["address"]) for n in res["nics"])
-                + _numa_detail(res.get("numa"), self.numa_params))
+                + _numa_detail(res.get("numa"), self.numa_params) + _settings_detail(res["nics"]))
         return True
 
+    def _with_settings(self) -> list:
+        """Real VFs: each NIC with its source VF's own settings (spoofchk, trust...), read now.
+
+        The destination puts them on the VFs it reserves, with the
+        privilege its hook lacks; the unplug reads them again into our record.
+        """
+        if self.cfg.vf_device != domxml.MODE_HOSTDEV:
+            return self.nics
+        ctx = VmContext(self.host, self.owner.devices, self.job.vm_id)
+        held = {v.mac: unplug.source_vf_settings(ctx, v) for v in self.plan.vnics}
+        return [dict(n, vf_settings=held[n["mac"]]) if held.get(n["mac"]) else n for n in self.nics]
+
     def _call_reserve(self) -> dict:
-        """reserveVfs with the VM's NUMA ties; without them for a destination that predates them."""
-        params = {"vmID": self.job.vm_id, "nics": self.nics, "ttl": self.cfg.reservation_ttl}
+        """reserveVfs with the VM's NUMA ties and VF settings; without for a destination predating them."""
+        try:
+            return self._call_reserve_numa(self._with_settings())
+        except RpcError as e:
+            field = e.data.get("field") if isinstance(e.data, dict) else None
+            if e.code != -32602 or not str(field).endswith(".vf_settings"):
+                raise
+            log.info("VM %s: %s does not take VF settings (%s); reserving without; its hook will "
+                     "try to set them", self.job.vm_id, self.job.dst, e.message)
+            return self._call_reserve_numa(self.nics)
+
+    def _call_reserve_numa(self, nics) -> dict:
+        params = {"vmID": self.job.vm_id, "nics": nics, "ttl": self.cfg.reservation_ttl}
         if self.numa_params and not self.numa_refused:
             try:
                 return self.peer.call("SRIOV.reserveVfs", dict(params, **self.numa_params))
@@ -426,6 +449,18 @@ class _Driver:
         failed = ["%s via %s: %s" % (f["mac"], f["via"], f["error"]) for f in answer.get("failed", [])]
         _finish(step, not failed, "; ".join(sent + ["not sent: " + f for f in failed])
                 or "nothing to announce through")
+
+
+def _settings_detail(nics) -> str:
+    """What the destination did with the VF settings it was given, for the reserve step."""
+    parts = []
+    for n in nics:
+        given = n.get("vf_settings")
+        if given:
+            refused = ", ".join("%s (%s)" % kv for kv in sorted(given["refused"].items()))
+            parts.append("%s VF settings %s%s" % (n["mac"], given["wanted"],
+                                                  "; refused: " + refused if refused else " set"))
+    return "; " + "; ".join(parts) if parts else ""
 
 
 def _numa_detail(outcome, sent: dict) -> str:

@@ -12,14 +12,14 @@ import re
 from dataclasses import dataclass
 from typing import Any, Callable, Optional
 
-from sriov_host import numa
+from sriov_host import numa, vfsettings
 from sriov_host.errors import InvalidParams
 
 UUID_RE = re.compile(r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$")
 MAC_RE = re.compile(r"^[0-9a-fA-F]{2}(:[0-9a-fA-F]{2}){5}$")
 ALIAS_RE = re.compile(r"^ua-[A-Za-z0-9_-]{1,124}$")
 PF_RE = re.compile(r"^[A-Za-z0-9_.:@-]{1,64}$")
-NIC_KEYS = ("mac", "alias", "vlan", "network", "pf")
+NIC_KEYS = ("mac", "alias", "vlan", "network", "pf", "vf_settings")
 MAX_NICS = 64
 MAX_TTL = 7 * 24 * 3600
 _MISSING = object()
@@ -79,7 +79,20 @@ def network(field: str, value) -> Optional[str]:
     return None if value is None else _string(field, value, None, "a network name")
 
 
-_NIC_FIELDS = {"mac": mac, "alias": alias, "vlan": vlan, "network": network, "pf": pf}
+def vf_settings(field: str, value) -> Optional[str]:
+    """The source VF's own settings (``spoofchk=off,trust=on,...``), to put on the reserved VF."""
+    if value is None:
+        return None
+    if not isinstance(value, str) or len(value) > 256:
+        raise _fail(field, "must be a string of VF settings (spoofchk=on,trust=off,...)", value)
+    try:
+        return vfsettings.from_text(value).to_text() or None
+    except ValueError as e:
+        raise _fail(field, str(e), value) from None
+
+
+_NIC_FIELDS = {"mac": mac, "alias": alias, "vlan": vlan, "network": network, "pf": pf,
+               "vf_settings": vf_settings}
 
 
 def nic(field: str, value) -> dict:

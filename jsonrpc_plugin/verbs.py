@@ -17,7 +17,7 @@ import time
 from jsonrpclib import Fault
 
 import sriov_host
-from sriov_host import allocation, metadata, plug, rollback, vfstate
+from sriov_host import allocation, metadata, plug, rollback, vfsettings, vfstate
 from sriov_host.errors import LibvirtFailure, MigrationInProgress, NoSuchVm, NotMigratable, SriovError
 from sriov_host.ledger import RESERVED, STATES
 
@@ -107,11 +107,29 @@ class Verbs:
                                            networks=self.cfg.networks, ttl=ttl,
                                            prefer_nodes=prefer.nodes if prefer else ())
         answer = dict(res.to_json(), numa=None)
+        if self.cfg.vf_device == "hostdev":
+            self._carry_settings(answer["nics"], {n["mac"]: n.get("vf_settings") for n in nics})
         if prefer is not None:
             by_address = inv.by_address()
             answer["numa"] = allocation.numa_report(
                 prefer, [(c.mac, by_address.get(c.vf_address)) for c in res.claims])
         return answer
+
+    @staticmethod
+    def _carry_settings(answer_nics, wanted_by_mac) -> None:
+        """Put the source VFs' own settings on the reserved VFs now, before anything is unplugged.
+
+        Setting them needs CAP_NET_ADMIN, which this service has and the
+        destination hook (user vdsm) has not; the hook only checks them
+        after its attach. Each answer NIC says what was refused, by name.
+        """
+        for n in answer_nics:
+            wanted = wanted_by_mac.get(n["mac"])
+            if not wanted:
+                continue
+            _index, refused = plug.put_vf_settings(n["vf"]["pf"], n["vf"]["address"],
+                                                   vfsettings.from_text(wanted))
+            n["vf_settings"] = {"wanted": wanted, "refused": refused}
 
     @rpc_verb
     def releaseVfs(self, vmID):

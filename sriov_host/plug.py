@@ -150,21 +150,34 @@ def _carry_settings(cfg, rec):
     """
     if cfg.vf_device != domxml.MODE_HOSTDEV or not rec.vf_settings or not rec.pf:
         return None
-    from . import netlink, vfsettings
+    from . import vfsettings
 
     try:
         wanted = vfsettings.from_text(rec.vf_settings)
     except ValueError as e:
         return None, None, {"vf_settings": "unreadable in our record: %s" % e}
-    index = netlink.vf_index(rec.pf, rec.vf_address)
-    if index is None:
-        return wanted, None, {n: "%s is not a VF of %s here" % (rec.vf_address, rec.pf)
-                              for n, _v in wanted.items()}
-    changes = vfsettings.to_change(wanted, netlink.read_vf_settings(rec.pf, index))
-    refused = {}
-    for change, why in netlink.apply_vf_settings(rec.pf, index, changes).items():
-        refused.update({n: why for n in vfsettings.setting_names(change)})
+    index, refused = put_vf_settings(rec.pf, rec.vf_address, wanted)
     return wanted, index, refused
+
+
+def put_vf_settings(pf: str, vf_address: str, wanted) -> tuple:
+    """Set each of *wanted* that VF *vf_address* of *pf* does not hold: ``(index, refused)``.
+
+    One netlink request per setting (CAP_NET_ADMIN): ``SRIOV.reserveVfs``
+    does it on the destination's service when the VF is reserved, and the
+    plug again for whatever is still missing (unprivileged, it is refused
+    and named). *refused* maps each setting not set to the reason.
+    """
+    from . import netlink, vfsettings
+
+    index = netlink.vf_index(pf, vf_address)
+    if index is None:
+        return None, {n: "%s is not a VF of %s here" % (vf_address, pf) for n, _v in wanted.items()}
+    changes = vfsettings.to_change(wanted, netlink.read_vf_settings(pf, index))
+    refused = {}
+    for change, why in netlink.apply_vf_settings(pf, index, changes).items():
+        refused.update({n: why for n in vfsettings.setting_names(change)})
+    return index, refused
 
 
 def _settings_note(rec, settings):

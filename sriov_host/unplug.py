@@ -74,10 +74,10 @@ def _to_record(ctx, vnic) -> metadata.VnicRecord:
         alias=vnic.alias, mac=vnic.mac, kind=vnic.kind, vf_address=vnic.vf_address,
         pf=_pf_of(ctx, vnic), vlan=vnic.vlan, teaming=vnic.teaming, network=vnic.network,
         guest_address=vnic.guest_address, state=metadata.PLUGGED,
-        vf_settings=_vf_settings(ctx, vnic))
+        vf_settings=source_vf_settings(ctx, vnic))
 
 
-def _vf_settings(ctx, vnic) -> Optional[str]:
+def source_vf_settings(ctx, vnic) -> Optional[str]:
     """Real VFs: what the PF holds for this vNIC's VF (spoofchk, trust...), to carry along."""
     if ctx.cfg.vf_device != domxml.MODE_HOSTDEV or vnic.kind != domxml.KIND_INTERFACE:
         return None

@@ -57,8 +57,9 @@ def test_unit_file_should_run_as_vdsm_without_capabilities():
     unit.optionxform = str
     unit.read(path)
     svc = unit["Service"]
-    assert svc["User"] == "vdsm" and svc["CapabilityBoundingSet"] == "CAP_NET_RAW"
-    assert svc["AmbientCapabilities"] == "CAP_NET_RAW" and "AF_PACKET" in svc["RestrictAddressFamilies"]
+    assert svc["User"] == "vdsm" and svc["CapabilityBoundingSet"] == "CAP_NET_ADMIN CAP_NET_RAW"
+    assert svc["AmbientCapabilities"] == svc["CapabilityBoundingSet"]
+    assert "AF_PACKET" in svc["RestrictAddressFamilies"]
     assert svc["ExecStart"].endswith("sriov-migrationd") and svc["NoNewPrivileges"] == "yes"
 
 

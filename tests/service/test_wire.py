@@ -293,3 +293,39 @@ def test_announce_should_send_each_plugged_mac_through_its_pf_and_name_what_fail
     assert frame[6:12] == bytes.fromhex("001a4a168801")
     err(call(svc, pki, "SRIOV.announce", {"vmID": VM_A}), 2002)
     err(call(svc, pki, "SRIOV.announce", {"vmID": "not-a-uuid"}), -32602)
+
+
+def test_reserve_should_put_the_source_vfs_settings_on_the_reserved_vf_and_name_refusals(
+        service, pki, monkeypatch):
+    from sriov_host import netlink, vfsettings
+
+    applied = []
+    monkeypatch.setattr(netlink, "vf_index", lambda pf, address: 3)
+    monkeypatch.setattr(netlink, "read_vf_settings",
+                        lambda pf, index: vfsettings.from_text("spoofchk=on,trust=off"))
+
+    def apply(pf, index, changes):
+        applied.extend((pf, index, name, value) for name, value in changes)
+        return {"trust": "Operation not supported"}
+
+    monkeypatch.setattr(netlink, "apply_vf_settings", apply)
+    res = ok(call(service, pki, "SRIOV.reserveVfs", {"vmID": VM_A, "nics": [
+        {"mac": MAC_A, "vf_settings": "trust=on,spoofchk=off,max_tx_rate=0"}]}))
+    [nic] = res["nics"]
+    assert nic["vf_settings"] == {"wanted": "spoofchk=off,trust=on,max_tx_rate=0",
+                                  "refused": {"trust": "Operation not supported"}}
+    pf = nic["vf"]["pf"]
+    assert applied == [(pf, 3, "spoofchk", False), (pf, 3, "trust", True), (pf, 3, "rate", (0, 0))]
+
+
+@pytest.mark.parametrize("value,fragment", [
+    pytest.param("spoofchk=maybe", "spoofchk must be on or off", id="bad-bool"),
+    pytest.param("colour=red", "unknown VF setting", id="unknown"),
+    pytest.param(["trust=on"], "must be a string of VF settings", id="not-a-string"),
+])
+def test_reserve_should_refuse_bad_vf_settings_by_field_and_hold_nothing(service, pki, value,
+                                                                         fragment):
+    e = err(call(service, pki, "SRIOV.reserveVfs", {"vmID": VM_A, "nics": [
+        {"mac": MAC_A, "vf_settings": value}]}), -32602)
+    assert e["data"]["field"] == "nics[0].vf_settings" and fragment in e["message"]
+    err(call(service, pki, "SRIOV.getReservation", {"vmID": VM_A}), 2002)
