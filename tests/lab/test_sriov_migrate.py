@@ -11,12 +11,12 @@ administrator runs it.
 from __future__ import annotations
 
 import json
-import socket
 import subprocess
 import sys
 import uuid
 
 import pytest
+from helpers.wire import rarp_sniffer, rarp_sources
 from lxml import etree
 
 from sriov_host import announce, config, metadata
@@ -218,24 +218,6 @@ def test_plain_vdsm_migrate_should_be_refused_by_the_source_hook(lab_hosts, lab_
     assert [_claims(h) for h in lab_hosts] == claims
 
 
-def _rarp_sniffer(ifname):
-    """An AF_PACKET socket seeing the RARP frames that reach *ifname* (the lab's switch)."""
-    sock = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.htons(announce.ETH_P_RARP))
-    sock.bind((ifname, 0))
-    sock.setblocking(False)
-    return sock
-
-
-def _rarp_sources(sock) -> list:
-    out = []
-    while True:
-        try:
-            frame = sock.recv(2048)
-        except BlockingIOError:
-            return out
-        out.append(":".join("%02x" % b for b in frame[6:12]))
-
-
 def test_migrate_should_keep_the_traffic_gap_to_the_nic_absent_time(
         lab, lab_hosts, lab_conns, vms, services, vdsm, tmp_path):
     a, _b = lab_hosts
@@ -243,17 +225,14 @@ def test_migrate_should_keep_the_traffic_gap_to_the_nic_absent_time(
     spec, _ = vms.start(0, vnics=(vnic,), bridge=a.extra["bridge"],
                         guest_ip=(vnic.mac, "%s/%d" % (datapath.guest_ip(), datapath.PREFIX)))
     domains.wait_serial(a, spec.name, _macs_seen_after(-1, {vnic.mac}), 60, "NIC on A")
-    sniffer = _rarp_sniffer(lab.datapath.switch)
-    try:
+    with rarp_sniffer(lab.datapath.switch) as sniffer:
         with traffic.Pinger(lab.datapath.netns, datapath.guest_ip(), str(tmp_path)) as pinger:
             assert pinger.wait_reply(0.0, 30.0) is not None, "the guest never answered on A"
             rc, job, progress = sriov_migrate(services, spec)
             assert rc == 0 and job["phase"] == "migrated", (progress, job)
             plug = _steps(job)["plug"]
             assert pinger.wait_reply(plug["start"] + plug["ms"] / 1000.0, 30.0) is not None
-        announced = _rarp_sources(sniffer)
-    finally:
-        sniffer.close()
+        announced = rarp_sources(sniffer)
     t = pinger.result
     absent = demo_report.nic_absent(job)[0] * 1000.0
     assert t.recovered and t.lost > 0, t

@@ -8,6 +8,7 @@ import ssl
 import time
 
 import pytest
+from helpers.wire import rarp_sniffer, veth_pair
 
 from .conftest import BUSY_VF, VM_BUSY, client_for, raw_post, rpc_body, tls_context
 
@@ -254,21 +255,11 @@ def test_tls_context_fixture_sanity(pki):
 
 
 def test_announce_should_send_each_plugged_mac_through_its_pf_and_name_what_failed(make_service, pki):
-    import os
-    import subprocess
-    import uuid
-
-    from sriov_host import announce, metadata
+    from sriov_host import metadata
 
     from .conftest import hostdev_domain
 
-    if os.geteuid() != 0:
-        pytest.skip("needs root (a veth pair stands in for the PF)")
-    pf, peer = "srw%s" % uuid.uuid4().hex[:8], "srx%s" % uuid.uuid4().hex[:8]
-    subprocess.run(["ip", "link", "add", pf, "type", "veth", "peer", "name", peer], check=True)
-    try:
-        for end in (pf, peer):
-            subprocess.run(["ip", "link", "set", end, "up"], check=True)
+    with veth_pair() as (pf, peer):  # the veth stands in for the PF
         rec = metadata.MigrationRecord(vnics=(
             metadata.VnicRecord(alias="ua-here", mac="00:1a:4a:16:88:01", vf_address="0000:3c:00.4",
                                 pf=pf, state=metadata.PLUGGED),
@@ -279,14 +270,9 @@ def test_announce_should_send_each_plugged_mac_through_its_pf_and_name_what_fail
         dom = hostdev_domain("an", VM_B, "0000:3c:00.4", "00:1a:4a:16:88:01", "ua-here",
                              metadata.to_xml(rec))
         svc = make_service(domains=(dom,))
-        with socket.socket(socket.AF_PACKET, socket.SOCK_RAW,
-                           socket.htons(announce.ETH_P_RARP)) as sniff:
-            sniff.bind((peer, 0))
-            sniff.settimeout(2.0)
+        with rarp_sniffer(peer) as sniff:
             res = ok(call(svc, pki, "SRIOV.announce", {"vmID": VM_B}))
             frame = sniff.recv(2048)
-    finally:
-        subprocess.run(["ip", "link", "del", pf], check=False)
     assert res["announced"] == [{"mac": "00:1a:4a:16:88:01", "via": pf}]
     assert [(f["mac"], f["via"]) for f in res["failed"]] == [("00:1a:4a:16:88:02", "srnosuchpf0")]
     assert res["failed"][0]["error"]

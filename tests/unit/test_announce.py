@@ -3,12 +3,10 @@
 from __future__ import annotations
 
 import os
-import socket
 import struct
-import subprocess
-import uuid
 
 import pytest
+from helpers.wire import rarp_sniffer, veth_pair
 
 from sriov_host import announce
 
@@ -45,27 +43,8 @@ def test_rarp_frame_should_refuse_bad_input(mac, vlan, fragment):
         announce.rarp_frame(mac, vlan)
 
 
-@pytest.fixture
-def veth():
-    """A veth pair (root only): frames sent on one end are received on the other."""
-    if os.geteuid() != 0:
-        pytest.skip("needs root (a veth pair)")
-    a, b = "sra%s" % uuid.uuid4().hex[:8], "srz%s" % uuid.uuid4().hex[:8]
-    subprocess.run(["ip", "link", "add", a, "type", "veth", "peer", "name", b], check=True)
-    try:
-        for end in (a, b):
-            subprocess.run(["ip", "link", "set", end, "up"], check=True)
-        yield a, b
-    finally:
-        subprocess.run(["ip", "link", "del", a], check=False)
-
-
-def test_send_should_put_every_round_on_the_wire(veth):
-    out, into = veth
-    with socket.socket(socket.AF_PACKET, socket.SOCK_RAW,
-                       socket.htons(announce.ETH_P_RARP)) as sniff:
-        sniff.bind((into, 0))
-        sniff.settimeout(2.0)
+def test_send_should_put_every_round_on_the_wire():
+    with veth_pair() as (out, into), rarp_sniffer(into) as sniff:
         announce.send(out, [announce.rarp_frame(MAC)], rounds_ms=(0, 20))
         got = [sniff.recv(2048) for _ in range(2)]
     assert all(g[6:12] == MAC_BYTES and g[12:14] == b"\x80\x35" for g in got)
