@@ -281,9 +281,20 @@ class _Driver:
             _finish(step, False, e.message)
             self._fail("unplug failed: %s" % e.message)
             return False
+        standbys = self._announce_standbys(ctx, record)
         _finish(step, True, ", ".join("%s %.0f ms" % (r.mac or r.key, r.unplug_ms or 0)
-                                      for r in record.vnics))
+                                      for r in record.vnics)
+                + "".join("; %s announced on its standby's bridge %s%s" % (
+                    mac, bridge, " FAILED: %s" % err if err else "") for mac, bridge, err in standbys))
         return True
+
+    def _announce_standbys(self, ctx, record) -> list:
+        """See :func:`unplug.announce_standbys`; a failure to read the domain only costs the announce."""
+        try:
+            return unplug.announce_standbys(self.cfg, ctx.live_root(ctx.domain()), record)
+        except Exception as e:  # noqa: BLE001 - the unplug is done; the migration goes on
+            log.warning("VM %s: no standby announcement: %s", self.job.vm_id, _text(e))
+            return []
 
     def _migrate(self) -> bool:
         step = self.job.begin("migrate", "migrating")

@@ -116,6 +116,22 @@ def _vlan(elem) -> Optional[int]:
     return vlan
 
 
+def standby_bridge(root, alias: str) -> Optional[str]:
+    """The host bridge of the failover partner with *alias* (``<teaming type='persistent'/>``).
+
+    Its traffic leaves the host through that bridge, so that is where the
+    MAC is announced once the VF is gone. None if the partner is not a
+    bridge interface (or not there).
+    """
+    for elem in root.iterfind("devices/interface"):
+        found = elem.find("alias")
+        if found is None or found.get("name") != alias or elem.get("type") != "bridge":
+            continue
+        source = elem.find("source")
+        return source.get("bridge") if source is not None and source.get("bridge") else None
+    return None
+
+
 def _teaming_peer(elem) -> Optional[str]:
     t = elem.find("teaming")
     if t is not None and t.get("type") == "transient":

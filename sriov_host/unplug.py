@@ -12,6 +12,7 @@ the first detach, so a refusal never leaves the VM without its NICs.
 
 from __future__ import annotations
 
+import logging
 import time
 from dataclasses import replace
 from typing import Optional, Protocol
@@ -19,6 +20,8 @@ from typing import Optional, Protocol
 from . import domxml, metadata, policy
 from .errors import SriovError
 from .ledger import UNPLUGGED, LedgerConflict
+
+log = logging.getLogger(__name__)
 
 
 class UnplugContext(Protocol):
@@ -170,6 +173,30 @@ def unplug_all(ctx: UnplugContext, vnics) -> metadata.MigrationRecord:
     ctx.save_record(dom, record)
     ctx.ledger.set_status(ctx.vm_id, "unplugged", record.vnics)
     return record
+
+
+def announce_standbys(cfg, root, record) -> list:
+    """After the unplug: announce each failover vNIC's MAC through its standby's bridge.
+
+    The guest's net_failover now sends through the virtio standby, but the
+    switches learned the MAC on the VF's port, and the guest tells them
+    nothing: until they learn again, its traffic goes where the VF was.
+    Returns ``[(mac, bridge, error or None)]`` (CAP_NET_RAW: the service).
+    """
+    from . import announce
+
+    out = []
+    for rec in record.vnics if cfg.announce else ():
+        bridge = domxml.standby_bridge(root, rec.teaming) if rec.teaming and rec.mac else None
+        if bridge is None:
+            continue
+        try:
+            announce.send(bridge, [announce.rarp_frame(rec.mac)])
+            out.append((rec.mac, bridge, None))
+        except (OSError, ValueError) as e:
+            log.warning("could not announce %s on its standby's bridge %s: %s", rec.mac, bridge, e)
+            out.append((rec.mac, bridge, str(e)))
+    return out
 
 
 def _detach_all(ctx, dom, items):

@@ -55,3 +55,22 @@ def test_send_should_raise_for_a_missing_link():
         pytest.skip("needs CAP_NET_RAW")
     with pytest.raises(OSError):
         announce.send("srnosuchlink0", [announce.rarp_frame(MAC)])
+
+
+def test_announce_standbys_should_send_each_failover_mac_out_of_its_standbys_bridge():
+    from sriov_host import config, domxml, metadata, unplug
+
+    with veth_pair() as (bridge, into), rarp_sniffer(into) as sniff:
+        root = domxml.parse_domain(
+            "<domain><devices><interface type='bridge'><source bridge='%s'/>"
+            "<mac address='%s'/><teaming type='persistent'/><alias name='ua-sb'/></interface>"
+            "</devices></domain>" % (bridge, MAC))
+        record = metadata.MigrationRecord(vnics=(
+            metadata.VnicRecord(alias="ua-vf", mac=MAC, teaming="ua-sb", state=metadata.UNPLUGGED),
+            metadata.VnicRecord(alias="ua-plain", mac="52:54:00:5a:00:09",
+                                state=metadata.UNPLUGGED)))
+        sent = unplug.announce_standbys(config.Config(), root, record)
+        frame = sniff.recv(2048)
+        off = unplug.announce_standbys(config.Config(announce=False), root, record)
+    assert sent == [(MAC, bridge, None)] and off == []
+    assert frame[6:12] == MAC_BYTES

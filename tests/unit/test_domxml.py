@@ -410,3 +410,22 @@ def test_find_vnics_should_keep_the_guest_pci_address_and_render_attach_should_r
     assert bare.find("address") is None and bare.find("source/address") is not None
     emulated = etree.fromstring(domxml.render_attach(again, "", mode=domxml.MODE_EMULATED))
     assert emulated.find("address").get("slot") == placed.get("slot")
+
+
+STANDBYS = """<domain><devices>
+  <interface type='bridge'><source bridge='ovirtmgmt'/><mac address='56:6f:1a:2b:00:01'/>
+    <model type='virtio'/><teaming type='persistent'/><alias name='ua-standby'/></interface>
+  <interface type='user'><mac address='56:6f:1a:2b:00:02'/><teaming type='persistent'/>
+    <alias name='ua-usermode'/></interface>
+  <interface type='bridge'><mac address='56:6f:1a:2b:00:03'/><alias name='ua-nosource'/></interface>
+</devices></domain>"""
+
+
+@pytest.mark.parametrize("alias,bridge", [
+    pytest.param("ua-standby", "ovirtmgmt", id="bridge"),
+    pytest.param("ua-usermode", None, id="not-a-bridge"),
+    pytest.param("ua-nosource", None, id="no-source"),
+    pytest.param("ua-missing", None, id="missing"),
+])
+def test_standby_bridge_should_name_the_partners_host_bridge(alias, bridge):
+    assert domxml.standby_bridge(domxml.parse_domain(STANDBYS), alias) == bridge
