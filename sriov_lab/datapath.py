@@ -6,8 +6,10 @@ QEMU), so the lab builds one, the shape of a small rack::
     netns sriovlab-ID: lab0 169.254.77.1/16 --- switch srtID (learning bridge)
                                                  |- uplink --- srbIDa: host-a's bridge, its VFs' taps
                                                  |- uplink --- srbIDb: host-b's bridge, ...
+                                                 |- (real-VF lab) L1's NIC on the igb PFs' hub
 
-Each lab host's ``[vf] bridge`` is its own bridge, so a vNIC plugged on
+Each lab host's ``[vf] bridge`` is its own bridge (in the real-VF lab,
+where VFs are real, it carries the failover standbys), so a vNIC plugged on
 host-b is behind another switch port than on host-a: the switch keeps
 sending the guest's traffic to host-a until the MAC is announced or the
 guest transmits, as a physical top-of-rack switch does.
@@ -96,13 +98,22 @@ def _veth_into(dp: DataPath, pair: tuple, bridges: tuple) -> None:
         _ip("link", "set", end, "up")
 
 
-def create(lab_root: str, lab_id: str, hosts: int = 2) -> DataPath:
-    """Build the switch, the hosts' bridges and the sender namespace; record them first."""
+def create(lab_root: str, lab_id: str, hosts: int = 2, wire: Optional[str] = None) -> DataPath:
+    """Build the switch, the hosts' bridges and the sender namespace; record them first.
+
+    *wire* (the real-VF lab: L1's NIC on its PFs' hub) becomes a switch
+    port too, so the switch reaches the real VFs through their PFs; it is
+    not the lab's, so it is released, never deleted.
+    """
     dp = DataPath(lab_id, hosts)
     try:
         _ip("netns", "add", dp.netns)
         _save(lab_root, dp)
         _bridge(dp, dp.switch)
+        if wire:
+            _no_ipv6(wire)
+            _ip("link", "set", wire, "master", dp.switch)
+            _ip("link", "set", wire, "up")
         for i in range(hosts):
             _bridge(dp, dp.bridge(i))
             _veth_into(dp, dp.uplink(i), (dp.bridge(i), dp.switch))

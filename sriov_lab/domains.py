@@ -61,7 +61,7 @@ class DomainSpec:
     vm_custom: dict = field(default_factory=dict)
     persistent_teaming: bool = False  # put <teaming type='persistent'/> on partners
     vf_mode: str = domxml.MODE_EMULATED  # MODE_HOSTDEV: real VFs (the real-VF lab)
-    bridge: Optional[str] = None  # emulated VFs join it: the start host's ``[vf] bridge``
+    bridge: Optional[str] = None  # the start host's lab bridge: emulated VFs (or real VFs' standbys)
     guest_ip: Optional[tuple] = None  # (mac, "ip/prefix"): the guest sets it on that NIC
 
 
@@ -117,7 +117,11 @@ def _os(root, spec: DomainSpec):
 def _interfaces(devices, spec: DomainSpec):
     for v in spec.vnics:
         if v.failover_alias:
-            partner = etree.SubElement(devices, "interface", type="user")
+            # on the host's bridge with real VFs: with emulated ones it would share the MAC's wire
+            wired = spec.bridge and spec.vf_mode == domxml.MODE_HOSTDEV
+            partner = etree.SubElement(devices, "interface", type="bridge" if wired else "user")
+            if wired:
+                etree.SubElement(partner, "source", bridge=spec.bridge)
             etree.SubElement(partner, "mac", address=v.mac)
             etree.SubElement(partner, "model", type="virtio")
             if spec.persistent_teaming:

@@ -184,7 +184,7 @@ def write_host_files(host, index: int, pfs: int = 2, vfs: int = 8, vdsm_port: in
     ledger = os.path.join(host.root, "ledger.sqlite")
     if real_pf:
         text = config_text(host, None, ledger, port, (real_pf,), vdsm_port)
-        host.extra.update(real_pf=real_pf)
+        host.extra.update(real_pf=real_pf, bridge=bridge)  # the standbys' bridge, not [vf]'s
     else:
         inv = os.path.join(host.root, INVENTORY_NAME)
         with open(inv, "w", encoding="utf-8") as f:

@@ -38,7 +38,8 @@ class Lab:
     """Start *count* lab hosts under a fresh directory; stop them on exit."""
 
     def __init__(self, count: int = 2, base: Optional[str] = None, keep: bool = False,
-                 ready_timeout: float = 90.0, real_pfs: Optional[list] = None):
+                 ready_timeout: float = 90.0, real_pfs: Optional[list] = None,
+                 wire: Optional[str] = None):
         if not 1 <= count <= len(HOST_NAMES):
             raise LabError("a lab has 1..%d hosts, not %d" % (len(HOST_NAMES), count))
         self.count = count
@@ -46,6 +47,7 @@ class Lab:
         self.keep = keep
         self.ready_timeout = ready_timeout
         self.real_pfs = real_pfs  # the real-VF lab: host i owns real PF real_pfs[i]
+        self.wire = wire  # the real-VF lab: L1's NIC on the PFs' hub, a port of the lab's switch
         self.root: Optional[str] = None
         self.datapath: Optional[datapath.DataPath] = None  # emulated VFs' wire; see datapath
         self.hosts: list = []
@@ -68,8 +70,9 @@ class Lab:
         self.root = tempfile.mkdtemp(prefix="lab-", dir=self.base)
         hostmod.write_owner(self.root)
         try:
-            if not self.real_pfs:
-                self.datapath = datapath.create(self.root, secrets.token_hex(3), self.count)
+            if not self.real_pfs or self.wire:
+                self.datapath = datapath.create(self.root, secrets.token_hex(3), self.count,
+                                                wire=self.wire)
             self._start_hosts()
         except BaseException:
             self.stop()

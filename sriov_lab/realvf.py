@@ -42,6 +42,9 @@ L1_DISK = "3G"
 L1_MEMORY = "2G"  # all of it below 4 GiB: see qemu_argv
 PFS = ("0000:01:00.0", "0000:02:00.0")  # each igb behind its own pcie-root-port
 VFS_PER_PF = 2
+# L1's own NIC on the PFs' hub: the lab's switch in L1 reaches the VFs
+# (through the igb PFs) and the failover standbys (on its bridges) with it.
+WIRE_MAC = "52:54:00:12:00:03"
 
 # PID 1 of L1: mounts, the 9p shares, then the commands L0 drops in
 # /lab/cmd (N.sh -> N.out, then N.rc once it ended).
@@ -106,7 +109,8 @@ def qemu_argv(kernel: str, initrd: str, disk: str, lab_dir: str, src_dir: str, c
 
     Two igb on pcie.0 collide ("slot 19 function 0 not available for
     igbvf"); the PFs are joined by an internal hub so their links come up
-    and nothing leaves the guest. All PCI memory stays below 4 GiB (no RAM
+    and nothing leaves the guest; L1's own virtio NIC on that hub
+    (:data:`WIRE_MAC`) is the lab's wire to them. All PCI memory stays below 4 GiB (no RAM
     above it, no 64-bit hole): QEMU 10.0's VF BAR mapping drops the upper
     32 bits of a 64-bit VF BAR (traced: PF's VF BAR0 at 0xc020000000, VF
     mapped at 0x20000000), so a VF placed high reads all zeros, never sees
@@ -124,6 +128,8 @@ def qemu_argv(kernel: str, initrd: str, disk: str, lab_dir: str, src_dir: str, c
         argv += ["-device", "pcie-root-port,id=rp%d,chassis=%d,slot=%d" % (i, i, i),
                  "-netdev", "hubport,id=n%d,hubid=0" % i,
                  "-device", "igb,bus=rp%d,netdev=n%d,mac=52:54:00:12:00:%02x" % (i, i, i)]
+    argv += ["-netdev", "hubport,id=wire,hubid=0",
+             "-device", "virtio-net-pci,netdev=wire,mac=%s" % WIRE_MAC]
     argv += ["-virtfs", "local,path=%s,mount_tag=lab,security_model=none" % lab_dir,
              "-virtfs", "local,path=%s,mount_tag=src,security_model=none,readonly=on" % src_dir,
              *(("-virtfs", "local,path=%s,mount_tag=deps,security_model=none,readonly=on" % deps_dir)
@@ -355,7 +361,7 @@ def create_vfs(l1: L1) -> dict:
     its VFs), and the VFs are probed after its carrier is back.
     Returns ``{pf name: {index: (mac, vlan)}}`` as the PF shows them.
     """
-    out = l1.run("set -e\nfor m in igb igbvf vfio-pci; do modprobe $m; done\n"
+    out = l1.run("set -e\nfor m in igb igbvf vfio-pci virtio_net tun bridge veth; do modprobe $m; done\n"
                  "for d in {pfs}; do n=$(ls /sys/bus/pci/devices/$d/net); ip link set $n up; "
                  "echo 0 > /sys/bus/pci/devices/$d/sriov_drivers_autoprobe; "
                  "echo {count} > /sys/bus/pci/devices/$d/sriov_numvfs; done\n"
@@ -460,6 +466,14 @@ def pf_names() -> list:
             raise LabError("PF %s has no netdev in L1" % address)
         names.append(found[0])
     return names
+
+
+def wire_name() -> str:
+    """Inside L1: the netdev name of L1's NIC on the PFs' hub (:data:`WIRE_MAC`)."""
+    for name in os.listdir("/sys/class/net"):
+        if _read(os.path.join("/sys/class/net", name, "address")).strip() == WIRE_MAC:
+            return name
+    raise LabError("L1 has no NIC with MAC %s (the wire to the PFs' hub)" % WIRE_MAC)
 
 
 def _share_guest(l1: L1, guest) -> str:

@@ -60,6 +60,20 @@ def summarize(sent: list, answered: list, interval: float) -> Traffic:
     return Traffic(len(sent), len(answered), best[0] * 1000.0, best[1], best[2])
 
 
+def longest_gap_within(sent: list, answered: list, start: float, end: float) -> float:
+    """ms of the longest stretch without an answered echo inside [start, end] (epoch s)."""
+    answered = sorted(a for a in answered if 0 <= a < len(sent))
+    edges = [sent[a] for a in answered]
+    if not edges or edges[0] > start:
+        edges.insert(0, start)  # nothing answered yet when the window opened
+    if edges[-1] < end:
+        edges.append(end)  # nor since, until it closed
+    best = 0.0
+    for left, right in zip(edges, edges[1:]):
+        best = max(best, min(end, right) - max(start, left))
+    return best * 1000.0
+
+
 class Pinger:
     """``with Pinger(netns, ip, workdir) as p: ...; p.result`` once the block ends."""
 
@@ -68,6 +82,7 @@ class Pinger:
         self.out = os.path.join(workdir, "pinger-%s.json" % dst)
         self.proc: Optional[subprocess.Popen] = None
         self.result: Optional[Traffic] = None
+        self.data: Optional[dict] = None  # what the pinger recorded, once it stopped
 
     def __enter__(self) -> Pinger:
         for path in (self.out, self.out + ".last"):
@@ -114,4 +129,9 @@ class Pinger:
             if exc[0] is None:
                 raise LabError("the pinger left no result (%s): %s" % (e, err.decode().strip())) from e
             return
+        self.data = data
         self.result = summarize(data["sent"], data["answered"], 1.0 / data["rate"])
+
+    def gap_within(self, start: float, end: float) -> float:
+        """See :func:`longest_gap_within`, on this stream (after the block ended)."""
+        return longest_gap_within(self.data["sent"], self.data["answered"], start, end)

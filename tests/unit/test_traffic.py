@@ -58,3 +58,17 @@ def test_reply_seq_should_read_only_our_echo_replies():
     assert pinger.reply_seq(reply, 0x4321) is None
     assert pinger.reply_seq(ip + struct.pack("!BBHHH", 8, 0, 0, 0x1234, 7), 0x1234) is None
     assert pinger.reply_seq(b"\x45", 0x1234) is None
+
+
+def test_longest_gap_within_should_clip_gaps_to_the_window():
+    sent = _sent(1000)  # 1000.00 .. 1009.99
+    answered = [i for i in range(1000) if not (100 <= i < 150 or 400 <= i < 700)]
+    # all of the 0.51 s gap (echo 99 to 150), and the first 0.51 s of the 3.01 s one (399 to 700)
+    assert math.isclose(traffic.longest_gap_within(sent, answered, 1000.5, 1004.5), 510.0,
+                        abs_tol=1e-6)
+    assert math.isclose(traffic.longest_gap_within(sent, answered, 1002.0, 1003.0), 10.0,
+                        abs_tol=1e-6)
+    # nothing answered in the window at all: all of it
+    assert math.isclose(traffic.longest_gap_within(sent, answered, 1004.2, 1006.2), 2000.0,
+                        abs_tol=1e-6)
+    assert math.isclose(traffic.longest_gap_within(sent, [], 1000.0, 1001.0), 1000.0, abs_tol=1e-6)
