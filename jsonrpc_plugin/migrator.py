@@ -447,7 +447,6 @@ class _Driver:
             self._fail("migrated, but not every vNIC was plugged on %s" % self.job.dst,
                        "plug-failed")
 
-
     def _announce(self) -> None:
         """Ask the destination to announce the plugged MACs; its failure is told, not fatal."""
         step = self.job.begin("announce", "plugging")

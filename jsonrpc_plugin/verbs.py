@@ -127,8 +127,12 @@ class Verbs:
             wanted = wanted_by_mac.get(n["mac"])
             if not wanted:
                 continue
-            _index, refused = plug.put_vf_settings(n["vf"]["pf"], n["vf"]["address"],
-                                                   vfsettings.from_text(wanted))
+            try:
+                _index, refused = plug.put_vf_settings(n["vf"]["pf"], n["vf"]["address"],
+                                                       vfsettings.from_text(wanted))
+            except Exception as e:  # noqa: BLE001 - the VF stays reserved; the plug tries again
+                log.warning("VF settings for %s on %s not set: %s", n["mac"], n["vf"]["address"], e)
+                refused = {"vf_settings": "%s: %s" % (type(e).__name__, e)}
             n["vf_settings"] = {"wanted": wanted, "refused": refused}
 
     @rpc_verb

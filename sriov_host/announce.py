@@ -42,7 +42,7 @@ def rarp_frame(mac: str, vlan: Optional[int] = None) -> bytes:
     """A broadcast RARP "request reverse" for *mac*: the frame QEMU's announce sends."""
     src = mac_bytes(mac)
     header = b"\xff" * 6 + src
-    if vlan is not None:
+    if vlan:  # 0: untagged (the vNIC has no VLAN of its own)
         if not 0 < vlan < 4095:
             raise ValueError("VLAN id out of range: %r" % vlan)
         header += struct.pack("!HH", ETH_P_8021Q, vlan)

@@ -26,6 +26,10 @@ def test_rarp_frame_should_be_a_broadcast_request_reverse_for_the_mac():
     assert frame[42:] == b"\0" * 18
 
 
+def test_rarp_frame_should_leave_vlan_0_untagged():
+    assert announce.rarp_frame(MAC, vlan=0) == announce.rarp_frame(MAC)
+
+
 def test_rarp_frame_should_carry_the_vlan_tag_before_the_ethertype():
     frame = announce.rarp_frame(MAC, vlan=100)
     assert struct.unpack("!HHH", frame[12:18]) == (announce.ETH_P_8021Q, 100, announce.ETH_P_RARP)
@@ -36,7 +40,7 @@ def test_rarp_frame_should_carry_the_vlan_tag_before_the_ethertype():
     pytest.param("52:54:00:5a:00", None, "not a MAC", id="short-mac"),
     pytest.param("52:54:00:5a:00:zz", None, "not a MAC", id="not-hex"),
     pytest.param(MAC, 4095, "VLAN id out of range", id="vlan-4095"),
-    pytest.param(MAC, 0, "VLAN id out of range", id="vlan-0"),
+    pytest.param(MAC, -1, "VLAN id out of range", id="vlan-negative"),
 ])
 def test_rarp_frame_should_refuse_bad_input(mac, vlan, fragment):
     with pytest.raises(ValueError, match=fragment):
