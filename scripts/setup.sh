@@ -6,9 +6,10 @@ cd "$(dirname "$0")/.."
 
 APT_PKGS="libvirt-dev pkg-config gcc python3-dev python3-venv libxml2-dev openssl
   libvirt-daemon-system qemu-system-x86 busybox-static cpio util-linux
-  rpm rpmlint"
+  rpm rpmlint iproute2"
 # rpm (for rpmbuild) and rpmlint: scripts/rpm-check and tests/packaging
-# build the EL9 RPM with Debian's rpmbuild and lint it.
+# build the EL9 RPM with Debian's rpmbuild and lint it. iproute2 (ip):
+# the lab's wire (bridges, veth pairs, the sender's network namespace).
 
 missing=""
 for p in $APT_PKGS; do
