@@ -67,7 +67,10 @@ class DataPath:
 
 def _ip(*args: str, netns: Optional[str] = None) -> None:
     argv = ["ip"] + (["-n", netns] if netns else []) + list(args)
-    proc = subprocess.run(argv, capture_output=True, text=True, timeout=20)
+    try:
+        proc = subprocess.run(argv, capture_output=True, text=True, timeout=20)
+    except FileNotFoundError:
+        raise LabError("lab data path: no 'ip' command; apt-get install iproute2") from None
     if proc.returncode != 0:
         raise LabError("lab data path: %s failed: %s" % (" ".join(argv), proc.stderr.strip()))
 
