@@ -50,15 +50,22 @@ echo 1 > /proc/sys/net/ipv6/conf/default/disable_ipv6
 echo 1 > /proc/sys/net/ipv6/conf/all/disable_ipv6
 labip=""
 for a in $(cat /proc/cmdline); do case "$a" in sriovlab.ip=*) labip=${a#sriovlab.ip=};; esac; done
+# The address goes on the NIC holding the MAC: a failover pair's master
+# (it has lower_* links), or the only NIC with it; never on a VF that
+# net_failover has yet to enslave, as it would then answer past the master.
 ipup() {
   [ -n "$labip" ] || return 0
+  ipmaster=""; iponly=""; ipn=0
   for d in /sys/class/net/*; do
     [ "$(cat $d/address)" = "${labip%%,*}" ] || continue
-    [ -e $d/master ] && continue
-    n=${d##*/}
-    ip -4 addr show dev $n | grep -q inet && continue
-    ip link set $n up && ip addr add ${labip#*,} dev $n && echo "LAB-GUEST ip ${labip#*,} on $n"
+    ipn=$((ipn+1)); iponly=${d##*/}
+    ls $d | grep -q '^lower_' && ipmaster=${d##*/}
   done
+  ippick=$ipmaster
+  [ -z "$ippick" ] && [ "$ipn" = 1 ] && ippick=$iponly
+  [ -n "$ippick" ] || return 0
+  ip -4 addr show dev $ippick | grep -q inet && return 0
+  ip link set $ippick up && ip addr add ${labip#*,} dev $ippick && echo "LAB-GUEST ip ${labip#*,} on $ippick"
 }
 nics() {
   out=""
