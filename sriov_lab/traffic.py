@@ -25,6 +25,7 @@ RATE = 100.0  # echoes per second
 # A gap may outlast the NIC-absent time by the guest setting its address
 # on the new NIC (its loop ticks every 0.5 s) and the end-of-plug poll.
 ANNOUNCED_SLACK_MS = 2000.0
+IN_FLIGHT_S = 0.5  # echoes sent this close to the stop may simply not be answered yet
 
 
 @dataclass(frozen=True)
@@ -55,7 +56,7 @@ def summarize(sent: list, answered: list, interval: float) -> Traffic:
         if gap > best[0]:
             best = (gap, sent[prev], sent[nxt])
     tail = sent[-1] - sent[answered[-1]]
-    if tail > best[0] + interval:  # lost at the end and never answered again
+    if tail > max(best[0], IN_FLIGHT_S) + interval:  # lost at the end and never answered again
         return Traffic(len(sent), len(answered), float("inf"), sent[answered[-1]], None)
     return Traffic(len(sent), len(answered), best[0] * 1000.0, best[1], best[2])
 

@@ -35,6 +35,11 @@ def test_summarize_should_say_not_recovered_when_the_stream_ends_lost():
     assert math.isclose(t.gap_start, 1000.0 + 299 * INTERVAL)
 
 
+def test_summarize_should_not_count_echoes_still_in_flight_at_the_stop():
+    t = traffic.summarize(_sent(1000), list(range(990)), INTERVAL)
+    assert t.recovered and math.isclose(t.longest_gap_ms, 10.0)
+
+
 def test_summarize_should_say_not_recovered_when_nothing_was_answered():
     t = traffic.summarize(_sent(10), [], INTERVAL)
     assert (t.answered, t.recovered, t.gap_start) == (0, False, None)
