@@ -46,7 +46,7 @@ def test_summarize_should_say_not_recovered_when_nothing_was_answered():
 
 
 def test_summarize_should_ignore_answers_to_echoes_it_did_not_send():
-    t = traffic.summarize(_sent(10), [0, 1, 2, 57, 99], INTERVAL)
+    t = traffic.summarize(_sent(100), [0, 1, 2, 157, 999], INTERVAL)
     assert t.answered == 3 and not t.recovered
 
 
