@@ -388,10 +388,11 @@ def _check_traffic(st: Stage, spec, pinger, job) -> None:
     migrated = result.migrate_end - _EPOCH_TO_MONO  # epoch s: libvirt's migration ended
     took = (result.migrate_end - result.migrate_start) if result.migrate_start else 0.0
     during = pinger.gap_within(start, migrated)
-    st.check(during <= max(took * 1000.0, 1000.0),
+    st.check(during <= max(took * 1000.0, 1000.0) + traffic.FAILOVER_SLACK_MS,
              "from the unplug through the libvirt migration (%.2f s, of which the migration %.2f s) "
-             "the longest gap was %.2f s, no longer than the migration: the failover standby "
-             "carried the traffic" % (migrated - start, took, during / 1000.0))
+             "the longest gap was %.2f s, within the migration (+%.0f s): the failover standby "
+             "carried the traffic" % (migrated - start, took, during / 1000.0,
+                                      traffic.FAILOVER_SLACK_MS / 1000.0))
     later = pinger.gap_within(migrated, pinger.data["sent"][-1])
     report.step("after the migration the longest gap was %.2f s (reported, not checked: once the "
                 "new VF registers in the guest, net_failover drops what still arrives on the standby; "

@@ -25,6 +25,9 @@ RATE = 100.0  # echoes per second
 # A gap may outlast the NIC-absent time by the guest setting its address
 # on the new NIC (its loop ticks every 0.5 s) and the end-of-plug poll.
 ANNOUNCED_SLACK_MS = 2000.0
+# A failover pair's gap up to the migration's end, beyond the migration
+# itself: the guest switching to its standby under nested TCG, loaded.
+FAILOVER_SLACK_MS = 3000.0
 IN_FLIGHT_S = 0.5  # echoes sent this close to the stop may simply not be answered yet
 
 
