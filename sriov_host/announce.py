@@ -16,11 +16,14 @@ socket, so it needs CAP_NET_RAW).
 
 from __future__ import annotations
 
+import logging
 import socket
 import struct
 import threading
 import time
 from typing import Optional
+
+log = logging.getLogger(__name__)
 
 ETH_P_RARP = 0x8035
 ETH_P_8021Q = 0x8100
@@ -50,6 +53,17 @@ def rarp_frame(mac: str, vlan: Optional[int] = None) -> bytes:
     body = struct.pack("!HHBBH", 1, 0x0800, 6, 4, 3) + src + b"\0" * 4 + src + b"\0" * 4
     frame = header + struct.pack("!H", ETH_P_RARP) + body
     return frame.ljust(_MIN_FRAME, b"\0")
+
+
+def mac_on(ifname: str, mac: str, vlan: Optional[int] = None) -> Optional[str]:
+    """Announce *mac* out of *ifname*; None once sent, else why not (logged, never raised)."""
+    try:
+        send(ifname, [rarp_frame(mac, vlan)])
+    except (OSError, ValueError) as e:
+        log.warning("could not announce %s on %s: %s", mac, ifname, e)
+        return str(e)
+    log.info("announced %s on %s%s", mac, ifname, " vlan %d" % vlan if vlan else "")
+    return None
 
 
 def send(ifname: str, frames, rounds_ms=ROUNDS_MS) -> None:

@@ -11,15 +11,12 @@ agree again: detach what was attached, or keep its VF claimed.
 
 from __future__ import annotations
 
-import logging
 import time
 from dataclasses import replace
 
 from . import domxml, metadata
 from .errors import SriovError
 from .ledger import IN_USE, RESERVED
-
-log = logging.getLogger(__name__)
 
 
 def pending(root):
@@ -133,13 +130,7 @@ def announce_vnic(cfg, rec) -> tuple:
         return None, None
     from . import announce
 
-    try:
-        announce.send(via, [announce.rarp_frame(rec.mac, vlan)])
-    except (OSError, ValueError) as e:
-        log.warning("could not announce %s on %s: %s", rec.mac, via, e)
-        return via, str(e)
-    log.info("announced %s on %s%s", rec.mac, via, " vlan %d" % vlan if vlan else "")
-    return via, None
+    return via, announce.mac_on(via, rec.mac, vlan)
 
 
 def _carry_settings(cfg, rec):

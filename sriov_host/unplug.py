@@ -12,7 +12,6 @@ the first detach, so a refusal never leaves the VM without its NICs.
 
 from __future__ import annotations
 
-import logging
 import time
 from dataclasses import replace
 from typing import Optional, Protocol
@@ -20,8 +19,6 @@ from typing import Optional, Protocol
 from . import domxml, metadata, policy
 from .errors import SriovError
 from .ledger import UNPLUGGED, LedgerConflict
-
-log = logging.getLogger(__name__)
 
 
 class UnplugContext(Protocol):
@@ -188,14 +185,8 @@ def announce_standbys(cfg, root, record) -> list:
     out = []
     for rec in record.vnics if cfg.announce else ():
         bridge = domxml.standby_bridge(root, rec.teaming) if rec.teaming and rec.mac else None
-        if bridge is None:
-            continue
-        try:
-            announce.send(bridge, [announce.rarp_frame(rec.mac)])
-            out.append((rec.mac, bridge, None))
-        except (OSError, ValueError) as e:
-            log.warning("could not announce %s on its standby's bridge %s: %s", rec.mac, bridge, e)
-            out.append((rec.mac, bridge, str(e)))
+        if bridge is not None:
+            out.append((rec.mac, bridge, announce.mac_on(bridge, rec.mac)))
     return out
 
 
