@@ -92,8 +92,7 @@ def trial(env: LabBench, announce: bool) -> dict:
         job = sriov_migrate(env, spec)
         if job["phase"] != "migrated":
             raise BenchError("SRIOV.migrate ended %s: %s" % (job["phase"], job["error"]))
-        plug = next(s for s in job["steps"] if s["step"] == "plug")
-        pinger.wait_reply(plug["start"] + plug["ms"] / 1000.0, RECOVERY_S)
+        pinger.wait_reply(demo_report.step_end(job, "plug"), RECOVERY_S)
     t = pinger.result
     if not t.recovered:
         raise BenchError("no echo answered within %.0f s of the plug (%d lost)" % (RECOVERY_S, t.lost))

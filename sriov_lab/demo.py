@@ -354,9 +354,7 @@ def _traffic_back(st: Stage, pinger, job, stream) -> None:
     the VF enslaved again); a failover pair switches from its standby to
     that VF then, so the stream runs on for :data:`SETTLE_S` more.
     """
-    steps = {s["step"]: s for s in (job or {}).get("steps", []) if s["ms"] is not None}
-    plug = steps.get("plug")
-    after = max(plug["start"] + plug["ms"] / 1000.0 if plug else 0.0, time.time() + SETTLE_S)
+    after = max(report.step_end(job, "plug") or 0.0, time.time() + SETTLE_S)
     pinger.wait_reply(after, st.waits["nics"])
     stream.close()
 
@@ -610,7 +608,6 @@ def _post_mortem(st: Stage) -> None:
         return
     for i, host in enumerate(st.lab.hosts):
         report.step("post-mortem: %s", domains.post_mortem(st.conns[i], host, st.vm.name))
-    for i, _host in enumerate(st.lab.hosts):
         result = st.vdsm[i].result(st.vm.uuid)
         for run in result.steps if result else ():
             report.step("post-mortem: %s %s rc %s: %s", run.host, run.point, run.rc,

@@ -84,16 +84,19 @@ def migration(job, result, record, epoch_to_mono: float) -> None:
              "the migration ended" % absent)
 
 
+def step_end(job, name: str):
+    """Epoch seconds at which the job's finished step *name* ended, or None."""
+    found = [s for s in (job or {}).get("steps", []) if s["step"] == name and s["ms"] is not None]
+    return found[0]["start"] + found[0]["ms"] / 1000.0 if found else None
+
+
 def nic_absent(job):
     """``(unplug start to plug end, plug end minus migrate end)`` in seconds, or None."""
-    steps = {s["step"]: s for s in (job or {}).get("steps", []) if s["ms"] is not None}
-    if not {"unplug", "migrate", "plug"} <= set(steps):
+    ends = {name: step_end(job, name) for name in ("unplug", "migrate", "plug")}
+    if None in ends.values():
         return None
-
-    def end(name):
-        return steps[name]["start"] + steps[name]["ms"] / 1000.0
-
-    return end("plug") - steps["unplug"]["start"], end("plug") - end("migrate")
+    unplug_start = next(s["start"] for s in job["steps"] if s["step"] == "unplug")
+    return ends["plug"] - unplug_start, ends["plug"] - ends["migrate"]
 
 
 def traffic(t, mac: str, absent) -> None:

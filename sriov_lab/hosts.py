@@ -323,7 +323,7 @@ def reap_stale(base: str) -> list:
     stopped = []
     for pidfile in glob.glob(os.path.join(base, "*", "*", "libvirtd.lab.pid")):
         root = os.path.dirname(pidfile)
-        if _owner_alive(os.path.dirname(root)):
+        if owner_alive(os.path.dirname(root)):
             continue  # another live lab (a second terminal, a test run)
         host = LabHost(name=os.path.basename(root), root=root, host_uuid="")
         try:
@@ -354,10 +354,6 @@ def write_owner(lab_root: str) -> None:
 
 def owner_alive(lab_root: str) -> bool:
     """Whether the process that made *lab_root* still runs (its lab is not stale)."""
-    return _owner_alive(lab_root)
-
-
-def _owner_alive(lab_root: str) -> bool:
     try:
         with open(os.path.join(lab_root, OWNER_FILE)) as f:
             return is_alive(int(f.read().strip()))

@@ -94,12 +94,8 @@ class LabServices:
     def restart(self, index: int) -> HostService:
         """Stop host *index*'s service and start it again: it reads its config afresh."""
         old = self.services[index]
-        old.proc.send_signal(signal.SIGTERM)
-        try:
-            old.proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            old.proc.kill()
-            old.proc.wait()
+        _terminate(old.proc)
+        _reap(old.proc)
         self.services[index] = svc = self._launch(old.host)
         self._wait_ready(svc, self.ready_timeout)
         return svc
@@ -145,16 +141,25 @@ class LabServices:
                 "--key", self.admin.key, "--ca", self.ca.cert_path]
 
     def stop(self) -> None:
+        for svc in self.services:  # all asked first, so they stop side by side
+            _terminate(svc.proc)
         for svc in self.services:
-            if svc.proc.poll() is None:
-                svc.proc.send_signal(signal.SIGTERM)
-        for svc in self.services:
-            try:
-                svc.proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                svc.proc.kill()
-                svc.proc.wait()
+            _reap(svc.proc)
         self.services = []
+
+
+def _terminate(proc) -> None:
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+
+
+def _reap(proc, timeout: float = 10.0) -> None:
+    """Wait for a SIGTERMed service; kill it if it does not go within *timeout*."""
+    try:
+        proc.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
 
 
 def install_hooks(lab, hooks_root: str) -> list:

@@ -230,8 +230,7 @@ def test_migrate_should_keep_the_traffic_gap_to_the_nic_absent_time(
             assert pinger.wait_reply(0.0, 30.0) is not None, "the guest never answered on A"
             rc, job, progress = sriov_migrate(services, spec)
             assert rc == 0 and job["phase"] == "migrated", (progress, job)
-            plug = _steps(job)["plug"]
-            assert pinger.wait_reply(plug["start"] + plug["ms"] / 1000.0, 30.0) is not None
+            assert pinger.wait_reply(demo_report.step_end(job, "plug"), 30.0) is not None
         announced = rarp_sources(sniffer)
     t = pinger.result
     absent = demo_report.nic_absent(job)[0] * 1000.0
