@@ -207,7 +207,7 @@ class Verbs:
             raise NoSuchVm("VM %s is not running on this host" % vmID, {"vmID": vmID})
         announced, failed = [], []
         for rec in record.by_state(metadata.PLUGGED) if record else []:
-            via, error = plug.announce_vnic(self.cfg, rec)
+            via, error = plug.announce_vnic(self.cfg, dom, rec)
             if error:
                 failed.append({"mac": rec.mac, "via": via, "error": error})
             elif via:

@@ -10,7 +10,19 @@ seconds). So after a plug we send those frames for the guest, through
 the VF's PF (tagged with the vNIC's VLAN: switches learn per VLAN). The
 PF and its VFs share the uplink, so the switch learns the right port.
 
-:func:`rarp_frame` is pure; :func:`send` is the I/O edge (an AF_PACKET
+A failover pair needs more than one announcement. Until the guest has
+taken the new VF as its primary and brought it up, it still transmits on
+its virtio standby, and every frame it sends there teaches the switches
+the standby's port again: the announcement at the plug is undone within
+milliseconds. Once the primary is registered, Linux's net_failover drops
+what arrives on the standby, and a guest that receives nothing sends
+nothing; the traffic then stays lost until a peer's ARP entry expires
+(measured in the real-VF lab: 25-48 s). So a failover vNIC's MAC is
+announced again once a second for a while (``[vf] announce_for``), as
+long as it is still plugged here: the first announcement after the
+guest's VF is up ends the gap.
+
+:func:`rarp_frame` and :func:`rounds` are pure; :func:`send` is the I/O edge (an AF_PACKET
 socket, so it needs CAP_NET_RAW).
 """
 
@@ -21,13 +33,14 @@ import socket
 import struct
 import threading
 import time
-from typing import Optional
+from typing import Callable, Optional
 
 log = logging.getLogger(__name__)
 
 ETH_P_RARP = 0x8035
 ETH_P_8021Q = 0x8100
 ROUNDS_MS = (0, 50, 150)  # like QEMU's announce: a few frames, spaced out, in case one is lost
+FOLLOW_UP_MS = 1000  # then, for a failover vNIC, once a second
 _MIN_FRAME = 60  # Ethernet minimum without the FCS
 
 
@@ -55,10 +68,17 @@ def rarp_frame(mac: str, vlan: Optional[int] = None) -> bytes:
     return frame.ljust(_MIN_FRAME, b"\0")
 
 
-def mac_on(ifname: str, mac: str, vlan: Optional[int] = None) -> Optional[str]:
+def rounds(follow_up_s: float = 0) -> tuple:
+    """When to send, in ms from now: QEMU's rounds, then once a second up to *follow_up_s*."""
+    last = int(follow_up_s * 1000)
+    return ROUNDS_MS + tuple(range(FOLLOW_UP_MS, last + 1, FOLLOW_UP_MS))
+
+
+def mac_on(ifname: str, mac: str, vlan: Optional[int] = None, rounds_ms=ROUNDS_MS,
+           still: Optional[Callable[[], bool]] = None) -> Optional[str]:
     """Announce *mac* out of *ifname*; None once sent, else why not (logged, never raised)."""
     try:
-        send(ifname, [rarp_frame(mac, vlan)])
+        send(ifname, [rarp_frame(mac, vlan)], rounds_ms, still)
     except (OSError, ValueError) as e:
         log.warning("could not announce %s on %s: %s", mac, ifname, e)
         return str(e)
@@ -66,13 +86,16 @@ def mac_on(ifname: str, mac: str, vlan: Optional[int] = None) -> Optional[str]:
     return None
 
 
-def send(ifname: str, frames, rounds_ms=ROUNDS_MS) -> None:
+def send(ifname: str, frames, rounds_ms=ROUNDS_MS,
+         still: Optional[Callable[[], bool]] = None) -> None:
     """Send *frames* out of *ifname* now, and again at each later round in the background.
 
     The first round is sent before returning, so a failure (no such
     link, EPERM without CAP_NET_RAW) raises OSError here; the later
-    rounds, only a guard against a lost frame, must not hold up a
-    re-plug of the next vNIC.
+    rounds must not hold up a re-plug of the next vNIC. *still* is asked
+    before each later round: once the vNIC has left (unplugged, migrated
+    away), announcing it here would send its traffic to the wrong port,
+    so a False (or an error) ends the rounds.
     """
     frames = list(frames)
     sock = socket.socket(socket.AF_PACKET, socket.SOCK_RAW)
@@ -87,17 +110,29 @@ def send(ifname: str, frames, rounds_ms=ROUNDS_MS) -> None:
     if not later:
         sock.close()
         return
-    threading.Thread(target=_repeat, args=(sock, frames, later), daemon=True,
+    threading.Thread(target=_repeat, args=(sock, frames, later, still), daemon=True,
                      name="announce-%s" % ifname).start()
 
 
-def _repeat(sock, frames, rounds_ms) -> None:
+def _repeat(sock, frames, rounds_ms, still) -> None:
     start = time.monotonic()
     with sock:
         for at_ms in rounds_ms:
             time.sleep(max(0.0, start + at_ms / 1000.0 - time.monotonic()))
+            if still is not None and not _asked(still):
+                log.info("stopped announcing on %s after %d ms: the vNIC is no longer plugged here",
+                         sock.getsockname()[0], at_ms)
+                return
             try:
                 for frame in frames:
                     sock.send(frame)
             except OSError:
                 return  # the link went away: the first round was sent, nothing to report to
+
+
+def _asked(still) -> bool:
+    try:
+        return bool(still())
+    except Exception as e:  # noqa: BLE001 - in doubt, stop: a wrong announcement misdirects traffic
+        log.warning("stopped announcing: could not tell whether the vNIC is still here: %s", e)
+        return False

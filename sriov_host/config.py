@@ -31,7 +31,7 @@ _SCHEMA = {
     "libvirt": {"uri", "username", "password_file"},
     "ledger": {"path"},
     "inventory": {"source"},
-    "vf": {"device", "model", "bridge", "announce"},
+    "vf": {"device", "model", "bridge", "announce", "announce_for"},
     "policy": {"migratable_by_default"},
     "timeouts": {"unplug", "plug", "reservation_ttl", "rollback_grace", "reconcile_interval"},
     "server": {"listen", "port", "tls", "cert", "key", "ca", "workers", "max_request_bytes",
@@ -54,6 +54,7 @@ class Config:
     vf_model: str = "virtio"
     vf_bridge: Optional[str] = None  # emulated VFs join this Linux bridge (the lab's data path)
     announce: bool = True  # RARP for each plugged vNIC's MAC, through its PF (or the bridge)
+    announce_for: float = 30.0  # a failover vNIC's MAC again once a second, this long after a plug
     migratable_by_default: bool = False
     unplug_timeout: float = 10.0
     plug_timeout: float = 10.0
@@ -166,6 +167,8 @@ def from_parser(parser, path: str) -> Config:
     cfg.vf_model = get.choice("vf", "model", cfg.vf_model, ("virtio", "e1000e"))
     cfg.vf_bridge = _vf_bridge(get.str("vf", "bridge", None), cfg.vf_device, path)
     cfg.announce = get.bool("vf", "announce", True)
+    cfg.announce_for = get.number("vf", "announce_for", cfg.announce_for, upper=3600,
+                                  zero=True)
     cfg.migratable_by_default = get.bool("policy", "migratable_by_default", False)
     cfg.unplug_timeout = get.number("timeouts", "unplug", cfg.unplug_timeout)
     cfg.plug_timeout = get.number("timeouts", "plug", cfg.plug_timeout)
@@ -272,7 +275,7 @@ class _Getter:
                               % (self.path, section, key, raw))
         return value
 
-    def number(self, section, key, default, upper=None, integer=False):
+    def number(self, section, key, default, upper=None, integer=False, zero=False):
         raw = self._raw(section, key)
         if raw is None:
             return default
@@ -281,7 +284,8 @@ class _Getter:
         except ValueError:
             raise ConfigError("%s: [%s] %s must be a number, got %r"
                               % (self.path, section, key, raw)) from None
-        if not math.isfinite(value) or value <= 0 or (upper is not None and value > upper):
+        if (not math.isfinite(value) or value < 0 or (value == 0 and not zero)
+                or (upper is not None and value > upper)):
             raise ConfigError("%s: [%s] %s out of range: %r" % (self.path, section, key, raw))
         if integer:
             if value != int(value):

@@ -28,6 +28,7 @@ import threading
 import time
 from typing import Callable, Iterable, Optional, Protocol
 
+from .domxml import holds
 from .errors import LIBVIRT_FAILURE, SriovError
 from .libvirtconn import translated
 from .xmlsafe import parse_xml
@@ -182,6 +183,15 @@ def alias_present(dom: Domain, alias: str) -> bool:
         xml = dom.XMLDesc(0)
     root = parse_xml(xml, "live domain XML")
     return any(a.get("name") == alias for a in root.iterfind("devices/*/alias"))
+
+
+def still_holds(dom: Domain, key: str, vf_address: Optional[str]) -> bool:
+    """Whether the running domain still has vNIC *key* on *vf_address* (see domxml.holds)."""
+    with translated("reading the live domain XML"):
+        if not dom.isActive():
+            return False
+        xml = dom.XMLDesc(0)
+    return holds(parse_xml(xml, "live domain XML"), key, vf_address)
 
 
 def _check_call(call: _Call, what: str) -> None:

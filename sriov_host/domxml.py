@@ -273,6 +273,20 @@ def foreign_hostdevs(root, vnics) -> list:
     return out
 
 
+def holds(root, key: str, vf_address: Optional[str]) -> bool:
+    """Whether *root* has the vNIC *key* attached, on *vf_address* when it names one.
+
+    A VF's MAC may be announced only while it is here on that VF: after
+    a migration away (and back, onto another VF) the old PF is the wrong
+    port. An emulated VF has no source address; its alias must do.
+    """
+    for elem in _device_elements(root):
+        if _element_key(elem) == key:
+            here = source_address(elem)
+            return vf_address is None or here is None or here == vf_address
+    return False
+
+
 def attached_keys(root) -> set:
     """Aliases (or VF keys) of every interface/hostdev in a live domain."""
     keys = {_element_key(elem) for elem in _device_elements(root)}

@@ -111,7 +111,7 @@ def attach_vnic(devices, dom, cfg, rec):
     return xml, ms, "; ".join(notes) or None
 
 
-def announce_vnic(cfg, rec) -> tuple:
+def announce_vnic(cfg, dom, rec) -> tuple:
     """Tell the switches where *rec*'s MAC is now (see :mod:`announce`): ``(via, error)``.
 
     Real VFs announce through their PF, tagged with the vNIC's VLAN;
@@ -119,6 +119,8 @@ def announce_vnic(cfg, rec) -> tuple:
     nothing to announce through. It needs CAP_NET_RAW, which the service
     has and VDSM's hooks (user vdsm) do not: the service sends it, after
     the destination hook's plug (``SRIOV.announce``) and after a re-plug.
+    A failover vNIC is announced again for ``[vf] announce_for`` seconds,
+    while *dom* still has it on the same VF.
     """
     if not cfg.announce or not rec.mac:
         return None, None
@@ -128,9 +130,11 @@ def announce_vnic(cfg, rec) -> tuple:
         via, vlan = cfg.vf_bridge, None
     if not via:
         return None, None
-    from . import announce
+    from . import announce, devices
 
-    return via, announce.mac_on(via, rec.mac, vlan)
+    rounds = announce.rounds(cfg.announce_for if rec.teaming else 0)
+    return via, announce.mac_on(via, rec.mac, vlan, rounds,
+                                lambda: devices.still_holds(dom, rec.key, rec.vf_address))
 
 
 def _carry_settings(cfg, rec):

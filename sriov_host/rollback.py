@@ -126,7 +126,7 @@ def _restore_one(dom, cfg, devices, rec, attached, result, clock):
         result.failed.append({"alias": rec.alias, "mac": rec.mac, "error": msg})
         return rec.with_state(metadata.FAILED, error=msg)
     ms = round((clock() - start) * 1000.0, 1)
-    plug.announce_vnic(cfg, rec)  # the switches still send its traffic to the destination
+    plug.announce_vnic(cfg, dom, rec)  # the switches still send its traffic to the destination
     result.restored.append(rec.key)
     log.info("re-plugged vNIC %s (%s) of VM %s on VF %s in %.1f ms%s",
              rec.key, rec.mac, dom.UUIDString(), rec.vf_address, ms, "; " + warning if warning else "")

@@ -8,7 +8,9 @@ import ssl
 import time
 
 import pytest
-from helpers.wire import rarp_sniffer, veth_pair
+from helpers.wire import rarp_sniffer, rarp_sources, veth_pair
+
+from sriov_host import announce
 
 from .conftest import BUSY_VF, VM_BUSY, client_for, raw_post, rpc_body, tls_context
 
@@ -279,6 +281,35 @@ def test_announce_should_send_each_plugged_mac_through_its_pf_and_name_what_fail
     assert frame[6:12] == bytes.fromhex("001a4a168801")
     err(call(svc, pki, "SRIOV.announce", {"vmID": VM_A}), 2002)
     err(call(svc, pki, "SRIOV.announce", {"vmID": "not-a-uuid"}), -32602)
+
+
+def test_announce_should_repeat_a_failover_mac_only_while_it_stays_on_its_vf(make_service, pki):
+    from sriov_host import metadata
+
+    from .conftest import hostdev_domain
+
+    def failover(alias, mac, vf, pf):
+        return metadata.MigrationRecord(vnics=(metadata.VnicRecord(
+            alias=alias, mac=mac, vf_address=vf, pf=pf, teaming="ua-sb", state=metadata.PLUGGED),),
+            phase="migrated")
+
+    with veth_pair() as (pf, peer):
+        here = hostdev_domain("here", VM_A, "0000:3c:00.4", "00:1a:4a:16:88:11", "ua-here",
+                              metadata.to_xml(failover("ua-here", "00:1a:4a:16:88:11",
+                                                       "0000:3c:00.4", pf)))
+        # Its record names another VF than the one the domain holds: it has moved since.
+        moved = hostdev_domain("moved", VM_B, "0000:3c:00.6", "00:1a:4a:16:88:12", "ua-moved",
+                               metadata.to_xml(failover("ua-moved", "00:1a:4a:16:88:12",
+                                                        "0000:3c:00.5", pf)))
+        svc = make_service(domains=(here, moved), extra="[vf]\nannounce_for = 2\n")
+        with rarp_sniffer(peer) as sniff:
+            for vm in (VM_A, VM_B):
+                assert ok(call(svc, pki, "SRIOV.announce", {"vmID": vm}))["failed"] == []
+            time.sleep(2.6)
+            sent = rarp_sources(sniff)
+    # 0, 50, 150 ms, then 1 and 2 s; the moved one only its first frame.
+    assert sent.count("00:1a:4a:16:88:11") == len(announce.rounds(2)) == 5, sent
+    assert sent.count("00:1a:4a:16:88:12") == 1, sent
 
 
 def test_reserve_should_put_the_source_vfs_settings_on_the_reserved_vf_and_name_refusals(

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import os
 import struct
+import time
 
 import pytest
-from helpers.wire import rarp_sniffer, veth_pair
+from helpers.wire import rarp_sniffer, rarp_sources, veth_pair
 
 from sriov_host import announce
 
@@ -52,6 +53,25 @@ def test_send_should_put_every_round_on_the_wire():
         announce.send(out, [announce.rarp_frame(MAC)], rounds_ms=(0, 20))
         got = [sniff.recv(2048) for _ in range(2)]
     assert all(g[6:12] == MAC_BYTES and g[12:14] == b"\x80\x35" for g in got)
+
+
+def test_rounds_should_follow_qemus_rounds_with_one_a_second_up_to_the_limit():
+    assert announce.rounds() == announce.rounds(0) == announce.ROUNDS_MS
+    assert announce.rounds(3) == announce.ROUNDS_MS + (1000, 2000, 3000)
+    assert announce.rounds(2.5) == announce.ROUNDS_MS + (1000, 2000)
+
+
+@pytest.mark.parametrize("still,expected", [
+    pytest.param(lambda: True, 3, id="still-here"),
+    pytest.param(lambda: False, 1, id="gone"),
+    pytest.param(lambda: 1 / 0, 1, id="cannot-tell"),
+])
+def test_send_should_stop_the_later_rounds_once_the_vnic_has_left(still, expected):
+    with veth_pair() as (out, into), rarp_sniffer(into, timeout=0.5) as sniff:
+        announce.send(out, [announce.rarp_frame(MAC)], rounds_ms=(0, 20, 40), still=still)
+        time.sleep(0.3)
+        got = rarp_sources(sniff)
+    assert got == [MAC] * expected
 
 
 def test_send_should_raise_for_a_missing_link():

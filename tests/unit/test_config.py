@@ -24,6 +24,7 @@ device = emulated
 model = e1000e
 bridge = srbab12cda
 announce = no
+announce_for = 0
 
 [policy]
 migratable_by_default = Yes
@@ -91,6 +92,7 @@ def test_load_should_read_every_key(tmp_path, monkeypatch):
         "ledger_path": "/var/lib/sriov/ledger.sqlite",
         "inventory_source": "nodedev-xml:/etc/sriov/nodedev.xml",
         "vf_device": "emulated", "vf_model": "e1000e", "vf_bridge": "srbab12cda", "announce": False,
+        "announce_for": 0.0,
         "migratable_by_default": True,
         "unplug_timeout": 7.5, "plug_timeout": 3.0, "reservation_ttl": 120,
         "rollback_grace": 12.0, "reconcile_interval": 0.5,
@@ -156,6 +158,10 @@ def test_load_should_refuse_missing_file_named_by_env(tmp_path, monkeypatch):
     pytest.param("[vf]\ndevice = emulated\nbridge = ../br\n",
                  "[vf] bridge must be a Linux interface name", id="bridge-slash"),
     pytest.param("[vf]\nannounce = sometimes\n", "[vf] announce must be true/false", id="announce"),
+    pytest.param("[vf]\nannounce_for = -1\n", "[vf] announce_for out of range", id="announce-for"),
+    pytest.param("[vf]\nannounce_for = 1e9\n", "[vf] announce_for out of range",
+                 id="announce-for-huge"),
+    pytest.param("[timeouts]\nplug = 0\n", "[timeouts] plug out of range", id="plug-zero"),
     pytest.param("[inventory]\nsource = sysfs\n", "[inventory] source must be", id="bad-source"),
     pytest.param("[networks]\nred =  , \n", "[networks] red names no PF", id="network-no-pf"),
     pytest.param("[ledger\npath = x\n", "malformed", id="malformed"),

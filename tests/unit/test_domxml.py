@@ -257,6 +257,18 @@ def test_attached_keys_should_list_aliases_and_vf_keys():
     assert domxml.attached_keys(root) == {"ua-bridge", "ua-vf1", "vf:0000:05:10.3", "ua-gpu"}
 
 
+@pytest.mark.parametrize("key,vf,expected", [
+    pytest.param("ua-vf1", "0000:05:10.2", True, id="on-its-vf"),
+    pytest.param("ua-vf1", "0000:05:10.4", False, id="on-another-vf"),
+    pytest.param("ua-vf1", None, True, id="no-vf-named"),
+    pytest.param("ua-bridge", "0000:05:10.2", True, id="no-source-address"),
+    pytest.param("vf:0000:05:10.3", "0000:05:10.3", True, id="aliasless-by-vf"),
+    pytest.param("ua-gone", None, False, id="not-attached"),
+])
+def test_holds_should_say_whether_the_vnic_is_still_on_its_vf(key, vf, expected):
+    assert domxml.holds(domxml.parse_domain(STRIP_BEFORE), key, vf) is expected
+
+
 # -- render_attach ----------------------------------------------------------
 
 @pytest.mark.parametrize("vnic, vf, expected", [
