@@ -18,12 +18,13 @@ milliseconds. Once the primary is registered, Linux's net_failover drops
 what arrives on the standby, and a guest that receives nothing sends
 nothing; the traffic then stays lost until a peer's ARP entry expires
 (measured in the real-VF lab: 25-48 s). So a failover vNIC's MAC is
-announced again once a second for a while (``[vf] announce_for``), as
+announced from when its guest has taken up the VF (the caller's
+*ready*), then once a second for a while (``[vf] announce_for``), as
 long as it is still plugged here: the first announcement after the
 guest's VF is up ends the gap.
 
-:func:`rarp_frame` and :func:`rounds` are pure; :func:`send` is the I/O edge (an AF_PACKET
-socket, so it needs CAP_NET_RAW).
+:func:`rarp_frame` and :func:`rounds` are pure; :func:`send` is the I/O
+edge (an AF_PACKET socket, so it needs CAP_NET_RAW).
 """
 
 from __future__ import annotations
@@ -41,6 +42,7 @@ ETH_P_RARP = 0x8035
 ETH_P_8021Q = 0x8100
 ROUNDS_MS = (0, 50, 150)  # like QEMU's announce: a few frames, spaced out, in case one is lost
 FOLLOW_UP_MS = 1000  # then, for a failover vNIC, once a second
+READY_WAIT_S = 120  # how long a failover guest may take to probe its new VF (nested TCG: ~20 s)
 _MIN_FRAME = 60  # Ethernet minimum without the FCS
 
 
@@ -75,64 +77,97 @@ def rounds(follow_up_s: float = 0) -> tuple:
 
 
 def mac_on(ifname: str, mac: str, vlan: Optional[int] = None, rounds_ms=ROUNDS_MS,
-           still: Optional[Callable[[], bool]] = None) -> Optional[str]:
-    """Announce *mac* out of *ifname*; None once sent, else why not (logged, never raised)."""
+           still: Optional[Callable[[], bool]] = None,
+           ready: Optional[Callable[[], bool]] = None) -> Optional[str]:
+    """Announce *mac* out of *ifname* (see :func:`send`); None if under way, else why not.
+
+    A failure is logged and returned, never raised.
+    """
     try:
-        send(ifname, [rarp_frame(mac, vlan)], rounds_ms, still)
+        send(ifname, [rarp_frame(mac, vlan)], rounds_ms, still, ready)
     except (OSError, ValueError) as e:
         log.warning("could not announce %s on %s: %s", mac, ifname, e)
         return str(e)
-    log.info("announced %s on %s%s", mac, ifname, " vlan %d" % vlan if vlan else "")
+    log.info("%s %s on %s%s", "announcing" if ready else "announced", mac, ifname,
+             " vlan %d" % vlan if vlan else "")
     return None
 
 
-def send(ifname: str, frames, rounds_ms=ROUNDS_MS,
-         still: Optional[Callable[[], bool]] = None) -> None:
-    """Send *frames* out of *ifname* now, and again at each later round in the background.
+def send(ifname: str, frames, rounds_ms=ROUNDS_MS, still: Optional[Callable[[], bool]] = None,
+         ready: Optional[Callable[[], bool]] = None) -> None:
+    """Send *frames* out of *ifname* at each round (ms), the later ones in the background.
 
-    The first round is sent before returning, so a failure (no such
-    link, EPERM without CAP_NET_RAW) raises OSError here; the later
-    rounds must not hold up a re-plug of the next vNIC. *still* is asked
-    before each later round: once the vNIC has left (unplugged, migrated
-    away), announcing it here would send its traffic to the wrong port,
-    so a False (or an error) ends the rounds.
+    The socket is bound before returning, so a failure (no such link,
+    EPERM without CAP_NET_RAW) raises OSError here; without *ready* the
+    rounds count from now and the first is sent before returning. The
+    rest must not hold up a re-plug of the next vNIC. With *ready*, the
+    rounds count from when it first says True (asked once a second, for
+    up to :data:`READY_WAIT_S`): a failover guest that has not taken up
+    its VF yet still receives on its standby. Before each round in the
+    background *still* is asked: once the vNIC has left (unplugged,
+    migrated away), announcing it here would send its traffic to the
+    wrong port, so a False (or an error) ends it all.
     """
     frames = list(frames)
     sock = socket.socket(socket.AF_PACKET, socket.SOCK_RAW)
     try:
         sock.bind((ifname, 0))
-        for frame in frames:
-            sock.send(frame)
+        if ready is None:
+            for frame in frames:
+                sock.send(frame)
     except BaseException:
         sock.close()
         raise
-    later = [ms for ms in rounds_ms if ms > 0]
+    later = list(rounds_ms) if ready is not None else [ms for ms in rounds_ms if ms > 0]
     if not later:
         sock.close()
         return
-    threading.Thread(target=_repeat, args=(sock, frames, later, still), daemon=True,
+    threading.Thread(target=_repeat, args=(sock, frames, later, still, ready), daemon=True,
                      name="announce-%s" % ifname).start()
 
 
-def _repeat(sock, frames, rounds_ms, still) -> None:
-    start = time.monotonic()
+def _repeat(sock, frames, rounds_ms, still, ready) -> None:
+    ifname = sock.getsockname()[0]
     with sock:
+        if ready is not None and not _wait_ready(ifname, still, ready):
+            return
+        start = time.monotonic()
         for at_ms in rounds_ms:
             time.sleep(max(0.0, start + at_ms / 1000.0 - time.monotonic()))
-            if still is not None and not _asked(still):
-                log.info("stopped announcing on %s after %d ms: the vNIC is no longer plugged here",
-                         sock.getsockname()[0], at_ms)
+            if not _still(ifname, still):
                 return
             try:
                 for frame in frames:
                     sock.send(frame)
             except OSError:
-                return  # the link went away: the first round was sent, nothing to report to
+                return  # the link went away: the socket was bound, nothing to report to
 
 
-def _asked(still) -> bool:
+def _wait_ready(ifname, still, ready) -> bool:
+    """Wait, once a second, for *ready*; False if the vNIC left or the wait ran out."""
+    deadline = time.monotonic() + READY_WAIT_S
+    while _still(ifname, still):
+        if _asked(ready, "whether the guest took up its VF"):
+            log.info("the guest took up its VF; announcing on %s", ifname)
+            return True
+        if time.monotonic() >= deadline:
+            log.warning("not announcing on %s: the guest did not take up its VF within %d s",
+                        ifname, READY_WAIT_S)
+            return False
+        time.sleep(FOLLOW_UP_MS / 1000.0)
+    return False
+
+
+def _still(ifname, still) -> bool:
+    if still is None or _asked(still, "whether the vNIC is still here"):
+        return True
+    log.info("stopped announcing on %s: the vNIC is no longer plugged here", ifname)
+    return False
+
+
+def _asked(question, what: str) -> bool:
     try:
-        return bool(still())
-    except Exception as e:  # noqa: BLE001 - in doubt, stop: a wrong announcement misdirects traffic
-        log.warning("stopped announcing: could not tell whether the vNIC is still here: %s", e)
+        return bool(question())
+    except Exception as e:  # noqa: BLE001 - in doubt, no: a wrong announcement misdirects traffic
+        log.warning("not announcing: could not tell %s: %s", what, e)
         return False

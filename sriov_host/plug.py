@@ -119,8 +119,9 @@ def announce_vnic(cfg, dom, rec) -> tuple:
     nothing to announce through. It needs CAP_NET_RAW, which the service
     has and VDSM's hooks (user vdsm) do not: the service sends it, after
     the destination hook's plug (``SRIOV.announce``) and after a re-plug.
-    A failover vNIC is announced again for ``[vf] announce_for`` seconds,
-    while *dom* still has it on the same VF.
+    A failover vNIC is announced once a second for ``[vf] announce_for``
+    seconds, while *dom* still has it on the same VF, from when its guest
+    has taken up the VF (:mod:`msix`; where that cannot be read, at once).
     """
     if not cfg.announce or not rec.mac:
         return None, None
@@ -130,11 +131,18 @@ def announce_vnic(cfg, dom, rec) -> tuple:
         via, vlan = cfg.vf_bridge, None
     if not via:
         return None, None
-    from . import announce, devices
+    from . import announce, devices, msix
 
-    rounds = announce.rounds(cfg.announce_for if rec.teaming else 0)
-    return via, announce.mac_on(via, rec.mac, vlan, rounds,
-                                lambda: devices.still_holds(dom, rec.key, rec.vf_address))
+    def still():
+        return devices.still_holds(dom, rec.key, rec.vf_address)
+
+    if not rec.teaming:
+        return via, announce.mac_on(via, rec.mac, vlan, announce.ROUNDS_MS, still)
+
+    def ready():
+        return msix.enabled_on(rec.vf_address) is not False
+
+    return via, announce.mac_on(via, rec.mac, vlan, announce.rounds(cfg.announce_for), still, ready)
 
 
 def _carry_settings(cfg, rec):

@@ -307,9 +307,10 @@ def test_announce_should_repeat_a_failover_mac_only_while_it_stays_on_its_vf(mak
                 assert ok(call(svc, pki, "SRIOV.announce", {"vmID": vm}))["failed"] == []
             time.sleep(2.6)
             sent = rarp_sources(sniff)
-    # 0, 50, 150 ms, then 1 and 2 s; the moved one only its first frame.
+    # 0, 50, 150 ms, then 1 and 2 s (this test host cannot read these VFs' MSI-X bit: no
+    # gating); the moved one none at all.
     assert sent.count("00:1a:4a:16:88:11") == len(announce.rounds(2)) == 5, sent
-    assert sent.count("00:1a:4a:16:88:12") == 1, sent
+    assert "00:1a:4a:16:88:12" not in sent, sent
 
 
 def test_reserve_should_put_the_source_vfs_settings_on_the_reserved_vf_and_name_refusals(

@@ -74,6 +74,32 @@ def test_send_should_stop_the_later_rounds_once_the_vnic_has_left(still, expecte
     assert got == [MAC] * expected
 
 
+def test_send_should_count_the_rounds_from_when_the_guest_is_ready(monkeypatch):
+    monkeypatch.setattr(announce, "FOLLOW_UP_MS", 30)  # how often readiness is asked
+    answers = iter([False, False, True])
+    with veth_pair() as (out, into), rarp_sniffer(into, timeout=0.5) as sniff:
+        announce.send(out, [announce.rarp_frame(MAC)], rounds_ms=(0, 20, 40),
+                      still=lambda: True, ready=lambda: next(answers))
+        assert rarp_sources(sniff) == []  # nothing sent before returning: not ready yet
+        time.sleep(0.4)
+        got = rarp_sources(sniff)
+    assert got == [MAC] * 3
+
+
+@pytest.mark.parametrize("still,ready", [
+    pytest.param(lambda: True, lambda: False, id="never-ready"),
+    pytest.param(lambda: False, lambda: True, id="gone-before-ready"),
+])
+def test_send_should_send_nothing_for_a_guest_that_never_took_up_its_vf_here(monkeypatch, still, ready):
+    monkeypatch.setattr(announce, "FOLLOW_UP_MS", 20)
+    monkeypatch.setattr(announce, "READY_WAIT_S", 0.1)
+    with veth_pair() as (out, into), rarp_sniffer(into, timeout=0.5) as sniff:
+        announce.send(out, [announce.rarp_frame(MAC)], rounds_ms=(0, 20), still=still, ready=ready)
+        time.sleep(0.4)
+        got = rarp_sources(sniff)
+    assert got == []
+
+
 def test_send_should_raise_for_a_missing_link():
     if os.geteuid() != 0:
         pytest.skip("needs CAP_NET_RAW")

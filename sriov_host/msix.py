@@ -1,0 +1,48 @@
+"""Whether a guest's driver has taken up a passed-through VF, read from the VF's MSI-X enable bit.
+
+A failover guest keeps receiving on its virtio standby until its driver
+has probed the new VF; announcing the MAC from the VF's PF before then
+pulls the traffic to a port the guest cannot receive on yet (and a guest
+that never loads a driver for the VF would never get it back). The host
+sees the moment: a VF driver enables MSI-X while probing (igbvf, iavf,
+mlx5), and QEMU's VFIO enables it on the physical VF at once. The host
+can read that bit from the VF's config space in sysfs, which vfio-pci
+leaves readable.
+
+:func:`enabled` is pure (config space bytes in, the bit out);
+:func:`enabled_on` reads sysfs.
+"""
+
+from __future__ import annotations
+
+from typing import Optional
+
+SYSFS_PCI = "/sys/bus/pci/devices"
+_STATUS, _STATUS_CAP_LIST = 0x06, 0x10
+_CAP_POINTER = 0x34
+_CAP_MSIX = 0x11
+_MSIX_ENABLE = 0x8000
+_MAX_CAPS = 48  # a malformed list must not loop: 256 bytes hold at most 48 capabilities
+
+
+def enabled(config: bytes) -> Optional[bool]:
+    """The MSI-X Enable bit of a PCI function; None if its config space has no MSI-X capability."""
+    if len(config) < 64 or not config[_STATUS] & _STATUS_CAP_LIST:
+        return None
+    ptr = config[_CAP_POINTER] & 0xFC
+    for _ in range(_MAX_CAPS):
+        if ptr < 0x40 or ptr + 4 > len(config):
+            return None
+        if config[ptr] == _CAP_MSIX:
+            return bool(int.from_bytes(config[ptr + 2:ptr + 4], "little") & _MSIX_ENABLE)
+        ptr = config[ptr + 1] & 0xFC
+    return None
+
+
+def enabled_on(address: str, sysfs: str = SYSFS_PCI) -> Optional[bool]:
+    """:func:`enabled` for the VF at *address*; None where its config space cannot be read."""
+    try:
+        with open("%s/%s/config" % (sysfs, address), "rb") as f:
+            return enabled(f.read(256))
+    except OSError:
+        return None

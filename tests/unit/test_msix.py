@@ -1,0 +1,50 @@
+"""msix: a VF's MSI-X enable bit from its PCI config space (a guest driver has taken it up)."""
+
+from __future__ import annotations
+
+import pytest
+
+from sriov_host import msix
+
+
+def config(caps, status_caps=True) -> bytes:
+    """256 bytes of config space holding *caps*, ``[(offset, id, payload bytes)]``, chained."""
+    space = bytearray(256)
+    space[0x06] = 0x10 if status_caps else 0
+    space[0x34] = caps[0][0] if caps else 0
+    for i, (off, cap_id, payload) in enumerate(caps):
+        space[off] = cap_id
+        space[off + 1] = caps[i + 1][0] if i + 1 < len(caps) else 0
+        space[off + 2:off + 2 + len(payload)] = payload
+    return bytes(space)
+
+
+def next_at(space: bytes, cap: int, pointer: int) -> bytes:
+    """*space* with the capability at *cap* pointing on to *pointer*."""
+    return space[:cap + 1] + bytes([pointer]) + space[cap + 2:]
+
+
+PM, MSI = (0x01, b"\x03\x00"), (0x05, b"\x80\x00")
+
+
+@pytest.mark.parametrize("space,expected", [
+    pytest.param(config([(0x40, *PM), (0x50, *MSI), (0x70, 0x11, b"\x02\x80")]), True,
+                 id="enabled-third-in-list"),
+    pytest.param(config([(0x70, 0x11, b"\x02\x00")]), False, id="disabled"),
+    pytest.param(config([(0x70, 0x11, b"\x02\x40")]), False, id="masked-not-enabled"),
+    pytest.param(config([(0x40, *PM), (0x50, *MSI)]), None, id="no-msix"),
+    pytest.param(config([(0x70, 0x11, b"\x02\x80")], status_caps=False), None, id="no-cap-list"),
+    pytest.param(config([(0x40, 0x01, b"")])[:0x3f], None, id="short"),
+    pytest.param(next_at(config([(0x40, *PM)]), 0x40, 0x40), None, id="loops-on-itself"),
+    pytest.param(next_at(config([(0x40, *PM)]), 0x40, 0x10), None, id="points-into-the-header"),
+])
+def test_enabled_should_read_the_msix_enable_bit_or_say_it_cannot(space, expected):
+    assert msix.enabled(space) is expected
+
+
+def test_enabled_on_should_read_sysfs_and_say_none_for_a_missing_device(tmp_path):
+    dev = tmp_path / "0000:3b:02.1"
+    dev.mkdir()
+    (dev / "config").write_bytes(config([(0x70, 0x11, b"\x02\x80")]))
+    assert msix.enabled_on("0000:3b:02.1", str(tmp_path)) is True
+    assert msix.enabled_on("0000:3b:02.2", str(tmp_path)) is None
