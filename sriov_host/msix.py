@@ -9,12 +9,18 @@ mlx5), and QEMU's VFIO enables it on the physical VF at once. The host
 can read that bit from the VF's config space in sysfs, which vfio-pci
 leaves readable.
 
+The bit says so only while the VF is bound to a VFIO driver: a free VF
+on its host driver (iavf, igbvf in the lab) has MSI-X enabled by that
+driver, and libvirt rebinds the VF to vfio-pci for the attach, which
+clears it.
+
 :func:`enabled` is pure (config space bytes in, the bit out);
-:func:`enabled_on` reads sysfs.
+:func:`enabled_on` and :func:`taken_up` read sysfs.
 """
 
 from __future__ import annotations
 
+import os
 from typing import Optional
 
 SYSFS_PCI = "/sys/bus/pci/devices"
@@ -46,3 +52,18 @@ def enabled_on(address: str, sysfs: str = SYSFS_PCI) -> Optional[bool]:
             return enabled(f.read(256))
     except OSError:
         return None
+
+
+def taken_up(address: str, sysfs: str = SYSFS_PCI) -> Optional[bool]:
+    """Whether a guest's driver has taken up the VF at *address*; None where sysfs cannot tell.
+
+    False while the VF is bound to a host driver, not a VFIO one
+    (vfio-pci, or a variant such as mlx5_vfio_pci).
+    """
+    try:
+        driver = os.path.basename(os.readlink("%s/%s/driver" % (sysfs, address)))
+    except OSError:
+        driver = None
+    if driver is not None and "vfio" not in driver:
+        return False
+    return enabled_on(address, sysfs)

@@ -140,7 +140,7 @@ def announce_vnic(cfg, dom, rec) -> tuple:
         return via, announce.mac_on(via, rec.mac, vlan, announce.ROUNDS_MS, still)
 
     def ready():
-        return msix.enabled_on(rec.vf_address) is not False
+        return msix.taken_up(rec.vf_address) is not False
 
     return via, announce.mac_on(via, rec.mac, vlan, announce.rounds(cfg.announce_for), still, ready)
 

@@ -48,3 +48,21 @@ def test_enabled_on_should_read_sysfs_and_say_none_for_a_missing_device(tmp_path
     (dev / "config").write_bytes(config([(0x70, 0x11, b"\x02\x80")]))
     assert msix.enabled_on("0000:3b:02.1", str(tmp_path)) is True
     assert msix.enabled_on("0000:3b:02.2", str(tmp_path)) is None
+
+
+@pytest.mark.parametrize("driver,bit,expected", [
+    pytest.param("vfio-pci", b"\x02\x80", True, id="vfio-enabled"),
+    pytest.param("vfio-pci", b"\x02\x00", False, id="vfio-not-yet"),
+    pytest.param("mlx5_vfio_pci", b"\x02\x80", True, id="vfio-variant"),
+    pytest.param("iavf", b"\x02\x80", False, id="host-driver-enabled"),
+    pytest.param(None, b"\x02\x80", True, id="unbound-reads-the-bit"),
+])
+def test_taken_up_should_count_the_bit_only_under_a_vfio_driver(tmp_path, driver, bit, expected):
+    dev = tmp_path / "devices" / "0000:3b:02.1"
+    dev.mkdir(parents=True)
+    (dev / "config").write_bytes(config([(0x70, 0x11, bit)]))
+    if driver:
+        (tmp_path / "drivers" / driver).mkdir(parents=True)
+        (dev / "driver").symlink_to(tmp_path / "drivers" / driver)
+    assert msix.taken_up("0000:3b:02.1", str(tmp_path / "devices")) is expected
+    assert msix.taken_up("0000:3b:02.9", str(tmp_path / "devices")) is None
