@@ -102,16 +102,19 @@ def nic_absent(job):
 def traffic(t, mac: str, absent) -> None:
     """The stream's numbers next to the NIC-absent time (``nic_absent``'s answer, or None)."""
     if t.recovered:
-        gap = "longest gap %.2f s, from %s to %s" % (t.longest_gap_ms / 1000.0, _clock(t.gap_start),
-                                                      _clock(t.gap_end))
+        gap = "longest gap %.2f s, from %s to %s" % (t.longest_gap_ms / 1000.0, clock(t.gap_start),
+                                                      clock(t.gap_end))
     else:
-        gap = "no answer since %s" % (_clock(t.gap_start) if t.gap_start else "the start")
+        gap = "no answer since %s" % (clock(t.gap_start) if t.gap_start else "the start")
     _out("          traffic to %s: %d echoes, %d answered, %d lost; %s%s"
          % (mac, t.sent, t.answered, t.lost, gap,
             "; NIC-absent time %.2f s" % absent[0] if absent else ""))
 
 
-def _clock(epoch: float) -> str:
+def clock(epoch) -> str:
+    """HH:MM:SS.mmm of an epoch time; "never" for None."""
+    if epoch is None:
+        return "never"
     return time.strftime("%H:%M:%S", time.localtime(epoch)) + (".%03d" % (epoch % 1 * 1000))
 
 

@@ -219,7 +219,7 @@ def wait_ready(host, name: str, timeout: float = 60.0):
 
 
 def post_mortem(conn, host, name: str) -> str:
-    """What libvirt says of a lab VM that stopped answering: its state and QEMU's log tail."""
+    """What libvirt says of a lab VM that stopped answering: its state, QEMU's log, the guest's."""
     import libvirt
 
     try:
@@ -227,7 +227,9 @@ def post_mortem(conn, host, name: str) -> str:
         where = "libvirt state %d reason %d (virDomainState / its reason enum)" % (state, reason)
     except libvirt.libvirtError as e:
         where = "libvirt: %s" % e
-    return "%s on %s: %s; QEMU log ends:\n%s" % (name, host.name, where, qemu_log_tail(host, name))
+    serial = "\n".join(read_serial(host, name).splitlines()[-40:]) or "(empty)"
+    return "%s on %s: %s; QEMU log ends:\n%s\nthe guest's serial console ends:\n%s" % (
+        name, host.name, where, qemu_log_tail(host, name), serial)
 
 
 def qemu_log_tail(host, name: str, lines: int = 20) -> str:

@@ -17,7 +17,7 @@ import subprocess
 import sys
 import time
 from dataclasses import dataclass
-from typing import Optional
+from typing import NamedTuple, Optional
 
 from .errors import LabError
 
@@ -28,6 +28,14 @@ ANNOUNCED_SLACK_MS = 2000.0
 # A failover pair's gap up to the migration's end, beyond the migration
 # itself: the guest switching to its standby under nested TCG, loaded.
 FAILOVER_SLACK_MS = 3000.0
+# From a failover guest taking up its new VF to the traffic on it: the
+# guest bringing the VF up (4-9 s under nested TCG, timed in the guest
+# while this was built), the next announcement (1 s apart), the sender
+# re-resolving the guest's address (1 s), with room for a loaded run.
+# Without the repeated announcement the traffic waits for the sender's
+# ARP entry to expire: 23 s at the least (reachable >= 15 s, delay 5 s,
+# 3 probes), 25-48 s measured.
+SWITCH_BOUND_MS = 18000.0
 IN_FLIGHT_S = 0.5  # echoes sent this close to the stop may simply not be answered yet
 
 
@@ -64,18 +72,26 @@ def summarize(sent: list, answered: list, interval: float) -> Traffic:
     return Traffic(len(sent), len(answered), best[0] * 1000.0, best[1], best[2])
 
 
-def longest_gap_within(sent: list, answered: list, start: float, end: float) -> float:
-    """ms of the longest stretch without an answered echo inside [start, end] (epoch s)."""
+class Gap(NamedTuple):
+    ms: float
+    start: float  # epoch s, clipped to the window
+    end: float
+
+
+def longest_gap_within(sent: list, answered: list, start: float, end: float) -> Gap:
+    """The longest stretch without an answered echo inside [start, end] (epoch s)."""
     answered = sorted(a for a in answered if 0 <= a < len(sent))
     edges = [sent[a] for a in answered]
     if not edges or edges[0] > start:
         edges.insert(0, start)  # nothing answered yet when the window opened
     if edges[-1] < end:
         edges.append(end)  # nor since, until it closed
-    best = 0.0
+    best = Gap(0.0, start, start)
     for left, right in zip(edges, edges[1:]):
-        best = max(best, min(end, right) - max(start, left))
-    return best * 1000.0
+        left, right = max(start, left), min(end, right)
+        if (right - left) * 1000.0 > best.ms:
+            best = Gap((right - left) * 1000.0, left, right)
+    return best
 
 
 class Pinger:
@@ -136,6 +152,6 @@ class Pinger:
         self.data = data
         self.result = summarize(data["sent"], data["answered"], 1.0 / data["rate"])
 
-    def gap_within(self, start: float, end: float) -> float:
+    def gap_within(self, start: float, end: float) -> Gap:
         """See :func:`longest_gap_within`, on this stream (after the block ended)."""
         return longest_gap_within(self.data["sent"], self.data["answered"], start, end)

@@ -69,11 +69,12 @@ def test_longest_gap_within_should_clip_gaps_to_the_window():
     sent = _sent(1000)  # 1000.00 .. 1009.99
     answered = [i for i in range(1000) if not (100 <= i < 150 or 400 <= i < 700)]
     # all of the 0.51 s gap (echo 99 to 150), and the first 0.51 s of the 3.01 s one (399 to 700)
-    assert math.isclose(traffic.longest_gap_within(sent, answered, 1000.5, 1004.5), 510.0,
-                        abs_tol=1e-6)
-    assert math.isclose(traffic.longest_gap_within(sent, answered, 1002.0, 1003.0), 10.0,
+    gap = traffic.longest_gap_within(sent, answered, 1000.5, 1004.5)
+    assert math.isclose(gap.ms, 510.0, abs_tol=1e-6)
+    # the first of two equal gaps
+    assert math.isclose(gap.start, 1000.99, abs_tol=1e-6) and math.isclose(gap.end, 1001.5, abs_tol=1e-6)
+    assert math.isclose(traffic.longest_gap_within(sent, answered, 1002.0, 1003.0).ms, 10.0,
                         abs_tol=1e-6)
     # nothing answered in the window at all: all of it
-    assert math.isclose(traffic.longest_gap_within(sent, answered, 1004.2, 1006.2), 2000.0,
-                        abs_tol=1e-6)
-    assert math.isclose(traffic.longest_gap_within(sent, [], 1000.0, 1001.0), 1000.0, abs_tol=1e-6)
+    assert traffic.longest_gap_within(sent, answered, 1004.2, 1006.2) == (2000.0, 1004.2, 1006.2)
+    assert traffic.longest_gap_within(sent, [], 1000.0, 1001.0) == (1000.0, 1000.0, 1001.0)
