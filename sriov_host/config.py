@@ -54,7 +54,7 @@ class Config:
     vf_model: str = "virtio"
     vf_bridge: Optional[str] = None  # emulated VFs join this Linux bridge (the lab's data path)
     announce: bool = True  # RARP for each plugged vNIC's MAC, through its PF (or the bridge)
-    announce_for: float = 30.0  # a failover vNIC's MAC again once a second, this long after a plug
+    announce_for: float = 30.0  # a failover vNIC's MAC once a second this long, from its guest's probe
     migratable_by_default: bool = False
     unplug_timeout: float = 10.0
     plug_timeout: float = 10.0

@@ -121,7 +121,8 @@ def announce_vnic(cfg, dom, rec) -> tuple:
     the destination hook's plug (``SRIOV.announce``) and after a re-plug.
     A failover vNIC is announced once a second for ``[vf] announce_for``
     seconds, while *dom* still has it on the same VF, from when its guest
-    has taken up the VF (:mod:`msix`; where that cannot be read, at once).
+    has taken up the VF (:mod:`msix`; where that cannot be read, and for
+    an emulated VF, which is no PCI device here, at once).
     """
     if not cfg.announce or not rec.mac:
         return None, None
@@ -142,7 +143,8 @@ def announce_vnic(cfg, dom, rec) -> tuple:
     def ready():
         return msix.taken_up(rec.vf_address) is not False
 
-    return via, announce.mac_on(via, rec.mac, vlan, announce.rounds(cfg.announce_for), still, ready)
+    return via, announce.mac_on(via, rec.mac, vlan, announce.rounds(cfg.announce_for), still,
+                                ready if cfg.vf_device == domxml.MODE_HOSTDEV else None)
 
 
 def _carry_settings(cfg, rec):

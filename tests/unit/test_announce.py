@@ -124,3 +124,27 @@ def test_announce_standbys_should_send_each_failover_mac_out_of_its_standbys_bri
         off = unplug.announce_standbys(config.Config(announce=False), root, record)
     assert sent == [(MAC, bridge, None)] and off == []
     assert frame[6:12] == MAC_BYTES
+
+
+@pytest.mark.parametrize("device,taken,expected", [
+    pytest.param("hostdev", False, 0, id="hostdev-not-taken-up-yet"),
+    pytest.param("hostdev", True, 3, id="hostdev-taken-up"),
+    pytest.param("emulated", False, 3, id="emulated-no-pci-device-to-ask"),
+])
+def test_announce_vnic_should_wait_for_a_failover_guest_to_take_up_its_vf(monkeypatch, device, taken,
+                                                                          expected):
+    from sriov_host import config, devices, metadata, msix, plug
+
+    monkeypatch.setattr(msix, "taken_up", lambda address: taken)
+    monkeypatch.setattr(devices, "still_holds", lambda dom, key, vf: True)
+    monkeypatch.setattr(announce, "READY_WAIT_S", 0.2)
+    monkeypatch.setattr(announce, "FOLLOW_UP_MS", 50)
+    with veth_pair() as (out, into), rarp_sniffer(into, timeout=0.5) as sniff:
+        cfg = config.Config(vf_device=device, vf_bridge=out if device == "emulated" else None,
+                            announce_for=0)
+        rec = metadata.VnicRecord(alias="ua-vf", mac=MAC, vf_address="0000:3b:02.1", pf=out,
+                                  teaming="ua-sb", state=metadata.PLUGGED)
+        assert plug.announce_vnic(cfg, None, rec) == (out, None)
+        time.sleep(0.6)
+        got = rarp_sources(sniff)
+    assert got == [MAC] * expected
