@@ -84,12 +84,16 @@ def test_service_should_serve_and_reconcile_again_after_libvirtd_restarts(one_ho
 
     conn, spec, vnic = _vm_left_unplugged(host)
     try:
+        # The record is written after the attach: wait for both, not the attach alone.
         deadline = time.monotonic() + 15
-        while vnic.alias not in domxml.attached_keys(domxml.parse_domain(
-                conn.lookupByUUIDString(spec.uuid).XMLDesc(0))):
+        while True:
+            attached = vnic.alias in domxml.attached_keys(domxml.parse_domain(
+                conn.lookupByUUIDString(spec.uuid).XMLDesc(0)))
+            status = client.call("SRIOV.migrationStatus", {"vmID": spec.uuid})
+            if attached and status["phase"] != "unplugged":
+                break
             assert time.monotonic() < deadline, "the reconciler did not re-plug:\n" + svc.log_tail()
             time.sleep(0.2)
-        status = client.call("SRIOV.migrationStatus", {"vmID": spec.uuid})
         assert status["phase"] == "rolled-back" and status["vnics"][0]["state"] == "plugged"
     finally:
         conn.close()
