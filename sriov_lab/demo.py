@@ -399,9 +399,9 @@ def _check_traffic(st: Stage, spec, pinger, job) -> None:
     report.step("after the migration the longest gap was %.2f s, %s to %s", later.ms / 1000.0,
                 report.clock(later.start), report.clock(later.end))
     taken = _took_up_vf(st, 1)
-    st.check(taken is not None, "%s's service saw the guest take up its new VF (at %s)"
-             % (st.names[1], report.clock(taken)))
-    if taken is None:
+    st.check(taken is not None and taken < end, "%s's service saw the guest take up its new VF "
+             "(at %s), while the traffic still ran" % (st.names[1], report.clock(taken)))
+    if taken is None or taken >= end:
         return
     switch = pinger.gap_within(taken, end)
     st.check(switch.ms <= traffic.SWITCH_BOUND_MS,
