@@ -11,8 +11,8 @@ costs seconds of Python start-up, so the ratio says what the hooks cost
 there, not on a host. The same run gives the failover pair's traffic
 gaps (the demo streams echoes to it): up to the migration's end, against
 the migration itself; after it, against the NIC-absent time; and from
-when the guest took up its new VF, against the NIC-absent time too. Needs root (else skipped); run_all
-adds it with ``--real-vf``.
+when the guest took up its new VF, against the NIC-absent time too.
+Needs root (else skipped); run_all adds it with ``--real-vf``.
 
     python benchmarks/bench_realvf.py
 """

@@ -177,12 +177,15 @@ class _Call:
             self.done.set()
 
 
-def alias_present(dom: Domain, alias: str) -> bool:
-    """Whether the live domain has a device with this alias right now."""
+def _live_root(dom: Domain):
     with translated("reading the live domain XML"):
         xml = dom.XMLDesc(0)
-    root = parse_xml(xml, "live domain XML")
-    return any(a.get("name") == alias for a in root.iterfind("devices/*/alias"))
+    return parse_xml(xml, "live domain XML")
+
+
+def alias_present(dom: Domain, alias: str) -> bool:
+    """Whether the live domain has a device with this alias right now."""
+    return alias in _present_aliases(dom)
 
 
 def still_holds(dom: Domain, key: str, vf_address: Optional[str]) -> bool:
@@ -190,8 +193,7 @@ def still_holds(dom: Domain, key: str, vf_address: Optional[str]) -> bool:
     with translated("reading the live domain XML"):
         if not dom.isActive():
             return False
-        xml = dom.XMLDesc(0)
-    return holds(parse_xml(xml, "live domain XML"), key, vf_address)
+    return holds(_live_root(dom), key, vf_address)
 
 
 def _check_call(call: _Call, what: str) -> None:
@@ -282,10 +284,7 @@ def _request_detach(dom: Domain, alias: str, device_xml: str) -> Optional[_Call]
 
 
 def _present_aliases(dom: Domain) -> set:
-    with translated("reading the live domain XML"):
-        xml = dom.XMLDesc(0)
-    root = parse_xml(xml, "live domain XML")
-    return {a.get("name") for a in root.iterfind("devices/*/alias")}
+    return {a.get("name") for a in _live_root(dom).iterfind("devices/*/alias")}
 
 
 def detach_all_and_wait(dom: Domain, devices, timeout: float,

@@ -128,7 +128,7 @@ class SysfsProbe:
         klass = vf.pci_class  # libvirt's, where it printed one; else sysfs tells
         if klass is None:
             klass = _read_class(os.path.join(dev, "class"))
-        return VfFacts(klass, _link_name(os.path.join(dev, "driver")),
+        return VfFacts(klass, link_name(os.path.join(dev, "driver")),
                        tuple(self._netdev(n) for n in sorted(names)))
 
     def _path(self, *parts) -> str:
@@ -137,7 +137,7 @@ class SysfsProbe:
     def _netdev(self, name: str) -> Netdev:
         base = self._path("sys/class/net", name)
         entries = _listdir(base)
-        master = _link_name(os.path.join(base, "master")) if "master" in entries else None
+        master = link_name(os.path.join(base, "master")) if "master" in entries else None
         uppers = tuple((u, self._kind(u)) for u in sorted(
             e[len("upper_"):] for e in entries if e.startswith("upper_")) if u != master)
         return Netdev(name, tuple(self.addresses().get(name, ())), master,
@@ -190,7 +190,8 @@ def _listdir(path: str) -> list:
         return []
 
 
-def _link_name(path: str) -> Optional[str]:
+def link_name(path: str) -> Optional[str]:
+    """The name a sysfs symlink points at (a driver, a master); None if there is none."""
     try:
         return os.path.basename(os.readlink(path)) or None
     except OSError:

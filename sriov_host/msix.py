@@ -20,8 +20,9 @@ clears it.
 
 from __future__ import annotations
 
-import os
 from typing import Optional
+
+from .hostuse import link_name
 
 SYSFS_PCI = "/sys/bus/pci/devices"
 _STATUS, _STATUS_CAP_LIST = 0x06, 0x10
@@ -60,10 +61,7 @@ def taken_up(address: str, sysfs: str = SYSFS_PCI) -> Optional[bool]:
     False while the VF is bound to a host driver, not a VFIO one
     (vfio-pci, or a variant such as mlx5_vfio_pci).
     """
-    try:
-        driver = os.path.basename(os.readlink("%s/%s/driver" % (sysfs, address)))
-    except OSError:
-        driver = None
+    driver = link_name("%s/%s/driver" % (sysfs, address))
     if driver is not None and "vfio" not in driver:
         return False
     return enabled_on(address, sysfs)
