@@ -12,6 +12,7 @@ import configparser
 import glob
 import os
 import re
+import shutil
 import subprocess
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -26,6 +27,8 @@ HOOKS = tuple("/usr/libexec/vdsm/hooks/%s/50_sriov_migration" % p for p in POINT
 UNIT = "sriov-migrationd.service"
 RPM_UNIT = "/usr/lib/systemd/system/" + UNIT
 CONFIG = "/etc/vdsm/sriov-migration.conf"
+FIREWALLD_SERVICE_NAME = "sriov-migration"
+FIREWALLD_SERVICE = "/usr/lib/firewalld/services/%s.xml" % FIREWALLD_SERVICE_NAME
 # systemd's directories for system units that a package or an admin fills.
 SYSTEMD_UNIT_DIRS = ("/etc/systemd/system", "/usr/lib/systemd/system")
 
@@ -39,7 +42,7 @@ NOT_PACKAGED_SCRIPTS = ("sriov-lab", "sriov-migration-install")
 NEVER_PACKAGED = ("sriov_lab", "sriov-lab", "/tests/", "benchmarks")
 
 MAIN_REQUIRES = ("vdsm", "python3-libvirt", "python3-lxml", "python3-pyroute2",
-                 "python3-jsonrpclib-pelix", "python3-prometheus_client")
+                 "python3-jsonrpclib-pelix", "python3-prometheus_client", "firewalld-filesystem")
 ENGINE_REQUIRES = ("python3-ovirt-engine-sdk4",)
 
 
@@ -120,3 +123,37 @@ def tree(root: str) -> dict:
             path = os.path.join(d, n)
             files["/" + os.path.relpath(path, root)] = os.stat(path).st_mode & 0o7777
     return files
+
+
+def firewalld_config(workdir: str) -> str:
+    """A scratch copy of /etc/firewalld for ``firewall-offline-cmd --system-config``,
+    which otherwise writes to the machine's own /etc/firewalld."""
+    config = os.path.join(workdir, "etc-firewalld")
+    if os.path.isdir("/etc/firewalld"):
+        shutil.copytree("/etc/firewalld", config)
+    else:
+        os.makedirs(config)
+    return config
+
+
+def offline_cmd(config: str, *args) -> subprocess.CompletedProcess:
+    """firewalld's own code on the scratch config *config*; no daemon involved."""
+    return run("firewall-offline-cmd", "--system-config", config, *args)
+
+
+def firewalld_parse(service_file: str, workdir: str) -> subprocess.CompletedProcess:
+    """firewalld's parser on *service_file*, then the service as firewalld read it."""
+    config = firewalld_config(workdir)
+    r = offline_cmd(config, "--new-service-from-file", service_file, "--name", FIREWALLD_SERVICE_NAME)
+    return r if r.returncode else offline_cmd(config, "--info-service", FIREWALLD_SERVICE_NAME)
+
+
+def zone_listing(service_file: str, workdir: str, zones=()) -> str:
+    """``--list-all-zones`` as firewalld prints it, the service enabled in *zones*."""
+    config = firewalld_config(workdir)
+    steps = [("--new-service-from-file", service_file, "--name", FIREWALLD_SERVICE_NAME)]
+    steps += [("--zone", zone, "--add-service", FIREWALLD_SERVICE_NAME) for zone in zones]
+    for args in steps + [("--list-all-zones",)]:
+        r = offline_cmd(config, *args)
+        assert r.returncode == 0, "firewall-offline-cmd %s: %s" % (" ".join(args), r.stderr)
+    return r.stdout

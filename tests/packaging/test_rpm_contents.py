@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import subprocess
 
 import pytest
 import rpm_packaging as rp
@@ -21,12 +22,13 @@ def _sitelib_prefix(table):
     return dirs.pop()
 
 
-def test_main_rpm_should_hold_hooks_unit_config_clis_and_host_packages(rpms):
+def test_main_rpm_should_hold_hooks_unit_config_firewalld_service_clis_and_host_packages(rpms):
     table = rp.file_table(rpms["main"])
     sitelib = _sitelib_prefix(table)
     assert sitelib.startswith("/usr/lib/python3")
     outside = {p for p in table if not p.startswith(sitelib) and not p.startswith("/usr/share/doc/")}
-    expected = set(rp.HOOKS) | {rp.RPM_UNIT, rp.CONFIG} | {"/usr/bin/" + s for s in rp.MAIN_SCRIPTS}
+    expected = set(rp.HOOKS) | {rp.RPM_UNIT, rp.CONFIG, rp.FIREWALLD_SERVICE} | {
+        "/usr/bin/" + s for s in rp.MAIN_SCRIPTS}
     assert outside == expected
     version = rp.spec_tag("Version")
     assert _top_level(table, sitelib) == set(rp.MAIN_PACKAGES) | {
@@ -65,6 +67,7 @@ def test_config_should_be_noreplace_and_executables_0755(rpms):
     assert "c" in flags and "n" in flags, "%s flags %r: want %%config(noreplace)" % (rp.CONFIG, flags)
     assert mode & 0o7777 == 0o644
     assert table[rp.RPM_UNIT][0] & 0o7777 == 0o644
+    assert table[rp.FIREWALLD_SERVICE][0] & 0o7777 == 0o644
     for path in rp.HOOKS + tuple("/usr/bin/" + s for s in rp.MAIN_SCRIPTS):
         assert table[path][0] & 0o7777 == 0o755, path
     assert [p for p, (_m, f) in table.items() if "c" in f] == [rp.CONFIG]
@@ -96,6 +99,67 @@ def test_scriptlets_should_manage_the_unit_the_systemd_way(rpms):
     assert "$1 -eq 0" in scripts["PREUN"]
     assert "$1 -ge 1" in scripts["POSTUN"]
     assert rp.query(rpms["engine"], "--qf", "%{POSTIN}%{PREUN}%{POSTUN}") == "(none)(none)(none)"
+
+
+FW_RELOAD = "firewall-cmd --reload"
+FW_ADD = "firewall-cmd --permanent --add-service=sriov-migration"
+FW_REMOVE = "firewall-cmd --permanent --zone=%s --remove-service=sriov-migration"
+FAKE = """#!/bin/sh
+echo "$(basename "$0") $*" >> "{log}"
+case "$(basename "$0") $*" in
+  "systemctl is-active"*) exit {active} ;;
+  "firewall-cmd --permanent --list-all-zones") cat "{listing}" ;;
+  firewall-cmd*) exit {fw_rc} ;;
+esac
+exit 0
+"""
+
+
+def _run_scriptlet(rpm, tag, arg, tmp_path, active=True, fw_rc=0, listing=""):
+    """The scriptlet as rpm runs it (/bin/sh, $1 = the count of installed
+    instances), with systemctl and firewall-cmd recording their calls."""
+    bindir, log, listing_file = tmp_path / "bin", tmp_path / "calls", tmp_path / "listing"
+    bindir.mkdir(parents=True)
+    listing_file.write_text(listing)
+    fake = FAKE.format(log=log, active=0 if active else 3, fw_rc=fw_rc, listing=listing_file)
+    for name in ("systemctl", "firewall-cmd"):
+        (bindir / name).write_text(fake)
+        (bindir / name).chmod(0o755)
+    script = rp.query(rpm, "--qf", "%%{%s}" % tag)
+    env = {"PATH": "%s:/usr/bin:/bin" % bindir}
+    r = subprocess.run(["/bin/sh", "-c", script, "sh", str(arg)], env=env, capture_output=True, text=True)
+    calls = log.read_text().splitlines() if log.exists() else []
+    return r.returncode, [c for c in calls if c.startswith("firewall-cmd")], r.stderr
+
+
+@pytest.mark.parametrize("tag, arg, active, fw_rc, expected", [
+    pytest.param("POSTIN", 1, True, 0, [FW_RELOAD, FW_ADD, FW_RELOAD], id="install"),
+    pytest.param("POSTIN", 2, True, 0, [FW_RELOAD], id="upgrade-reloads-only"),
+    pytest.param("POSTIN", 1, False, 0, [], id="install-no-firewalld"),
+    pytest.param("POSTIN", 1, True, 1, [FW_RELOAD, FW_ADD], id="install-firewall-cmd-fails"),
+    pytest.param("PREUN", 1, True, 0, [], id="upgrade-keeps-zones"),
+    pytest.param("PREUN", 0, True, 0, [], id="erase-no-zone-has-it"),
+    pytest.param("POSTUN", 0, True, 0, [FW_RELOAD], id="erase-reloads"),
+    pytest.param("POSTUN", 1, True, 0, [], id="upgrade-no-reload"),
+    pytest.param("POSTUN", 0, False, 0, [], id="erase-no-firewalld"),
+])
+def test_scriptlets_should_open_the_port_only_where_firewalld_runs(rpms, tmp_path, tag, arg, active,
+                                                                   fw_rc, expected):
+    """Reload (firewalld learns the file), add, reload; never a failed transaction."""
+    rc, calls, err = _run_scriptlet(rpms["main"], tag, arg, tmp_path, active=active, fw_rc=fw_rc)
+    calls = [c for c in calls if c != "firewall-cmd --permanent --list-all-zones"]
+    assert (rc, calls) == (0, expected), err
+
+
+def test_preun_should_drop_the_service_from_every_zone_firewalld_lists(rpms, rpm_root, tmp_path):
+    """On erase, each zone naming the service in firewalld's own listing loses it."""
+    if shutil.which("firewall-offline-cmd") is None:
+        pytest.skip("firewall-offline-cmd is not installed (Debian: apt-get install firewalld)")
+    service = os.path.join(rpm_root, rp.FIREWALLD_SERVICE.lstrip("/"))
+    listing = rp.zone_listing(service, str(tmp_path / "fw"), zones=("public", "work"))
+    rc, calls, err = _run_scriptlet(rpms["main"], "PREUN", 0, tmp_path / "run", listing=listing)
+    assert (rc, calls) == (0, ["firewall-cmd --permanent --list-all-zones",
+                               FW_REMOVE % "public", FW_REMOVE % "work"]), err
 
 
 def test_rpmlint_should_report_no_errors(rpms):

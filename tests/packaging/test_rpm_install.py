@@ -42,6 +42,18 @@ def test_installed_rpms_should_put_hooks_unit_and_config_where_vdsm_and_systemd_
         assert os.access(_at(rpm_root, "/usr/bin/" + script), os.X_OK), script
 
 
+def test_installed_firewalld_service_should_be_where_firewalld_looks_and_parse(rpm_root, tmp_path):
+    """firewalld reads packaged services from /usr/lib/firewalld/services; its own parser
+    (firewall-offline-cmd, on a scratch config) accepts the RPM's file."""
+    path = _at(rpm_root, rp.FIREWALLD_SERVICE)
+    assert os.path.isfile(path)
+    if shutil.which("firewall-offline-cmd") is None:
+        pytest.skip("firewall-offline-cmd is not installed (Debian: apt-get install firewalld)")
+    r = rp.firewalld_parse(path, str(tmp_path))
+    assert r.returncode == 0, r.stderr
+    assert "ports: 54325/tcp" in [line.strip() for line in r.stdout.splitlines()]
+
+
 def test_installed_packages_should_import_from_the_rpm_root(rpm_root):
     sitelib = rp.sitelib(rpm_root)
     modules = ["vdsm_hooks.hook", "vdsm_hooks.install", "jsonrpc_plugin.service", "jsonrpc_plugin.client",

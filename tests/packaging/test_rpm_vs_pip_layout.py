@@ -1,9 +1,9 @@
 """``sriov-migration-install`` (pip) and the RPM lay out the same host.
 
-Compared: what VDSM and systemd look at, that is the hook executables, the
-unit (by name, in systemd's unit directories: the RPM's in
-/usr/lib/systemd/system, the pip install's in /etc/systemd/system) and the
-config, with their modes and contents. Legitimately different: the
+Compared: what VDSM, systemd and firewalld look at, that is the hook
+executables, the unit (by name, in systemd's unit directories: the RPM's in
+/usr/lib/systemd/system, the pip install's in /etc/systemd/system), the
+config and the firewalld service, with their modes and contents. Legitimately different: the
 interpreter on each hook's first line and the directory of the unit's
 ExecStart (the venv's bin against /usr/bin), and the Python packages'
 site-packages directory, which is not compared.
@@ -60,7 +60,7 @@ def test_pip_and_rpm_installs_should_lay_out_the_same_host(rpm_root, tmp_path):
     rpm = _host_view(rpm_root, skip=(sitelib + "/", "/usr/bin/", "/usr/share/doc/", "/var/lib/rpm/"))
 
     assert sorted(rpm) == sorted(pip)
-    assert sorted(pip) == sorted(set(rp.HOOKS) | {rp.CONFIG, "systemd:" + rp.UNIT})
+    assert sorted(pip) == sorted(set(rp.HOOKS) | {rp.CONFIG, rp.FIREWALLD_SERVICE, "systemd:" + rp.UNIT})
     assert {k: mode for k, (_p, mode) in rpm.items()} == {k: mode for k, (_p, mode) in pip.items()}
 
     for hook in rp.HOOKS:
@@ -69,6 +69,7 @@ def test_pip_and_rpm_installs_should_lay_out_the_same_host(rpm_root, tmp_path):
         assert pip_text.split("\n", 1)[1] == rpm_text.split("\n", 1)[1], hook
 
     assert _read(pip_root, rp.CONFIG) == _read(rpm_root, rp.CONFIG)
+    assert _read(pip_root, rp.FIREWALLD_SERVICE) == _read(rpm_root, rp.FIREWALLD_SERVICE)
 
     key = "systemd:" + rp.UNIT
     pip_unit, pip_bin = _unit_with_bindir(_read(pip_root, pip[key][0]))
