@@ -9,6 +9,7 @@ reservation it made but never used expires after its TTL.
 
 from __future__ import annotations
 
+import logging
 import os
 import sqlite3
 import time
@@ -17,9 +18,13 @@ from dataclasses import dataclass
 from typing import Callable, Optional
 
 from . import allocation
-from .errors import InvalidParams, NoSuchVm, ReservationExpired, SriovError
+from .errors import InvalidParams, NoFreeVf, NoSuchVm, ReservationExpired, SriovError
 
-SCHEMA_VERSION = 1
+log = logging.getLogger(__name__)
+
+# 2: vf_originals (a VF's own settings before we first changed them). Each
+# table is created IF NOT EXISTS, so an older file is brought up by _SCHEMA.
+SCHEMA_VERSION = 2
 _EXPIRIES = "reservation_expiries"  # a counter in the meta table
 
 RESERVED = "reserved"
@@ -53,6 +58,9 @@ CREATE TABLE IF NOT EXISTS vnic_status (
     vm_id TEXT NOT NULL, vnic TEXT NOT NULL, mac TEXT, state TEXT NOT NULL,
     unplug_ms REAL, plug_ms REAL, rollback_ms REAL, error TEXT, updated REAL NOT NULL,
     PRIMARY KEY (vm_id, vnic));
+CREATE TABLE IF NOT EXISTS vf_originals (
+    vf_address TEXT PRIMARY KEY, pf TEXT NOT NULL, settings TEXT NOT NULL, vlan INTEGER,
+    recorded REAL NOT NULL, last_error TEXT);
 """
 
 
@@ -93,6 +101,18 @@ class Reservation:
                 "nics": [{"mac": c.mac, "alias": c.alias, "vf": c.vf_json()} for c in self.claims]}
 
 
+@dataclass(frozen=True)
+class VfOriginal:
+    """A VF's own settings before this project first changed them (see :mod:`vfclean`)."""
+
+    vf_address: str
+    pf: str
+    settings: str          # vfsettings.VfSettings.to_text()
+    vlan: Optional[int]    # 0: none; None: netlink did not say
+    recorded: float
+    last_error: Optional[str]  # why the last restore failed
+
+
 class Ledger:
     def __init__(self, path: str, busy_timeout: float = 30.0,
                  clock: Callable[[], float] = time.time):
@@ -123,11 +143,16 @@ class Ledger:
                 if stmt.strip():
                     db.execute(stmt)
             row = db.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()
-            if row is None:
-                db.execute("INSERT INTO meta VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),))
-            elif int(row["value"]) != SCHEMA_VERSION:
+            found = int(row["value"]) if row is not None else None
+            if found is not None and not 1 <= found <= SCHEMA_VERSION:
                 raise SriovError("ledger %s has schema version %s; this code needs %d"
                                  % (self.path, row["value"], SCHEMA_VERSION))
+            if found != SCHEMA_VERSION:
+                db.execute("INSERT OR REPLACE INTO meta VALUES ('schema_version', ?)",
+                           (str(SCHEMA_VERSION),))
+            if found is not None and found < SCHEMA_VERSION:
+                log.info("ledger %s upgraded from schema version %d to %d",
+                         self.path, found, SCHEMA_VERSION)
 
     @contextmanager
     def _write(self):
@@ -172,10 +197,7 @@ class Ledger:
                            (now + ttl, now, vm_id, RESERVED))
                 return Reservation(vm_id, now + ttl, tuple(self._ordered(db, vm_id, nics)))
             db.execute("DELETE FROM claims WHERE vm_id=? AND state=?", (vm_id, RESERVED))
-            held = {r["vf_address"] for r in db.execute("SELECT vf_address FROM claims")}
-            free = [vf for vf in inventory.vfs
-                    if vf.address not in held and vf.address not in taken_by_domains]
-            vfs = allocation.pick_vfs(nics, free, networks or {}, prefer_nodes)
+            vfs = _pick_clean(db, nics, inventory, taken_by_domains, networks or {}, prefer_nodes)
             for nic, vf in zip(nics, vfs):
                 db.execute("INSERT INTO claims VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
                            (vf.address, vf.name, vf.pf, vf.index, vm_id, nic["mac"],
@@ -319,6 +341,43 @@ class Ledger:
             db.execute("DELETE FROM vm_status WHERE vm_id=?", (vm_id,))
             db.execute("DELETE FROM vnic_status WHERE vm_id=?", (vm_id,))
 
+    # -- VF originals (issue 20 item 7) ---------------------------------
+
+    def remember_original(self, vf_address: str, pf: str, settings: str,
+                          vlan: Optional[int]) -> bool:
+        """Record a VF's settings before our first change; a later call keeps the first one."""
+        with self._write() as db:
+            return db.execute("INSERT OR IGNORE INTO vf_originals VALUES (?,?,?,?,?,NULL)",
+                              (vf_address, pf, settings, vlan, self.clock())).rowcount == 1
+
+    def has_original(self, vf_address: str) -> bool:
+        row = self._db.execute("SELECT 1 FROM vf_originals WHERE vf_address=?",
+                               (vf_address,)).fetchone()
+        return row is not None
+
+    def originals(self, unheld_only: bool = True) -> list:
+        """Recorded originals; with *unheld_only*, of VFs no claim holds: to be put back."""
+        if self._db.execute("SELECT 1 FROM vf_originals LIMIT 1").fetchone() is None:
+            return []  # the common case, asked at every reservation: no write transaction
+        unheld = " WHERE vf_address NOT IN (SELECT vf_address FROM claims)" if unheld_only else ""
+        with self._write() as db:
+            self._expire(db, self.clock())
+            cur = db.execute("SELECT * FROM vf_originals%s ORDER BY vf_address" % unheld)
+            return [VfOriginal(**dict(r)) for r in cur]
+
+    def original_restored(self, vf_address: str) -> bool:
+        """Drop the record once put back, unless a VM claimed the VF meanwhile."""
+        with self._write() as db:
+            return db.execute("DELETE FROM vf_originals WHERE vf_address=? AND vf_address NOT IN "
+                              "(SELECT vf_address FROM claims)", (vf_address,)).rowcount == 1
+
+    def original_not_restored(self, vf_address: str, error: str) -> bool:
+        """Keep why the restore failed; True when that reason is new (worth a warning)."""
+        with self._write() as db:
+            return db.execute("UPDATE vf_originals SET last_error=? WHERE vf_address=? AND "
+                              "coalesce(last_error, '') != ?",
+                              (error, vf_address, error)).rowcount == 1
+
     # -- helpers -------------------------------------------------------
 
     def _expire(self, db, now: float) -> list:
@@ -344,6 +403,29 @@ class Ledger:
         """The VM's reserved claims in the order the NICs were asked for."""
         rows = {r.mac: r for r in self._rows(db, "vm_id=? AND state=?", (vm_id, RESERVED))}
         return [rows[n["mac"]] for n in nics if n["mac"] in rows]
+
+
+def _pick_clean(db, nics, inventory, taken_by_domains, networks, prefer_nodes) -> list:
+    """allocation.pick_vfs over the VFs nobody holds and that carry no earlier VM's settings.
+
+    A VF with a recorded original that no claim holds was left by a VM with
+    its settings (trust, spoofchk...) still on it; only the service can put
+    them back (CAP_NET_ADMIN), and until it has, the VF is not handed out.
+    """
+    held = {r["vf_address"] for r in db.execute("SELECT vf_address FROM claims")}
+    dirty = {r["vf_address"] for r in db.execute("SELECT vf_address FROM vf_originals")}
+    usable = [vf for vf in inventory.vfs if vf.address not in held and vf.address not in taken_by_domains]
+    try:
+        return allocation.pick_vfs(nics, [vf for vf in usable if vf.address not in dirty],
+                                   networks, prefer_nodes)
+    except NoFreeVf as e:
+        allowed = [allocation.allowed_pfs(n, networks) for n in nics]
+        waiting = sum(1 for vf in usable if vf.address in dirty
+                      and any(pfs is None or vf.pf in pfs for pfs in allowed))
+        if not waiting:
+            raise
+        raise NoFreeVf("%s; %d more wait for sriov-migrationd to put their own settings back"
+                       % (e.message, waiting), dict(e.data or {}, awaiting_restore=waiting)) from None
 
 
 def _same_nics(rows: list, nics: list) -> bool:

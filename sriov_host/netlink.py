@@ -134,6 +134,8 @@ def apply_vf_settings(pf: str, index: int, changes) -> dict:
                 vf = {"vf": index, "rate": {"min_tx_rate": value[0], "max_tx_rate": value[1]}}
             elif name == "link_state":
                 vf = {"vf": index, "link_state": LINK_STATES.index(value)}
+            elif name == "vlan":  # only vfclean puts one back; libvirt sets a vNIC's own
+                vf = {"vf": index, "vlan": int(value)}
             else:
                 vf = {"vf": index, _SETTING_ATTRS[name][1]: int(value)}
             try:
