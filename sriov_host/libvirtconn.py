@@ -26,7 +26,7 @@ from typing import Optional
 
 from lxml import etree
 
-from .errors import LibvirtFailure, NoSuchVm
+from .errors import ConfigError, LibvirtFailure, NoSuchVm
 
 log = logging.getLogger(__name__)
 
@@ -97,25 +97,50 @@ def vdsm_credentials():
             getattr(libvirtconnection, "LIBVIRT_PASSWORD_PATH", VDSM_PASSWORD_FILE))
 
 
-def _read_password(path: str) -> str:
-    with open(path, encoding="utf-8") as f:
-        return f.read().strip()
+def read_password(path: str) -> str:
+    """The SASL password: the file's first line without its newline, as VDSM reads it.
+
+    (``libvirtconnection.libvirt_password``.) A missing or unreadable
+    file is a one-line ConfigError naming it.
+    """
+    try:
+        with open(path, encoding="utf-8") as f:
+            return f.readline().rstrip("\n")
+    except OSError as e:
+        raise ConfigError("cannot read the libvirt password file %s: %s"
+                          % (path, e.strerror or e)) from e
+    except UnicodeDecodeError as e:
+        raise ConfigError("cannot read the libvirt password file %s: not UTF-8" % path) from e
+
+
+def credential_callback(username: str, password: str):
+    """openAuth's callback: AUTHNAME and PASSPHRASE from the config, anything else refused.
+
+    libvirt's SASL client asks for exactly these two (VDSM's
+    ``libvirtconnection.open_connection`` answers the same); refusing any
+    other type (-1) fails the connection instead of sending an empty answer.
+    """
+    import libvirt
+
+    answers = {libvirt.VIR_CRED_AUTHNAME: username, libvirt.VIR_CRED_PASSPHRASE: password}
+
+    def request(creds, _opaque):
+        for cred in creds:
+            if cred[0] not in answers:
+                log.warning("libvirt asked for credential type %s; refused", cred[0])
+                return -1
+            cred[4] = answers[cred[0]]
+        return 0
+
+    return request
 
 
 def _open_auth(uri: str, username: str, password_file: Optional[str]):
     import libvirt
 
-    password = _read_password(password_file) if password_file else ""
-
-    def request(creds, _opaque):
-        for cred in creds:
-            if cred[0] == libvirt.VIR_CRED_AUTHNAME:
-                cred[4] = username
-            elif cred[0] == libvirt.VIR_CRED_PASSPHRASE:
-                cred[4] = password
-        return 0
-
-    auth = [[libvirt.VIR_CRED_AUTHNAME, libvirt.VIR_CRED_PASSPHRASE], request, None]
+    password = read_password(password_file) if password_file else ""
+    auth = [[libvirt.VIR_CRED_AUTHNAME, libvirt.VIR_CRED_PASSPHRASE],
+            credential_callback(username, password), None]
     return libvirt.openAuth(uri, auth, 0)
 
 

@@ -31,13 +31,12 @@ def _run_up(args) -> int:
     with Lab(args.hosts, keep=args.keep) as lab:
         print("lab: %d host(s) up in %.1f s under %s" % (len(lab.hosts), lab.start_seconds, lab.root))
         for h in lab.hosts:
-            print("%s  uuid=%s\n  uri    %s\n  config %s\n  log    %s"
-                  % (h.name, h.host_uuid, h.uri, h.config_path, h.log_path))
+            print("%s  uuid=%s\n  uri    %s\n  virsh  LIBVIRT_AUTH_FILE=%s virsh -c '%s'"
+                  "\n  config %s\n  log    %s"
+                  % (h.name, h.host_uuid, h.uri, h.auth_file, h.uri, h.config_path, h.log_path))
         if args.vm:
-            import libvirt
-
             spec = domains.DomainSpec(name="lab-vm", guest=ensure_guest())
-            domains.start(libvirt.open(lab.hosts[0].uri), spec)
+            domains.start(lab.hosts[0].connect(), spec)
             print("lab-vm (%s) on %s; serial log %s"
                   % (spec.uuid, lab.hosts[0].name,
                      lab.hosts[0].outside_path(domains.serial_path(spec.name))))

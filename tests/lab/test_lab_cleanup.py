@@ -36,7 +36,7 @@ def test_lab_should_leave_no_daemon_qemu_or_mount_when_body_fails():
     with pytest.raises(RuntimeError, match="body failed"):
         with Lab(1) as lab:
             host = lab.hosts[0]
-            conn = __import__("libvirt").open(host.uri)
+            conn = host.connect()
             domains.start(conn, domains.DomainSpec(name="leftover"))
             seen.update(root=lab.root, pids=[host.pid] + host.qemu_pids(),
                         mounts=len(_mounts_mentioning(lab.root)), links=list(lab.datapath.links),
