@@ -249,10 +249,15 @@ FOLLOW_MISSES = 5  # answers in a row that may fail (a service restart, a VM jus
 
 def follow_migration(client: RpcClient, params: dict, started: dict, out=None, err=None,
                      sleep=time.sleep, clock=time.monotonic) -> int:
-    """Show each step of an ``SRIOV.migrate`` as it ends; rc 0 only if every vNIC is plugged on dst."""
+    """Show each step of an ``SRIOV.migrate`` as it ends; rc 0 only if every vNIC is plugged on dst.
+
+    No fixed deadline (a large VM migrates long): it gives up only when the
+    job has not moved (phase, steps, VDSM's progress) for longer than the
+    service's stall timeout would allow.
+    """
     out, err = out or sys.stdout, err or sys.stderr
     vm_id = started["vmID"]
-    deadline = clock() + float(params.get("timeout") or 600) + FOLLOW_MARGIN
+    deadline, moved = clock() + float(params.get("timeout") or 600) + FOLLOW_MARGIN, None
     shown, job, misses = 0, None, 0
     while clock() < deadline:
         try:
@@ -274,6 +279,10 @@ def follow_migration(client: RpcClient, params: dict, started: dict, out=None, e
         shown = len(done)
         if job and job["done"]:
             break
+        if job and (job["phase"], len(steps), job.get("progress")) != moved:
+            moved = (job["phase"], len(steps), job.get("progress"))
+            idle = job.get("stall_timeout") or params.get("timeout") or 600
+            deadline = clock() + float(idle) + FOLLOW_MARGIN
         sleep(FOLLOW_POLL)
     if not job or not job["done"]:
         print("sriov-client: migration of %s did not end in time; see SRIOV migrationStatus" % vm_id,

@@ -8,11 +8,12 @@ array. A bad value raises InvalidParams (-32602) naming the field, e.g.
 
 from __future__ import annotations
 
+import ipaddress
 import re
 from dataclasses import dataclass
 from typing import Any, Callable, Optional
 
-from sriov_host import numa, vfsettings
+from sriov_host import migration_policy, numa, vfsettings
 from sriov_host.errors import InvalidParams
 
 UUID_RE = re.compile(r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$")
@@ -192,6 +193,104 @@ def timeout(field: str, value) -> Optional[int]:
     return None if value is None else _int(field, value, 1, MAX_MIGRATION_TIMEOUT)
 
 
+# -- SRIOV.migrate's params: VDSM's MigrateParams (lib/vdsm/api/vdsm-api.yml) to override ----
+
+CPULIST_RE = re.compile(r"^[0-9]+(-[0-9]+)?(,[0-9]+(-[0-9]+)?)*$")  # vdsm taskset.cpulist_parse
+
+
+def _flag(field: str, value) -> bool:
+    """A boolean; "true"/"false" too, as the engine sends most of them."""
+    if isinstance(value, str) and value.lower() in ("true", "false"):
+        return value.lower() == "true"
+    if not isinstance(value, bool):
+        raise _fail(field, "must be a boolean", value)
+    return value
+
+
+def _address(field: str, value) -> str:
+    """A host name or address; an IPv6 one bare (VDSM adds the brackets: normalize_literal_addr)."""
+    if isinstance(value, str):
+        try:
+            return str(ipaddress.ip_address(value.strip("[]")))
+        except ValueError:
+            pass
+    return host(field, value)
+
+
+def _sets(field: str, value) -> list:
+    """cpusets / numaNodesets: one list like '1,3-5' per vCPU / vNUMA cell (VDSM checks the count)."""
+    if not isinstance(value, list) or not 1 <= len(value) <= numa.MAX_CPU + 1:
+        raise _fail(field, "must be a list of CPU/node lists like '1,3-5'", value)
+    return [_string("%s[%d]" % (field, i), v, CPULIST_RE, "a list like '1,3-5'") for i, v in enumerate(value)]
+
+
+def _action(field: str, value) -> dict:
+    """One convergence action, as VDSM's MonitorThread runs it: {name, params}."""
+    if not isinstance(value, dict) or set(value) - {"name", "params"}:
+        raise _fail(field, "must be an object {name, params}", value)
+    if value.get("name") not in migration_policy.ACTIONS:
+        raise _fail(field + ".name", "must be one of %s" % ", ".join(migration_policy.ACTIONS),
+                    value.get("name"))
+    args = value.get("params", [])
+    if not isinstance(args, list) or len(args) > 4:
+        raise _fail(field + ".params", "must be a list of at most 4 values", args)
+    args = [str(_int("%s.params[%d]" % (field, i), a, 0, 10**6)) if not isinstance(a, str) else a
+            for i, a in enumerate(args)]
+    if value["name"] == "setDowntime" and (len(args) != 1 or not args[0].isdigit()):
+        raise _fail(field + ".params", "setDowntime takes one downtime in ms", value.get("params"))
+    return {"name": value["name"], "params": args}
+
+
+def _schedule(field: str, value):
+    """convergenceSchedule: a policy name ([migration] convergence_schedule's) or VDSM's object."""
+    if isinstance(value, str):
+        if value not in migration_policy.SCHEDULES:
+            raise _fail(field, "must be one of %s, or an object {init, stalling}"
+                        % ", ".join(migration_policy.SCHEDULES), value)
+        return value
+    if not isinstance(value, dict) or set(value) - {"init", "stalling"}:
+        raise _fail(field, "must be a schedule name or an object {init, stalling}", value)
+    init, stalling = value.get("init", []), value.get("stalling", [])
+    for key, items in (("init", init), ("stalling", stalling)):
+        if not isinstance(items, list) or len(items) > 32:
+            raise _fail("%s.%s" % (field, key), "must be a list of at most 32 items", items)
+    steps = []
+    for i, item in enumerate(stalling):
+        where = "%s.stalling[%d]" % (field, i)
+        if not isinstance(item, dict) or set(item) != {"limit", "action"}:
+            raise _fail(where, "must be an object {limit, action}", item)
+        steps.append({"limit": _int(where + ".limit", item["limit"], -1, 10**6),
+                      "action": _action(where + ".action", item["action"])})
+    return {"init": [_action("%s.init[%d]" % (field, i), a) for i, a in enumerate(init)],
+            "stalling": steps}
+
+
+MIGRATE_PARAMS = {
+    "maxBandwidth": lambda f, v: _int(f, v, 0, 10**6),  # MiB/s; 0: VDSM's migration_max_bandwidth
+    "convergenceSchedule": _schedule,
+    "autoConverge": _flag, "compressed": _flag, "encrypted": _flag, "abortOnError": _flag,
+    "enableGuestEvents": _flag, "tunneled": _flag,
+    "incomingLimit": lambda f, v: _int(f, v, 1, 100), "outgoingLimit": lambda f, v: _int(f, v, 1, 100),
+    "dstqemu": _address, "cpusets": _sets, "numaNodesets": _sets,
+    "downtime": lambda f, v: _int(f, v, 1, 600000),  # ms, for a legacy schedule only
+    "parallel": lambda f, v: _int(f, v, 0, 255),
+    "consoleAddress": lambda f, v: _string(f, v, None, "a graphics address"),
+}
+
+
+def migrate_params(field: str, value) -> Optional[dict]:
+    """SRIOV.migrate's ``params``: MigrateParams keys to send instead of ``[migration]``'s."""
+    if value is None:
+        return None
+    if not isinstance(value, dict):
+        raise _fail(field, "must be an object of VDSM MigrateParams", value)
+    for key in value:
+        if key not in MIGRATE_PARAMS:
+            raise _fail("%s.%s" % (field, str(key)[:64]), "unknown key (known: %s)"
+                        % ", ".join(sorted(MIGRATE_PARAMS)))
+    return {key: MIGRATE_PARAMS[key]("%s.%s" % (field, key), v) for key, v in value.items()}
+
+
 VM_ONLY = (Param("vmID", vm_id),)
 
 SPECS = {
@@ -205,5 +304,5 @@ SPECS = {
     "restoreNics": VM_ONLY,
     "announce": VM_ONLY,
     "migrate": (Param("vmID", vm_id), Param("dst", host), Param("port", port, 54325),
-                Param("timeout", timeout, None)),
+                Param("timeout", timeout, None), Param("params", migrate_params, None)),
 }

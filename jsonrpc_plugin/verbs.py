@@ -17,7 +17,7 @@ import time
 from jsonrpclib import Fault
 
 import sriov_host
-from sriov_host import allocation, metadata, plug, rollback, vfsettings, vfstate
+from sriov_host import allocation, metadata, plug, rollback, vfclean, vfsettings, vfstate
 from sriov_host.errors import LibvirtFailure, MigrationInProgress, NoSuchVm, NotMigratable, SriovError
 from sriov_host.ledger import RESERVED, STATES
 
@@ -98,25 +98,29 @@ class Verbs:
 
     @rpc_verb
     def reserveVfs(self, vmID, nics, ttl, numa_nodes, cpus):
-        """Reserve; ``numa`` in the answer says how the VFs stand against a NUMA preference."""
+        """Reserve; ``numa`` in the answer says how the VFs stand against a NUMA preference.
+
+        Released VFs that still carry their last VM's settings get their own
+        back first; the ledger hands out none that could not (sriov_host.vfclean).
+        """
         prefer = allocation.numa_preference(numa_nodes, cpus, self.host.cpu_nodes)
         with self.host.vm_lock(vmID):
             taken = frozenset(self.host.domain_refs())
             inv = self.host.inventory()
+            vfclean.clean_released(self.host.ledger, lambda: taken)
             res = self.host.ledger.reserve(vmID, nics, inv, taken_by_domains=taken,
                                            networks=self.cfg.networks, ttl=ttl,
                                            prefer_nodes=prefer.nodes if prefer else ())
         answer = dict(res.to_json(), numa=None)
         if self.cfg.vf_device == "hostdev":
-            self._carry_settings(answer["nics"], {n["mac"]: n.get("vf_settings") for n in nics})
+            self._carry_settings(answer["nics"], {n["mac"]: n for n in nics})
         if prefer is not None:
             by_address = inv.by_address()
             answer["numa"] = allocation.numa_report(
                 prefer, [(c.mac, by_address.get(c.vf_address)) for c in res.claims])
         return answer
 
-    @staticmethod
-    def _carry_settings(answer_nics, wanted_by_mac) -> None:
+    def _carry_settings(self, answer_nics, asked_by_mac) -> None:
         """Put the source VFs' own settings on the reserved VFs now, before anything is unplugged.
 
         Setting them needs CAP_NET_ADMIN, which this service has and the
@@ -124,16 +128,31 @@ class Verbs:
         after its attach. Each answer NIC says what was refused, by name.
         """
         for n in answer_nics:
-            wanted = wanted_by_mac.get(n["mac"])
-            if not wanted:
+            asked = asked_by_mac.get(n["mac"], {})
+            wanted = asked.get("vf_settings")
+            if not (wanted or asked.get("vlan")):
                 continue
-            try:
-                _index, refused = plug.put_vf_settings(n["vf"]["pf"], n["vf"]["address"],
-                                                       vfsettings.from_text(wanted))
-            except Exception as e:  # noqa: BLE001 - the VF stays reserved; the plug tries again
-                log.warning("VF settings for %s on %s not set: %s", n["mac"], n["vf"]["address"], e)
-                refused = {"vf_settings": "%s: %s" % (type(e).__name__, e)}
-            n["vf_settings"] = {"wanted": wanted, "refused": refused}
+            refused = self._put_settings(n["vf"], wanted)
+            if wanted:
+                n["vf_settings"] = {"wanted": wanted, "refused": refused}
+
+    def _put_settings(self, vf, wanted) -> dict:
+        """Record the VF's own settings (to be put back once released), then set *wanted*.
+
+        A VLAN changes the VF too (libvirt sets it at the plug), so the
+        record is made for it alone. A VF whose own settings cannot be
+        recorded gets none set: nothing could ever put them back.
+        """
+        try:
+            kept = vfclean.remember(self.host.ledger, vf["pf"], vf["address"])
+            if not wanted:
+                return {}
+            if not kept:
+                return {"vf_settings": "the VF's own settings cannot be read, to be put back later"}
+            return plug.put_vf_settings(vf["pf"], vf["address"], vfsettings.from_text(wanted))[1]
+        except Exception as e:  # noqa: BLE001 - the VF stays reserved; the plug tries again
+            log.warning("VF settings on %s not set: %s", vf["address"], e)
+            return {"vf_settings": "%s: %s" % (type(e).__name__, e)}
 
     @rpc_verb
     def releaseVfs(self, vmID):
@@ -189,11 +208,14 @@ class Verbs:
             raise
 
     @rpc_verb
-    def migrate(self, vmID, dst, port, timeout):
-        """Start a VDSM-level migration driven from here; follow it with migrationStatus."""
+    def migrate(self, vmID, dst, port, timeout, params):
+        """Start a VDSM-level migration driven from here; follow it with migrationStatus.
+
+        *params* (validated MigrateParams keys) go to VDSM over [migration]'s.
+        """
         if self.migrations is None:
             raise NotMigratable("this service was started without migration support")
-        return self.migrations.start(vmID, dst, port, timeout)
+        return self.migrations.start(vmID, dst, port, timeout, params)
 
     @rpc_verb
     def announce(self, vmID):

@@ -14,7 +14,9 @@ import os
 from dataclasses import dataclass, field
 from typing import Optional
 
+from . import migration_policy
 from .errors import ConfigError
+from .migration_policy import MigrationPolicy
 from .policy import parse_bool
 
 DEFAULT_PATH = "/etc/vdsm/sriov-migration.conf"
@@ -37,10 +39,15 @@ _SCHEMA = {
     "server": {"listen", "port", "tls", "cert", "key", "ca", "workers", "max_request_bytes",
                "client_timeout", "handshake_timeout", "max_pending_handshakes_per_peer"},
     "networks": None,  # free-form: NAME = pf1, pf2
-    "vdsm": {"client", "address", "port", "migration_timeout"},
+    "vdsm": {"client", "address", "port", "migration_timeout", "destroy_source"},
     "metrics": {"listen", "port", "listen_on_network_unencrypted"},
+    "migration": {"max_bandwidth", "convergence_schedule", "auto_converge", "compressed",
+                  "encrypted", "abort_on_error", "enable_guest_events", "incoming_limit",
+                  "outgoing_limit", "stall_timeout"},
+    "migration_networks": None,  # free-form: DESTINATION HOST = its migration-network address
 }
 VDSM_CLIENTS = ("vdsm", "lab")
+DESTROY_SOURCE = ("auto", "always", "never")
 
 
 @dataclass
@@ -56,10 +63,10 @@ class Config:
     announce: bool = True  # RARP for each plugged vNIC's MAC, through its PF (or the bridge)
     announce_for: float = 30.0  # a failover vNIC's MAC once a second this long, from its guest's probe
     migratable_by_default: bool = False
-    unplug_timeout: float = 10.0
+    unplug_timeout: float = 30.0  # VDSM's [vars] hotunplug_timeout (lib/vdsm/common/config.py.in)
     plug_timeout: float = 10.0
     reservation_ttl: int = 300
-    rollback_grace: float = 30.0
+    rollback_grace: float = 45.0  # longer than the unplug and plug waits (_check_timeouts)
     reconcile_interval: float = 5.0
     networks: dict = field(default_factory=dict)
     listen: Optional[str] = None
@@ -76,7 +83,11 @@ class Config:
     vdsm_client: str = "vdsm"
     vdsm_address: str = "localhost"
     vdsm_port: int = 54321
-    migration_timeout: float = 600.0
+    # after SRIOV.migrate: VM.destroy the source's Down VM? auto: only where no engine manages the host
+    destroy_source: str = "auto"
+    # the old name of [migration] stall_timeout, still read (old config files carry it)
+    migration_timeout: Optional[float] = None
+    migration: MigrationPolicy = field(default_factory=MigrationPolicy)
     metrics_listen: str = "127.0.0.1"
     metrics_port: Optional[int] = None  # None: no /metrics endpoint
     metrics_on_network: bool = False
@@ -195,7 +206,9 @@ def from_parser(parser, path: str) -> Config:
     cfg.vdsm_client = get.choice("vdsm", "client", cfg.vdsm_client, VDSM_CLIENTS)
     cfg.vdsm_address = get.str("vdsm", "address", cfg.vdsm_address)
     cfg.vdsm_port = get.number("vdsm", "port", cfg.vdsm_port, upper=65535, integer=True)
+    cfg.destroy_source = get.choice("vdsm", "destroy_source", cfg.destroy_source, DESTROY_SOURCE)
     cfg.migration_timeout = get.number("vdsm", "migration_timeout", cfg.migration_timeout)
+    cfg.migration = migration_policy.parse(get, parser, path, cfg.migration_timeout)
     cfg.metrics_listen = get.str("metrics", "listen", cfg.metrics_listen)
     cfg.metrics_port = get.number("metrics", "port", cfg.metrics_port, upper=65535, integer=True)
     cfg.metrics_on_network = get.bool("metrics", "listen_on_network_unencrypted", False)

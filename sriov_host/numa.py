@@ -116,3 +116,45 @@ def _vcpu_count(vcpu) -> int:
 def domain_hints(root) -> NumaHints:
     """The VM's NUMA ties from a parsed ``<domain>``; raises BadDomainXml on a bad set."""
     return NumaHints(tuple(sorted(numatune_nodes(root))), tuple(sorted(pinned_cpus(root))))
+
+
+# VDSM's CPU policies (lib/vdsm/virt/cpumanagement.py CPU_POLICY_*). For the exclusive
+# ones the engine picks host CPUs per host and sends the destination's with VM.migrate
+# (bll/MigrateVmCommand: getCpuPinningPolicy().isExclusive() -> cpuSets, numaNodeSets).
+EXCLUSIVE_POLICIES = ("dedicated", "isolate-threads", "siblings")
+_OVIRT_VM = "{http://ovirt.org/vm/1.0}"
+
+
+@dataclass(frozen=True)
+class CpuPinning:
+    """The VM's vCPU pinning as VDSM's migration treats it (pure, from the domain XML)."""
+
+    policy: str  # VDSM's cpuPolicy: the metadata's, or vm.py _implied_cpu_policy's
+    pinned: tuple  # vCPUs with a <vcpupin>
+    vcpus: int  # domain_descriptor.get_number_of_cpus: what cpusets must cover
+    vnuma_cells: int  # domain_descriptor.vnuma_count: what numaNodesets must cover
+    memnodes: bool  # <numatune><memnode>: pinned vNUMA memory
+
+    @property
+    def dropped(self) -> tuple:
+        """vCPUs whose pinning a migration without ``cpusets`` loses for good.
+
+        cpumanagement.replace_cpu_pinning drops every <vcpupin> but the
+        manually pinned ones. Shared-pool pins (policy none, and manual's
+        other vCPUs) are re-made by the destination's VDSM (on_vm_create);
+        an exclusive policy's are not: the VM would float there.
+        """
+        return self.pinned if self.policy in EXCLUSIVE_POLICIES else ()
+
+
+def cpu_pinning(root) -> CpuPinning:
+    """The VM's :class:`CpuPinning` from a parsed ``<domain>``."""
+    pinned = tuple(sorted(int(p.get("vcpu")) for p in root.iterfind("cputune/vcpupin")
+                          if (p.get("vcpu") or "").isdigit()))
+    policy = (root.findtext("metadata/%svm/%scpuPolicy" % (_OVIRT_VM, _OVIRT_VM)) or "").strip()
+    vcpu = root.find("vcpu")
+    count = (vcpu.get("current") or vcpu.text or "").strip() if vcpu is not None else ""
+    return CpuPinning(policy=policy or ("manual" if pinned else "none"), pinned=pinned,
+                      vcpus=int(count) if count.isdigit() else 0,
+                      vnuma_cells=len(root.findall("cpu/numa/cell")),
+                      memnodes=root.find("numatune/memnode") is not None)

@@ -39,7 +39,16 @@ VALUES = {"vmID": uuids, "nics": nics, "ttl": ttls, "pf": st.one_of(st.sampled_f
           "port": st.one_of(st.integers(-1, 70000), json_values),
           "timeout": st.one_of(st.integers(-1, 10**6), json_values),
           "numa_nodes": st.one_of(st.lists(st.integers(-2, 1100), max_size=4), json_values),
-          "cpus": st.one_of(st.lists(st.integers(-2, 9000), max_size=4), json_values)}
+          "cpus": st.one_of(st.lists(st.integers(-2, 9000), max_size=4), json_values),
+          "params": st.one_of(st.fixed_dictionaries({}, optional={  # SRIOV.migrate's MigrateParams
+              "maxBandwidth": st.one_of(st.integers(-1, 10**7), json_values),
+              "convergenceSchedule": st.one_of(st.sampled_from(["minimal-downtime", "legacy", "x"]),
+                                               json_values),
+              "autoConverge": st.one_of(st.booleans(), st.sampled_from(["true", "False", "yes"]),
+                                        json_values),
+              "cpusets": st.one_of(st.lists(st.sampled_from(["1", "2-3", "x"]), max_size=3), json_values),
+              "dstqemu": st.one_of(st.sampled_from(["10.0.0.1", "[fd00::1]", "bad host"]), json_values)}),
+              json_values)}
 
 
 def params_for(verb):

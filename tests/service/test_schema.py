@@ -45,7 +45,7 @@ def test_example_config_should_load_with_the_defaults():
 
     path = os.path.join(os.path.dirname(jsonrpc_plugin.__file__), "data", "sriov-migration.conf")
     cfg = config.load(path, required=True)
-    assert cfg.port == 54325 and cfg.tls and cfg.rollback_grace == 30
+    assert cfg.port == 54325 and cfg.tls and cfg.rollback_grace == 45
     assert cfg.cert == config.VDSM_CERT and cfg.listen_address == "0.0.0.0"
 
 

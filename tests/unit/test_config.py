@@ -58,6 +58,7 @@ client = lab
 address = 127.0.0.11
 port = 15321
 migration_timeout = 90
+destroy_source = never
 
 [metrics]
 listen = 192.0.2.10
@@ -103,7 +104,8 @@ def test_load_should_read_every_key(tmp_path, monkeypatch):
         "handshake_timeout": 1.5, "max_pending_handshakes_per_peer": 16,
         "metrics_listen": "192.0.2.10", "metrics_port": 9101, "metrics_on_network": True,
         "vdsm_client": "lab", "vdsm_address": "127.0.0.11", "vdsm_port": 15321,
-        "migration_timeout": 90.0,
+        "migration_timeout": 90.0, "destroy_source": "never",
+        "migration": config.MigrationPolicy(stall_timeout=90.0),  # the old key's new meaning
     }
     assert cfg.nodedev_xml_path == "/etc/sriov/nodedev.xml"
     assert cfg.listen_address == "192.0.2.10"
@@ -132,8 +134,10 @@ def test_load_should_refuse_missing_file_named_by_env(tmp_path, monkeypatch):
     pytest.param("[timeouts]\nreservation_ttl = nan\n", "[timeouts] reservation_ttl", id="nan"),
     pytest.param("[timeouts]\nreservation_ttl = inf\n", "[timeouts] reservation_ttl", id="inf"),
     pytest.param("[timeouts]\nunplug = inf\n", "[timeouts] unplug", id="inf-timeout"),
-    pytest.param("[timeouts]\nunplug = 30\n", "[timeouts] unplug (30 s) must be shorter than "
-                 "rollback_grace (30 s)", id="unplug-not-below-grace"),
+    pytest.param("[timeouts]\nunplug = 45\n", "[timeouts] unplug (45 s) must be shorter than "
+                 "rollback_grace (45 s)", id="unplug-not-below-grace"),
+    pytest.param("[vdsm]\ndestroy_source = maybe\n", "[vdsm] destroy_source must be one of "
+                 "auto/always/never", id="bad-destroy-source"),
     pytest.param("[timeouts]\nunplug = 5\nplug = 20\nrollback_grace = 10\n", "[timeouts] plug (20 s) must be "
                  "shorter than rollback_grace", id="plug-above-grace"),
     pytest.param("[vdsm]\nclient = stomp\n", "[vdsm] client must be one of vdsm/lab", id="bad-vdsm-client"),
@@ -197,3 +201,86 @@ def test_load_should_refuse_a_named_file_that_does_not_exist(tmp_path, monkeypat
     monkeypatch.delenv("SRIOV_MIGRATION_CONF", raising=False)
     with pytest.raises(ConfigError, match="does not exist"):
         config.load(str(tmp_path / "nope.conf"))
+
+
+def test_default_unplug_timeout_should_be_vdsms_hotunplug_timeout():
+    """VDSM waits 30 s for a guest to release a NIC (hotunplug_timeout); so do we."""
+    from sriov_host import config as config_mod
+
+    cfg = config_mod.Config()
+    assert cfg.unplug_timeout == 30.0 and cfg.rollback_grace > cfg.unplug_timeout
+
+
+MIGRATION = """
+[migration]
+max_bandwidth = 0
+convergence_schedule = post-copy
+auto_converge = no
+compressed = yes
+encrypted = TRUE
+abort_on_error = false
+enable_guest_events = 0
+incoming_limit = 1
+outgoing_limit = 3
+stall_timeout = 30.5
+
+[migration_networks]
+Host2.Example.com = 10.10.0.12
+host3 = [fd00::13]
+"""
+
+
+def test_migration_section_should_read_every_key():
+    pol = config.loads(MIGRATION).migration
+    assert pol == config.MigrationPolicy(
+        max_bandwidth=0, convergence_schedule="post-copy", auto_converge=False, compressed=True,
+        encrypted=True, abort_on_error=False, enable_guest_events=False, incoming_limit=1,
+        outgoing_limit=3, stall_timeout=30.5,
+        dstqemu={"host2.example.com": "10.10.0.12", "host3": "fd00::13"})
+    assert pol.dstqemu_for("HOST2.example.com") == "10.10.0.12" and pol.dstqemu_for("host4") is None
+
+
+def test_migration_defaults_should_be_the_engines_minimal_downtime_policy():
+    pol = config.Config().migration
+    assert (pol.max_bandwidth, pol.convergence_schedule, pol.auto_converge, pol.compressed,
+            pol.encrypted, pol.abort_on_error, pol.incoming_limit, pol.outgoing_limit,
+            pol.stall_timeout) == (625, "minimal-downtime", True, False, False, True, 2, 2, 240.0)
+
+
+@pytest.mark.parametrize("text, stall", [
+    pytest.param("[vdsm]\nmigration_timeout = 600\n", 600.0, id="old-key-alone"),
+    pytest.param("[vdsm]\nmigration_timeout = 600\n[migration]\nstall_timeout = 60\n", 60.0,
+                 id="new-key-wins"),
+    pytest.param("", 240.0, id="neither"),
+])
+def test_old_migration_timeout_should_still_load_as_the_stall_timeout(text, stall):
+    assert config.loads(text).migration.stall_timeout == stall
+
+
+@pytest.mark.parametrize("text, fragment", [
+    pytest.param("[migration]\nmax_bandwidth = fast\n", "[migration] max_bandwidth must be a number, "
+                 "got 'fast'", id="bandwidth-word"),
+    pytest.param("[migration]\nmax_bandwidth = -1\n", "[migration] max_bandwidth out of range: '-1'",
+                 id="bandwidth-negative"),
+    pytest.param("[migration]\nmax_bandwidth = 62.5\n", "[migration] max_bandwidth must be an integer",
+                 id="bandwidth-fraction"),
+    pytest.param("[migration]\nconvergence_schedule = fastest\n", "[migration] convergence_schedule "
+                 "must be one of minimal-downtime/suspend-workload/post-copy/legacy, got 'fastest'",
+                 id="schedule"),
+    pytest.param("[migration]\nencrypted = maybe\n", "[migration] encrypted must be true/false",
+                 id="bool"),
+    pytest.param("[migration]\nincoming_limit = 0\n", "[migration] incoming_limit out of range: '0'",
+                 id="incoming-zero"),
+    pytest.param("[migration]\noutgoing_limit = 1000\n", "[migration] outgoing_limit out of range",
+                 id="outgoing-huge"),
+    pytest.param("[migration]\nstall_timeout = 0\n", "[migration] stall_timeout out of range",
+                 id="stall-zero"),
+    pytest.param("[migration]\ntimeout = 60\n", "unknown key 'timeout' in [migration]", id="unknown"),
+    pytest.param("[migration_networks]\nhost2 = 10.0.0.1 10.0.0.2\n",
+                 "[migration_networks] host2 must be one host name or address", id="two-addresses"),
+])
+def test_migration_section_should_refuse_bad_values_with_one_line(text, fragment):
+    with pytest.raises(ConfigError) as ei:
+        config.loads(text, "/etc/vdsm/sriov-migration.conf")
+    assert fragment in ei.value.message and "\n" not in ei.value.message
+    assert "/etc/vdsm/sriov-migration.conf" in ei.value.message
