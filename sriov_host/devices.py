@@ -48,6 +48,12 @@ class DeviceTimeout(SriovError):
     code = LIBVIRT_FAILURE
 
 
+class AttachOutcomeUnknown(SriovError):
+    """The answer to an attach was lost: it may still complete, so its VF must stay held."""
+
+    code = LIBVIRT_FAILURE
+
+
 class DeviceRemovalFailed(SriovError):
     """The guest refused the unplug (DEVICE_REMOVAL_FAILED): final, no retry."""
 
@@ -220,12 +226,29 @@ def _wait(dom: Domain, alias: str, want_present: bool, waiter: _Waiter, call: _C
             return
         _check_call(call, what)
         if time.monotonic() >= deadline:
+            if want_present and _outlived(call, dom, alias, what):
+                return
             raise DeviceTimeout(
                 "%s: device %s still %s after %.1f s (events seen: %s; libvirt call %s)"
                 % (what, alias, "absent" if want_present else "present",
                    deadline - call.started, ", ".join(waiter.seen) or "none",
                    "returned" if call.done.is_set() else "still blocked"),
                 {"alias": alias, "events": list(waiter.seen), "call_returned": call.done.is_set()})
+
+
+def _outlived(call: _Call, dom: Domain, alias: str, what: str) -> bool:
+    """Past the deadline with the attach call still running: wait for the call itself.
+
+    A VFIO hot-plug pins all guest memory, so on a large VM the call can
+    outlive any deadline and still succeed; reporting a failure now would
+    let the caller release a VF that then lands in the guest. True if the
+    device arrived after all.
+    """
+    if not call.done.is_set():
+        log.warning("%s: device %s not attached yet and the libvirt call is still running; "
+                    "waiting for the call itself before deciding", what, alias)
+        call.done.wait()
+    return alias_present(dom, alias)
 
 
 def _run_and_wait(dom: Domain, fn, device_xml: str, alias: str, timeout: float,

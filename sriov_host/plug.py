@@ -1,10 +1,11 @@
 """Plug an arrived VM's SR-IOV vNICs on this host's reserved VFs, and verify them.
 
-``after_vm_migrate_destination`` calls :func:`plug_arrived`; so does the
-destination's reconciler when that hook died before it rewrote our
-record (the record still names the source host, so nothing else would
-ever plug those vNICs). The VM is never migrated back: a vNIC that
-cannot be plugged is marked failed and its VF released. After any
+The destination's ``sriov-migrationd`` (its reconciler) calls
+:func:`plug_arrived` once VDSM reports the arrived VM Up, with device
+operations that attach through VDSM's ``VM.hotplugNic``
+(:mod:`jsonrpc_plugin.vdsm_devices`), so VDSM keeps the NICs in its books.
+The VM is never migrated back: a vNIC that cannot be plugged is marked
+failed and its VF released. After any
 failure past a successful attach, ledger, record and guest are made to
 agree again: detach what was attached, or keep its VF claimed.
 """
@@ -14,7 +15,8 @@ from __future__ import annotations
 import time
 from dataclasses import replace
 
-from . import domxml, metadata
+from . import domxml, metadata, vfclean
+from .devices import AttachOutcomeUnknown
 from .errors import SriovError
 from .ledger import IN_USE, RESERVED
 
@@ -42,6 +44,21 @@ def plug_arrived(ctx, dom):
     ctx.save_record(dom, record)
     ctx.ledger.set_status(ctx.vm_id, record.phase, record.vnics)
     return record
+
+
+def report(record) -> tuple:
+    """``(clean, lines)``: one line per outcome (plugged, plugged with a problem, failed)."""
+    plugged, failed = record.by_state(metadata.PLUGGED), record.by_state(metadata.FAILED)
+    lines = ["plugged %s" % ", ".join("%s on %s (%.0f ms)" % (r.mac, r.vf_address, r.plug_ms or 0)
+                                      for r in plugged)] if plugged else []
+    warned = [r for r in plugged if r.error]
+    if warned:
+        lines.append("plugged with a problem: %s" % "; ".join("mac=%s: %s" % (r.mac, r.error)
+                                                             for r in warned))
+    if failed:
+        lines.append("plug FAILED for %s; the VM stays here without them"
+                     % "; ".join("mac=%s: %s" % (r.mac, r.error) for r in failed))
+    return not (failed or warned), lines
 
 
 def _assign(record, todo, claims, host_id):
@@ -205,9 +222,14 @@ def _settings_note(rec, settings):
 
 def _plug_one(ctx, dom, rec) -> metadata.VnicRecord:
     """Attach one vNIC on its reserved VF; ledger, record and guest end up agreeing."""
+    vfclean.remember_for_plug(ctx, rec)  # its own settings, put back once it is released
     try:
         xml, ms, warning = attach_vnic(ctx.devices, dom, ctx.cfg, rec)
     except SriovError as e:
+        if isinstance(e, AttachOutcomeUnknown):  # it may land yet: never free a VF a guest may get
+            _hold_in_use(ctx, rec)
+            return rec.with_state(metadata.FAILED, error="%s; VF %s kept in use" % (e.message,
+                                                                                    rec.vf_address))
         ctx.ledger.release_vf(ctx.vm_id, rec.vf_address)
         return rec.with_state(metadata.FAILED, error=e.message)
     try:

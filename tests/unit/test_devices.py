@@ -128,6 +128,25 @@ def test_attach_should_time_out_when_device_never_shows():
         devices.attach_and_wait(dom, NIC, ALIAS, timeout=0.3, events=FakeEvents())
 
 
+def test_attach_should_wait_for_a_call_that_outlives_the_deadline_and_report_its_outcome():
+    """A VFIO attach pinning a large guest's memory: the VF lands after the deadline.
+
+    Reporting a timeout while the call still runs would let the plug release
+    a VF that the guest then holds (issue 20 item 4).
+    """
+    dom = FakeDomain(present=False, act=(0.5, devices.ADDED, True), block=0.6)
+    start = time.monotonic()
+    ms = devices.attach_and_wait(dom, NIC, ALIAS, timeout=0.2, events=FakeEvents())
+    assert time.monotonic() - start >= 0.55 and ms >= 550 and dom.present
+
+
+def test_attach_should_fail_after_a_late_call_that_attached_nothing():
+    dom = FakeDomain(present=False, block=0.5)
+    with pytest.raises(devices.DeviceTimeout) as err:
+        devices.attach_and_wait(dom, NIC, ALIAS, timeout=0.2, events=FakeEvents())
+    assert err.value.data["call_returned"] is True
+
+
 class ManyDomain:
     """A guest that releases each device *delay* s after it is asked, all in parallel.
 
