@@ -14,12 +14,22 @@ on its host driver (iavf, igbvf in the lab) has MSI-X enabled by that
 driver, and libvirt rebinds the VF to vfio-pci for the attach, which
 clears it.
 
+The service runs as vdsm with CAP_NET_ADMIN and CAP_NET_RAW only, and
+without CAP_SYS_ADMIN the kernel hands out only the first 64 bytes of
+config space, where no capability list lives. So the first signal read
+is one any user can: the VF's ``msi_irqs`` directory, which the kernel's
+MSI code creates (one entry per vector) when vfio-pci enables MSI or
+MSI-X for the guest and removes when it disables it; ``msi_bus``, present
+wherever the kernel has MSI support, says its absence means "not
+enabled". The config-space bit is read only where that cannot tell.
+
 :func:`enabled` is pure (config space bytes in, the bit out);
-:func:`enabled_on` and :func:`taken_up` read sysfs.
+:func:`enabled_on`, :func:`vectors_on` and :func:`taken_up` read sysfs.
 """
 
 from __future__ import annotations
 
+import os
 from typing import Optional
 
 from .hostuse import link_name
@@ -55,6 +65,20 @@ def enabled_on(address: str, sysfs: str = SYSFS_PCI) -> Optional[bool]:
         return None
 
 
+def vectors_on(address: str, sysfs: str = SYSFS_PCI) -> Optional[bool]:
+    """Whether the VF at *address* has MSI vectors enabled, from ``msi_irqs``; readable by anyone.
+
+    None where the kernel shows no MSI support for it (no ``msi_bus``).
+    """
+    dev = "%s/%s" % (sysfs, address)
+    try:
+        return bool(os.listdir(dev + "/msi_irqs"))
+    except FileNotFoundError:
+        return False if os.path.exists(dev + "/msi_bus") else None
+    except OSError:
+        return None
+
+
 def taken_up(address: str, sysfs: str = SYSFS_PCI) -> Optional[bool]:
     """Whether a guest's driver has taken up the VF at *address*; None where sysfs cannot tell.
 
@@ -64,4 +88,5 @@ def taken_up(address: str, sysfs: str = SYSFS_PCI) -> Optional[bool]:
     driver = link_name("%s/%s/driver" % (sysfs, address))
     if driver is not None and "vfio" not in driver:
         return False
-    return enabled_on(address, sysfs)
+    vectors = vectors_on(address, sysfs)
+    return vectors if vectors is not None else enabled_on(address, sysfs)

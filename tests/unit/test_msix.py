@@ -66,3 +66,38 @@ def test_taken_up_should_count_the_bit_only_under_a_vfio_driver(tmp_path, driver
         (dev / "driver").symlink_to(tmp_path / "drivers" / driver)
     assert msix.taken_up("0000:3b:02.1", str(tmp_path / "devices")) is expected
     assert msix.taken_up("0000:3b:02.9", str(tmp_path / "devices")) is None
+
+
+def _vf(tmp_path, driver="vfio-pci", vectors=None, msi_bus=True, bit=b"\x02\x00", full=True):
+    """A VF in a fake sysfs: *vectors* entries in msi_irqs (None: no directory)."""
+    dev = tmp_path / "devices" / "0000:3b:02.1"
+    dev.mkdir(parents=True)
+    space = config([(0x70, 0x11, bit)])
+    (dev / "config").write_bytes(space if full else space[:64])  # 64 bytes: read without CAP_SYS_ADMIN
+    if msi_bus:
+        (dev / "msi_bus").write_text("1\n")
+    if vectors is not None:
+        (dev / "msi_irqs").mkdir()
+        for n in range(vectors):
+            (dev / "msi_irqs" / str(200 + n)).write_text("msix\n")
+    (tmp_path / "drivers" / driver).mkdir(parents=True)
+    (dev / "driver").symlink_to(tmp_path / "drivers" / driver)
+    return str(tmp_path / "devices")
+
+
+@pytest.mark.parametrize("vectors,msi_bus,expected", [
+    pytest.param(3, True, True, id="vectors-enabled"),
+    pytest.param(None, True, False, id="no-vectors-yet"),
+    pytest.param(0, True, False, id="empty-dir"),
+    pytest.param(None, False, None, id="no-msi-support-and-config-unreadable"),
+])
+def test_taken_up_should_read_msi_irqs_where_config_space_is_cut_to_64_bytes(
+        tmp_path, vectors, msi_bus, expected):
+    """The service has no CAP_SYS_ADMIN: msi_irqs is its signal (issue 20 item 8)."""
+    sysfs = _vf(tmp_path, vectors=vectors, msi_bus=msi_bus, bit=b"\x02\x80", full=False)
+    assert msix.taken_up("0000:3b:02.1", sysfs) is expected
+
+
+def test_taken_up_should_not_count_vectors_of_a_host_driver(tmp_path):
+    sysfs = _vf(tmp_path, driver="igbvf", vectors=3)
+    assert msix.taken_up("0000:3b:02.1", sysfs) is False
