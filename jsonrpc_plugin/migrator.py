@@ -11,23 +11,24 @@ destination's hooks have plugged. Each step is kept with its timings for
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import threading
 import time
 from dataclasses import dataclass, field
 from typing import Callable, Optional
 
-from sriov_host import allocation, domxml, libvirtconn, metadata, numa, policy, rollback, unplug
+from sriov_host import allocation, domxml, errors, libvirtconn, metadata, numa, policy, rollback, unplug
 from sriov_host.errors import BadDomainXml, MigrationInProgress, NoSuchVm, NotMigratable, SriovError
 
-from . import vdsm_api
+from . import follow, vdsm_api
 from .client import RpcError
 from .host import VmContext
 
 log = logging.getLogger("sriov-migrationd.migrate")
 
 POLL = 0.2
-STATUS_MISSES = 10  # failed VDSM status answers in a row before libvirt decides
+CANCEL_WAIT = 30.0  # after VM.migrateCancel, for VDSM to say how the migration ended
 
 
 @dataclass
@@ -57,6 +58,8 @@ class MigrationJob:
     vnics: list = field(default_factory=list)  # the destination's view at the end
     started: float = field(default_factory=time.time)
     ended: Optional[float] = None
+    progress: Optional[int] = None  # VDSM's, in %, while it migrates
+    stall_timeout: Optional[float] = None  # cancelled when nothing moved for this long
 
     @property
     def done(self) -> bool:
@@ -77,6 +80,7 @@ class MigrationJob:
         return {"vmID": self.vm_id, "dst": self.dst, "port": self.port, "phase": self.phase,
                 "done": self.done, "error": self.error, "started": round(self.started, 3),
                 "ended": None if self.ended is None else round(self.ended, 3),
+                "progress": self.progress, "stall_timeout": self.stall_timeout,
                 "steps": [s.to_json() for s in self.steps], "vnics": self.vnics}
 
 
@@ -97,6 +101,10 @@ class Migrations:
         self.vdsm_factory = vdsm_factory
         self.job_active = job_active or (lambda dom: False)
         self._jobs = {}
+        if self.cfg.migration_timeout is not None:
+            log.warning("%s: [vdsm] migration_timeout is the old name of [migration] stall_timeout "
+                        "(no longer a fixed cap); the stall timeout is %g s", self.cfg.path,
+                        self.cfg.migration.stall_timeout)
         self._lock = threading.Lock()
 
     def job(self, vm_id: str) -> Optional[MigrationJob]:
@@ -111,19 +119,38 @@ class Migrations:
         """True when this host's VDSM says a migration of the VM is under way.
 
         Asked only right before a rollback; if VDSM cannot be asked, libvirt's
-        job (checked by the caller) is the word.
+        job (checked by the caller) is the word. The VM's status says it
+        (``Migration Source``, set in virt/migration.py ``_prepareGuest``
+        and back to ``Up`` in ``_recover``), not ``getMigrationStatus``:
+        VDSM answers that with "Migration in progress", code 0, for every
+        VM it is not migrating (each ``Vm`` has a ``SourceThread``).
         """
         try:
-            state = self.vdsm_factory(self.cfg).migration_status(vm_id).state
+            with contextlib.closing(self.vdsm_factory(self.cfg)) as vdsm:
+                status = vdsm.vm_status(vm_id)
         except SriovError as e:
             log.debug("VM %s: VDSM not asked about a migration: %s", vm_id, e.message)
             return False
-        return state == vdsm_api.IN_PROGRESS
+        return status in (vdsm_api.STATUS_MIGRATION_SOURCE, vdsm_api.STATUS_MIGRATION_DESTINATION)
 
-    def start(self, vm_id: str, dst: str, port: int, timeout: Optional[float]) -> dict:
-        """Check now (so a refusal is the verb's answer), then drive in a thread."""
-        plan, hints = self._check(vm_id)
-        job = MigrationJob(vm_id, dst, port)
+    def vdsm_status(self, vm_id: str) -> Optional[str]:
+        """The VM's status in this host's VDSM (``VM.getStats``); None if VDSM cannot be asked."""
+        try:
+            with contextlib.closing(self.vdsm_factory(self.cfg)) as vdsm:
+                return vdsm.vm_status(vm_id)
+        except SriovError as e:
+            log.debug("VM %s: VDSM not asked for its status: %s", vm_id, e.message)
+            return None
+
+    def start(self, vm_id: str, dst: str, port: int, timeout: Optional[float],
+              params: Optional[dict] = None) -> dict:
+        """Check now (so a refusal is the verb's answer), then drive in a thread.
+
+        *timeout* is the stall timeout for this call ([migration] stall_timeout
+        by default); *params*, MigrateParams keys sent instead of [migration]'s.
+        """
+        plan, hints = self._check(vm_id, params or {})
+        job = MigrationJob(vm_id, dst, port, stall_timeout=timeout or self.cfg.migration.stall_timeout)
         with self._lock:
             if self.is_driving_locked(vm_id):
                 raise MigrationInProgress("a migration of VM %s is already being driven from this "
@@ -131,7 +158,7 @@ class Migrations:
             self._jobs[vm_id] = job
         step = job.begin("check", "checking")
         _finish(step, True, plan.reason)
-        driver = _Driver(self, job, plan, timeout or self.cfg.migration_timeout, hints)
+        driver = _Driver(self, job, plan, job.stall_timeout, hints, params or {})
         threading.Thread(target=driver.run, name="sriov-migrate-%s" % vm_id[:8], daemon=True).start()
         return {"vmID": vm_id, "dst": dst, "phase": job.phase,
                 "vnics": [v["mac"] for v in plan.to_json()["vnics"]]}
@@ -140,7 +167,7 @@ class Migrations:
         job = self._jobs.get(vm_id)
         return job is not None and not job.done
 
-    def _check(self, vm_id: str):
+    def _check(self, vm_id: str, params: dict):
         """The policy's plan, and the VM's NUMA ties for the destination to honour."""
         dom = self.host.lookup(vm_id)
         if dom is None or not dom.isActive():
@@ -157,7 +184,32 @@ class Migrations:
             raise NotMigratable("VM %s: VF(s) %s have no MAC (plain <hostdev>); only SR-IOV vNICs "
                                 "with a MAC can be re-created on the destination"
                                 % (vm_id, ", ".join(macless)), {"vmID": vm_id})
+        _check_pinning(vm_id, numa.cpu_pinning(root), params)
         return plan, _numa_hints(vm_id, root)
+
+
+def _check_pinning(vm_id: str, pin: numa.CpuPinning, params: dict) -> None:
+    """Refuse to let VDSM drop an exclusive CPU pinning; check cpusets/numaNodesets now.
+
+    Without ``cpusets`` VDSM removes every ``<vcpupin>`` on the way
+    (cpumanagement.replace_cpu_pinning), and VM.migrate checks the lists'
+    lengths only once called (vm.py _validate_migration_cpusets), after the unplug.
+    """
+    for key, want, what in (("cpusets", pin.vcpus, "vCPU"), ("numaNodesets", pin.vnuma_cells,
+                                                             "vNUMA cell")):
+        if key in params and want and len(params[key]) != want:
+            raise errors.InvalidParams("invalid params: params.%s: %d item(s) for the %d %s(s) of "
+                                       "VM %s" % (key, len(params[key]), want, what, vm_id),
+                                       {"field": "params." + key})
+    missing = [key for key, needed in (("cpusets", True), ("numaNodesets", pin.memnodes))
+               if needed and key not in params]
+    if pin.dropped and missing:
+        raise NotMigratable(
+            "VM %s: vCPU(s) %s are pinned by CPU policy %s, and VDSM drops that pinning on a "
+            "migration unless told the destination's; pass %s in SRIOV.migrate's params, as the "
+            "engine does (one host CPU list per vCPU, one node list per vNUMA cell)"
+            % (vm_id, ",".join(map(str, pin.dropped)), pin.policy, " and ".join(missing)),
+            {"vmID": vm_id, "cpu_policy": pin.policy, "missing": missing})
 
 
 def _numa_hints(vm_id: str, root) -> numa.NumaHints:
@@ -172,14 +224,16 @@ def _numa_hints(vm_id: str, root) -> numa.NumaHints:
 class _Driver:
     """The steps of one job, run in its own thread."""
 
-    def __init__(self, owner: Migrations, job: MigrationJob, plan, timeout: float,
-                 hints: numa.NumaHints):
+    def __init__(self, owner: Migrations, job: MigrationJob, plan, stall_timeout: float,
+                 hints: numa.NumaHints, params: dict):
         self.owner = owner
         self.host = owner.host
         self.cfg = owner.cfg
         self.job = job
         self.plan = plan
-        self.timeout = timeout
+        self.stall_timeout = stall_timeout
+        self.params = params  # the call's MigrateParams, over [migration]'s
+        self.next_extend = None  # when the destination's reservation is extended next
         self.peer = None
         self.nics = [{"mac": v.mac, "alias": v.alias, "vlan": v.vlan, "network": v.network}
                      for v in plan.vnics]
@@ -213,6 +267,7 @@ class _Driver:
             self._await_plug()
         else:
             self.job.phase = "migrated"
+        self._destroy_source()
 
     def _fail(self, error: str, phase: str = "failed") -> None:
         self.job.error = error
@@ -298,41 +353,53 @@ class _Driver:
 
     def _migrate(self) -> bool:
         step = self.job.begin("migrate", "migrating")
-        dst = "%s:%d" % (self.job.dst, self.cfg.vdsm_port)
+        params = vdsm_api.migrate_params(self.job.vm_id, "%s:%d" % (self.job.dst, self.cfg.vdsm_port),
+                                         self.cfg.migration, self.cfg.migration.dstqemu_for(self.job.dst),
+                                         self.params)
+        log.info("VM %s: VM.migrate to %s with %s", self.job.vm_id, params["dst"], _policy_line(params))
         try:
             vdsm = self.owner.vdsm_factory(self.cfg)
-            vdsm.migrate(self.job.vm_id, dst)
-        except SriovError as e:  # VDSM refused or could not be asked: nothing started
+        except SriovError as e:  # VDSM could not be asked: nothing started
             outcome = vdsm_api.MigrationProgress(vdsm_api.FAILED, 0, e.message)
         else:
-            outcome = self._follow(vdsm)
+            with contextlib.closing(vdsm):
+                outcome = self._start_and_follow(vdsm, params)
         ok = outcome.state == vdsm_api.DONE
         _finish(step, ok, outcome.message)
         if not ok:
-            self.job.error = "VDSM migration to %s failed: %s" % (dst, outcome.message)
+            self.job.error = "VDSM migration to %s failed: %s" % (params["dst"], outcome.message)
         return ok
 
-    def _follow(self, vdsm) -> vdsm_api.MigrationProgress:
-        """Poll VDSM until the migration ends; keep the destination's reservation alive."""
-        deadline = time.monotonic() + self.timeout
-        extend_every = max(1.0, self.cfg.reservation_ttl / 3.0)
-        next_extend = time.monotonic() + extend_every
-        misses = 0
-        while True:
-            try:
-                status, misses = vdsm.migration_status(self.job.vm_id), 0
-            except SriovError as e:
-                misses += 1
-                status = self._status_from_libvirt(e.message) if misses >= STATUS_MISSES else None
-            if status is not None and status.state != vdsm_api.IN_PROGRESS:
-                return status
-            now = time.monotonic()
-            if now > deadline:
-                return self._cancel(vdsm)
-            if self.peer is not None and now > next_extend:
-                self._extend()
-                next_extend = now + extend_every
-            time.sleep(POLL)
+    def _start_and_follow(self, vdsm, params: dict) -> vdsm_api.MigrationProgress:
+        try:
+            vdsm.migrate(self.job.vm_id, params)
+        except SriovError as e:  # VDSM refused: nothing started
+            return vdsm_api.MigrationProgress(vdsm_api.FAILED, 0, e.message)
+        outcome = self._follower(vdsm, self.stall_timeout).run()
+        if outcome.state == follow.STALLED:
+            return self._cancel(vdsm, outcome.message)
+        return outcome
+
+    def _follower(self, vdsm, stall_timeout: float) -> follow.Follower:
+        """Watch libvirt's job here, ask VDSM at most once a second; keep the reservation alive."""
+        try:
+            dom = self.host.lookup(self.job.vm_id)
+        except SriovError as e:  # libvirtd restarting: VDSM alone, once a second
+            log.info("VM %s: its libvirt job not watched: %s", self.job.vm_id, e.message)
+            dom = None
+        return follow.Follower(vdsm, self.job.vm_id, dom,
+                               self.owner.job_active, stall_timeout, on_tick=self._keep_reservation,
+                               on_silence=self._status_from_libvirt,
+                               on_status=lambda status: setattr(self.job, "progress", status.progress))
+
+    def _keep_reservation(self, now: float) -> None:
+        """Extend the destination's reservation every third of its TTL while VDSM migrates."""
+        every = max(1.0, self.cfg.reservation_ttl / 3.0)
+        if self.next_extend is None:
+            self.next_extend = now + every
+        elif self.peer is not None and now > self.next_extend:
+            self._extend()
+            self.next_extend = now + every
 
     def _status_from_libvirt(self, why: str) -> Optional[vdsm_api.MigrationProgress]:
         """VDSM stopped answering: judge by the domain here (None: still migrating).
@@ -348,23 +415,17 @@ class _Driver:
         return vdsm_api.MigrationProgress(vdsm_api.FAILED, 0, "VDSM does not answer (%s) and the VM "
                                           "runs here with no migration job" % why)
 
-    def _cancel(self, vdsm) -> vdsm_api.MigrationProgress:
-        msg = "no end within %.0f s; cancelled" % self.timeout
+    def _cancel(self, vdsm, why: str) -> vdsm_api.MigrationProgress:
+        """Stalled: VM.migrateCancel, then wait (bounded) for VDSM to say how it ended."""
+        msg = "stalled: %s (stall timeout %.0f s); cancelled" % (why, self.stall_timeout)
+        log.warning("VM %s: migration to %s %s", self.job.vm_id, self.job.dst, msg)
         try:
             vdsm.cancel(self.job.vm_id)
         except SriovError as e:
             msg += " (cancel failed: %s)" % e.message
-        for _ in range(int(30 / POLL)):
-            try:
-                status = vdsm.migration_status(self.job.vm_id)
-            except SriovError:
-                status = self._status_from_libvirt("no answer after the cancel") or \
-                    vdsm_api.MigrationProgress(vdsm_api.IN_PROGRESS)
-            if status.state == vdsm_api.DONE:
-                return status
-            if status.state == vdsm_api.FAILED:
-                break
-            time.sleep(POLL)
+        status = self._follower(vdsm, CANCEL_WAIT).run()
+        if status.state == vdsm_api.DONE:  # it ended before the cancel took
+            return status
         return vdsm_api.MigrationProgress(vdsm_api.FAILED, 0, msg)
 
     def _extend(self) -> None:
@@ -447,6 +508,33 @@ class _Driver:
             self._fail("migrated, but not every vNIC was plugged on %s" % self.job.dst,
                        "plug-failed")
 
+    def _destroy_source(self) -> None:
+        """Take the migrated VM out of this host's VDSM, unless an engine will.
+
+        VDSM keeps it, Down, until ``VM.destroy`` (virt/migration.py
+        ``_finishSuccessfully``), and refuses it coming back (clientIF
+        ``createVm``: exist). An engine destroys every Down VM itself
+        (VmAnalyzer ``proceedDownVm``), and a VM that vanished before it
+        saw it Down can be marked failed, or restarted if HA
+        (``proceedDisappearedVm``): so with an engine (``auto``), never.
+        """
+        mode = self.cfg.destroy_source
+        if mode == "never":
+            return
+        step = self.job.begin("destroy-source", self.job.phase)
+        try:
+            with contextlib.closing(self.owner.vdsm_factory(self.cfg)) as vdsm:
+                status = vdsm.vm_status(self.job.vm_id)
+                if status != vdsm_api.STATUS_DOWN:
+                    _finish(step, False, "left alone: VDSM reports it %s here, not Down" % status)
+                elif mode == "auto" and vdsm.engine_manages():
+                    _finish(step, True, "left Down for the engine, which destroys it")
+                else:
+                    vdsm.destroy(self.job.vm_id)
+                    _finish(step, True, "VM.destroy: VDSM no longer holds it here")
+        except Exception as e:  # noqa: BLE001 - the migration is done; this must not undo its outcome
+            _finish(step, False, "not destroyed: %s" % _text(e))
+
     def _announce(self) -> None:
         """Ask the destination to announce the plugged MACs; its failure is told, not fatal."""
         step = self.job.begin("announce", "plugging")
@@ -459,6 +547,15 @@ class _Driver:
         failed = ["%s via %s: %s" % (f["mac"], f["via"], f["error"]) for f in answer.get("failed", [])]
         _finish(step, not failed, "; ".join(sent + ["not sent: " + f for f in failed])
                 or "nothing to announce through")
+
+
+def _policy_line(params: dict) -> str:
+    """The VM.migrate policy on one line, for the log (the schedule by its steps' count)."""
+    shown = {k: v for k, v in params.items() if k not in ("vmId", "dst", "method", "mode")}
+    sched = shown.pop("convergenceSchedule", None)
+    return ", ".join("%s=%s" % kv for kv in sorted(shown.items())) + (
+        ", convergenceSchedule=%d init + %d stalling steps" % (len(sched["init"]), len(sched["stalling"]))
+        if sched else ", convergenceSchedule=VDSM's legacy")
 
 
 def _settings_detail(nics) -> str:

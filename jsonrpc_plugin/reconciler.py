@@ -4,9 +4,11 @@ VDSM runs no hook on the source when a migration fails, so a VM can stay
 here with its SR-IOV vNICs unplugged. Each pass looks for running VMs
 whose record (on this host's VFs) still lists vNICs unplugged-for-
 migration, and re-plugs them once the VM has had no libvirt job for
-``rollback_grace`` seconds. libvirt events (lifecycle, job completed,
-migration iteration) mark when a job was last seen and wake the loop
-early; a periodic pass runs regardless, every ``reconcile_interval``.
+``rollback_grace`` seconds. On a destination it plugs an arrived VM's
+vNICs, through VDSM, as soon as VDSM reports the VM Up. libvirt events
+(lifecycle, job completed, migration iteration) mark when a job was last
+seen and wake the loop early; a periodic pass runs regardless, every
+``reconcile_interval``.
 """
 
 from __future__ import annotations
@@ -16,20 +18,23 @@ import threading
 import time
 from typing import Callable, Optional
 
-from sriov_host import domxml, metadata, rollback
+from sriov_host import domxml, metadata, rollback, vfclean
 from sriov_host.errors import BadDomainXml, SriovError
 from sriov_host.ledger import IN_USE, UNPLUGGED
 
 log = logging.getLogger("sriov-migrationd.reconciler")
 
 VIR_CONNECT_LIST_DOMAINS_ACTIVE = 1
+STATUS_UP = "Up"  # VDSM's vmstatus.UP, set once an incoming migration is complete
+ARRIVAL_POLL = 0.05  # s between looks at VDSM's status of an arriving VM
 VIR_DOMAIN_RUNNING = 1
 
 
 class Reconciler:
     def __init__(self, host, devices, job_active: Callable, clock: Callable[[], float] = time.monotonic,
                  wall: Callable[[], float] = time.time, busy: Optional[Callable[[str], bool]] = None,
-                 vdsm_migrating: Optional[Callable[[str], bool]] = None, metrics=None):
+                 vdsm_migrating: Optional[Callable[[str], bool]] = None, metrics=None,
+                 vdsm_status: Optional[Callable[[str], Optional[str]]] = None):
         self.host = host
         self.metrics = metrics
         self.cfg = host.cfg
@@ -39,6 +44,7 @@ class Reconciler:
         self.wall = wall
         self.busy = busy or (lambda uuid: False)
         self.vdsm_migrating = vdsm_migrating or (lambda uuid: False)
+        self.vdsm_status = vdsm_status or (lambda uuid: None)  # None: VDSM could not be asked
         self._last_job = {}
         self._first_seen = {}
         self._wake = threading.Event()
@@ -101,6 +107,7 @@ class Reconciler:
                 due = when if due is None else min(due, when)
         self._forget_except(running)
         self._release_orphans(running)
+        vfclean.clean_released(self.host.ledger, self.host.domain_refs)  # settings VMs left on VFs
         return due
 
     def _check(self, dom, uuid: str, record, host_id, now: float) -> Optional[float]:
@@ -111,15 +118,33 @@ class Reconciler:
         return self._when_quiet(dom, uuid, record, now, self._restore)
 
     def _check_arrival(self, dom, uuid: str, record, host_id, now: float) -> Optional[float]:
-        """An arrived VM whose destination hook never rewrote our record: plug it here.
+        """An arrived VM with vNICs to plug: plug them once VDSM reports it Up.
 
-        Once the migration is over and the record has been quiet for the
-        grace period, nothing else will ever plug those vNICs.
+        The plug goes through VDSM's ``hotplugNic``; VDSM completes an
+        incoming migration (``_completeIncomingMigration``, its
+        ``after_vm_migrate_destination`` hooks included) before it reports
+        the VM Up, and a hotplug racing that is not known to be safe. A
+        libvirt lifecycle event wakes this pass when the VM resumes. If VDSM
+        cannot be asked, the plug waits for the record to be quiet for the
+        grace period, as a safety net.
         """
         if not _running(dom):
             self._last_job[uuid] = now  # still paused: the incoming migration is not over
-            return now + self.cfg.rollback_grace
-        return self._when_quiet(dom, uuid, record, now, self._finish_arrival)
+            return now + self.cfg.reconcile_interval
+        status = self.vdsm_status(uuid)
+        if status is None:
+            return self._when_quiet(dom, uuid, record, now, self._finish_arrival)
+        if status != STATUS_UP:
+            return now + ARRIVAL_POLL  # VDSM is still completing the incoming migration
+        lock = self.host.vm_lock(uuid)
+        if not lock.acquire(blocking=False):
+            return now + ARRIVAL_POLL
+        try:
+            self._finish_arrival(dom, uuid)
+        finally:
+            lock.release()
+        self._forget(uuid)
+        return None
 
     def _when_quiet(self, dom, uuid: str, record, now: float, act) -> Optional[float]:
         """Run *act* once the VM has had no job and no record write for the grace period."""
@@ -148,8 +173,7 @@ class Reconciler:
 
         from .host import VmContext
 
-        log.warning("VM %s arrived but after_vm_migrate_destination never plugged its SR-IOV "
-                    "vNICs; plugging them now", uuid)
+        log.info("VM %s arrived with SR-IOV vNICs to plug; plugging them now", uuid)
         try:
             record = plug.plug_arrived(VmContext(self.host, self.devices, uuid), dom)
         except SriovError as e:
@@ -159,9 +183,8 @@ class Reconciler:
             for v in record.vnics:
                 if v.plug_ms is not None:
                     self.metrics.plug.labels(by="reconciler").observe(v.plug_ms / 1000.0)
-        log.info("arrived VM %s: %s", uuid, ", ".join("%s %s%s" % (v.mac, v.state, " (%s)" % v.error
-                                                                 if v.error else "")
-                                                      for v in record.vnics))
+        clean, lines = plug.report(record)
+        (log.info if clean else log.warning)("arrived VM %s: %s", uuid, "; ".join(lines))
 
     def _restore(self, dom, uuid: str) -> None:
         reason = "migration did not complete (no libvirt job for %.0f s)" % self.cfg.rollback_grace

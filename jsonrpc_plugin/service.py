@@ -25,6 +25,7 @@ from .metrics import Metrics, MetricsServer
 from .migrator import Migrations
 from .reconciler import Reconciler
 from .server import ServerThread, build_server
+from .vdsm_devices import VdsmDevices
 from .verbs import Verbs, _job_active
 
 log = logging.getLogger("sriov-migrationd")
@@ -63,15 +64,18 @@ class Service:
         self._plain_on_network = plain_on_network
         self.ledger = LockedLedger(Ledger(cfg.ledger_path))
         self.host = HostContext(cfg, self.ledger, conn_factory, cpu_topology=cpu_topology)
-        devices = devices if devices is not None else _default_devices()
+        vdsm_factory = vdsm_factory or vdsm_api.connect
+        if devices is None:  # plugs go through VDSM, so VDSM keeps the NICs in its books
+            devices = VdsmDevices(_default_devices(), vdsm_factory, cfg)
         self.metrics = Metrics(pool=self._pool_counts, expiries=self.ledger.expiries_total)
         self.migrations = Migrations(self.host, devices, peer_factory or self._peer,
-                                     vdsm_factory or vdsm_api.connect, job_active, self.metrics)
+                                     vdsm_factory, job_active, self.metrics)
         self.verbs = Verbs(self.host, devices, job_active, self.migrations)
         self.reconciler = Reconciler(self.host, devices, job_active,
                                      busy=self.migrations.is_driving,
                                      vdsm_migrating=self.migrations.vdsm_migrating,
-                                     metrics=self.metrics) if reconcile else None
+                                     metrics=self.metrics,
+                                     vdsm_status=self.migrations.vdsm_status) if reconcile else None
         self._server_thread: Optional[ServerThread] = None
         self._metrics_server: Optional[MetricsServer] = None
 

@@ -1,16 +1,20 @@
-"""Destination-side hook points: make sure VFs are reserved; plug and verify.
+"""Destination-side hook points: make sure VFs are reserved; leave the plug to the service.
 
 The destination learns what to plug from our record, which libvirt
-carried over with the domain. It never migrates the VM back: a vNIC that
-cannot be plugged is marked failed, its VF released, and rc 1 reported.
+carried over with the domain. The plug itself is ``sriov-migrationd``'s
+(its reconciler, :func:`sriov_host.plug.plug_arrived`): it goes through
+VDSM's ``VM.hotplugNic`` so VDSM keeps the NIC in its books, and VDSM
+accepts that safely only once it reports the VM Up, which is after this
+hook point (virt/vm.py ``_completeIncomingMigration``). A hook that
+attached through libvirt here would leave a NIC VDSM never learns of.
 """
 
 from __future__ import annotations
 
-from sriov_host import allocation, domxml, metadata, numa, plug, policy
+from sriov_host import allocation, domxml, numa, plug, policy
 from sriov_host.errors import BadDomainXml, NoSuchVm, ReservationExpired, SriovError
 
-from .hook import ERROR, FAIL, OK
+from .hook import FAIL, OK
 from .outcome import Result, record_plan
 
 
@@ -75,24 +79,12 @@ def _reserve(ctx, root, pending) -> str:
 
 
 def after_migrate_destination(ctx, root, dry_run) -> Result:
+    """Attach nothing: say what sriov-migrationd will plug once VDSM reports the VM Up."""
     _, todo = plug.pending(root)
+    verdict = policy.MIGRATE if todo else policy.NOTHING
+    plan = record_plan(ctx.vm_id, todo, verdict, "vNICs to plug")
     if dry_run or not todo:
-        verdict = policy.MIGRATE if todo else policy.NOTHING
-        return Result(OK, record_plan(ctx.vm_id, todo, verdict, "vNICs to plug"))
-    record = plug.plug_arrived(ctx, ctx.domain())
-    return Result(*plug_report(record))
-
-
-def plug_report(record):
-    """VDSM's rc and one message per outcome: plugged, plugged with a problem, failed."""
-    plugged, failed = record.by_state(metadata.PLUGGED), record.by_state(metadata.FAILED)
-    msgs = ["plugged %s" % ", ".join("%s on %s (%.0f ms)" % (r.mac, r.vf_address, r.plug_ms or 0)
-                                     for r in plugged)] if plugged else []
-    warned = [r for r in plugged if r.error]
-    if warned:
-        msgs.append("plugged with a problem: %s" % "; ".join("mac=%s: %s" % (r.mac, r.error)
-                                                            for r in warned))
-    if failed:
-        msgs.append("plug FAILED for %s; the VM stays here without them"
-                    % "; ".join("mac=%s: %s" % (r.mac, r.error) for r in failed))
-    return ERROR if failed or warned else OK, None, msgs
+        return Result(OK, plan)
+    return Result(OK, plan, ["mac=%s: left to sriov-migrationd, which plugs them through VDSM's "
+                             "hotplugNic once VDSM reports the VM Up"
+                             % ", ".join(r.mac or r.key for r in todo)])

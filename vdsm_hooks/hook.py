@@ -1,9 +1,12 @@
 """``sriov-migration-hook``: the one entry point behind every hook executable.
 
 VDSM's contract is kept exactly: the domain XML file is named by
-``$_hook_domxml``, the VM by ``$vmId``; rc 0 is ok, 2 stops a ``before_*``
-action, 1 is an error that does not. Every message is one stderr line
-starting ``sriov-migration:``.
+``$_hook_domxml``, the VM by ``$vmId``; rc 0 is ok. At a ``before_*``
+point *any* non-zero rc stops the action (lib/vdsm/common/hooks.py
+``_runHooksDir`` raises HookError for every failed script), and rc 2 also
+skips the scripts after ours; so this hook fails a ``before_*`` point
+with 2 and reports an ``after_*`` error, which VDSM only logs, with 1.
+Every message is one stderr line starting ``sriov-migration:``.
 
 A VM without SR-IOV vNICs is the common case, so this module imports
 nothing heavy at the top and answers such a VM from the raw bytes.

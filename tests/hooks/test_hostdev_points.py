@@ -18,7 +18,7 @@ from helpers.hookhost import HostFixture
 from helpers.livedomain import HOST, VM, FakeConn, FakeDevices, FakeDomain
 from lxml import etree
 
-from sriov_host import metadata, rollback, unplug
+from sriov_host import metadata, plug, rollback, unplug
 from sriov_host.errors import SriovError
 from sriov_host.ledger import IN_USE, Ledger
 from vdsm_hooks.context import HookContext
@@ -57,6 +57,25 @@ def unplug_here(dom, devices):
         return unplug.unplug_all(ctx, plan.vnics)
     finally:
         ctx.close()
+
+
+def plug_on_arrival(dom, devices, tmp_path):
+    """What sriov-migrationd does once VDSM reports the arrived VM Up: ``(rc, lines)``.
+
+    The hook at after_vm_migrate_destination attaches nothing (it must not:
+    VDSM would not learn the NIC); it runs first, as VDSM runs it, and the
+    service's plug follows. rc is what the hook used to report: 1 on any
+    failure or problem.
+    """
+    untouched = FakeDevices()
+    rc, _ = hook("after_vm_migrate_destination", dom, untouched, tmp_path)
+    assert rc == 0 and untouched.calls == []
+    ctx = HookContext("sriov-migrationd", VM, {}, conn=FakeConn(dom), devices=devices)
+    try:
+        clean, lines = plug.report(plug.plug_arrived(ctx, dom))
+    finally:
+        ctx.close()
+    return (0 if clean else 1), "\n".join(lines)
 
 
 def arrived_on_b(tmp_path, monkeypatch, src):
@@ -172,8 +191,8 @@ def test_destination_should_plug_reserved_vfs_as_hostdev_and_mark_them_in_use(
     reserved = {c.mac: c.vf_address for c in host_b.claims(VM)}
     assert sorted(reserved) == MACS
     devices = FakeDevices()
-    rc, _ = hook("after_vm_migrate_destination", incoming, devices, tmp_path)
-    assert rc == 0, capsys.readouterr().err
+    rc, err = plug_on_arrival(incoming, devices, tmp_path)
+    assert rc == 0, err
     record = incoming.record()
     assert record.host == HOST and record.phase == "migrated"
     assert {r.mac: r.vf_address for r in record.vnics} == reserved
@@ -201,8 +220,7 @@ def test_destination_should_release_the_vf_of_a_vnic_it_cannot_plug(host8, tmp_p
     incoming = FakeDomain(src.XMLDesc().encode())
     assert hook("before_vm_migrate_destination", incoming, FakeDevices(), tmp_path)[0] == 0
     bad = incoming.record().vnics[1].alias
-    rc, _ = hook("after_vm_migrate_destination", incoming, FakeDevices(broken={bad}), tmp_path)
-    err = capsys.readouterr().err
+    rc, err = plug_on_arrival(incoming, FakeDevices(broken={bad}), tmp_path)
     assert rc == 1 and "plug FAILED" in err and MACS[1] in err and "VF busy" in err
     states = {r.alias: r.state for r in incoming.record().vnics}
     assert states[bad] == metadata.FAILED
@@ -220,8 +238,8 @@ def test_destination_should_reserve_again_when_the_reservation_lapsed_in_flight(
     assert hook("before_vm_migrate_destination", incoming, FakeDevices(), tmp_path)[0] == 0
     with Ledger(str(host8.ledger)) as ledger:  # a migration longer than the TTL
         ledger.release(VM)
-    rc, _ = hook("after_vm_migrate_destination", incoming, FakeDevices(), tmp_path)
-    assert rc == 0, capsys.readouterr().err
+    rc, err = plug_on_arrival(incoming, FakeDevices(), tmp_path)
+    assert rc == 0, err
     assert {r.state for r in incoming.record().vnics} == {metadata.PLUGGED}
     assert sorted((c.mac, c.state) for c in host8.claims(VM)) == [(m, "in_use") for m in MACS]
 
@@ -242,8 +260,7 @@ def test_destination_should_detach_and_free_a_vf_whose_mac_check_fails(host8, tm
     monkeypatch.setattr(netlink, "vf_settings", lambda pf, index: (
         ("02:00:00:00:00:01", wrong.vlan) if (pf, index) == (target.pf, vf_index) else None))
     devices = FakeDevices()
-    rc, _ = hook("after_vm_migrate_destination", incoming, devices, tmp_path)
-    err = capsys.readouterr().err
+    rc, err = plug_on_arrival(incoming, devices, tmp_path)
     assert rc == 1 and wrong.mac in err and "02:00:00:00:00:01" in err
     assert ("detach", wrong.alias) in devices.calls
     states = {r.mac: r for r in incoming.record().vnics}
@@ -274,8 +291,7 @@ def test_destination_should_claim_again_a_vf_whose_claim_lapsed_during_the_plug(
     incoming = _landed(tmp_path)
     first = {c.mac: c for c in host8.claims(VM)}[incoming.record().vnics[0].mac]
     devices = ExpiringDevices(str(host8.ledger), first.vf_address)
-    rc, _ = hook("after_vm_migrate_destination", incoming, devices, tmp_path)
-    err = capsys.readouterr().err
+    rc, err = plug_on_arrival(incoming, devices, tmp_path)
     assert rc == 1 and "claim lapsed during the plug" in err and first.mac in err  # reported
     by_mac = {r.mac: r for r in incoming.record().vnics}
     assert {r.state for r in by_mac.values()} == {metadata.PLUGGED}
@@ -380,9 +396,9 @@ def test_destination_should_put_the_settings_on_its_vf_before_the_plug(host8, tm
     target = ledger_vf(host8, {c.mac: c for c in host8.claims(VM)}[moved.mac].vf_address)
     timeline.clear()
 
-    rc, _ = hook("after_vm_migrate_destination", incoming, TimedDevices(timeline), tmp_path)
+    rc, err = plug_on_arrival(incoming, TimedDevices(timeline), tmp_path)
 
-    assert rc == 0, capsys.readouterr().err
+    assert rc == 0, err
     assert pfs.read(target.pf, target.index).to_text() == wanted
     sets = [e[3] for e in timeline if e[0] == "set" and e[1:3] == (target.pf, target.index)]
     assert sorted(sets) == ["rate", "spoofchk", "trust"]  # only what differs
@@ -412,10 +428,9 @@ def test_destination_should_name_each_setting_its_pf_refuses_and_still_plug(host
     incoming = _landed_from(src, tmp_path)
     capsys.readouterr()
 
-    rc, _ = hook("after_vm_migrate_destination", incoming, FakeDevices(), tmp_path)
+    rc, err = plug_on_arrival(incoming, FakeDevices(), tmp_path)
 
-    err = capsys.readouterr().err
-    assert rc == 1 and "plugged with a problem" in err  # after_* rc 1: VDSM logs it, goes on
+    assert rc == 1 and "plugged with a problem" in err  # reported, not a failed plug
     rec = incoming.record().vnics[0]
     assert rec.state == metadata.PLUGGED and incoming.record().phase == "migrated"
     for name in ("link_state", "min_tx_rate", "max_tx_rate"):

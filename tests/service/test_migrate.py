@@ -32,32 +32,64 @@ MACS = ["56:6f:1a:2b:01:01", "56:6f:1a:2b:01:02", "56:6f:1a:2b:01:03"]
 
 
 class FakeVdsm:
-    """VDSM's VM.migrate and getMigrationStatus, scripted: *outcome* after *polls*."""
+    """VDSM's VM.migrate and getMigrationStatus, scripted: *outcome* after *polls*.
 
-    def __init__(self, dom, outcome="done", polls=2, refuse=None):
+    With *duration*, the migration instead runs that many seconds (its libvirt
+    job, see :meth:`job_running`, with it) and then ends with *outcome*.
+    *progress* steps VDSM's progress by that much on each answer (0: stuck).
+    """
+
+    def __init__(self, dom, outcome="done", polls=2, refuse=None, duration=None, progress=0):
         self.dom, self.outcome, self.polls, self.refuse = dom, outcome, polls, refuse
-        self.calls, self.xml_at_migrate = [], None
+        self.duration, self.step, self.progress = duration, progress, 40
+        self.calls, self.xml_at_migrate, self.params = [], None, None
+        self.started, self.asked = None, []  # monotonic times of each getMigrationStatus
+        self.closed, self.engine = 0, False
 
-    def migrate(self, vm_id, dst):
+    def migrate(self, vm_id, params):
         if not self.refuse:  # captured before the call is seen: tests wait on calls, then read it
             self.xml_at_migrate = self.dom.XMLDesc()  # what VDSM would capture now
-        self.calls.append(("migrate", vm_id, dst))
+            self.params, self.started = params, time.monotonic()
+        self.calls.append(("migrate", vm_id, params["dst"]))
         if self.refuse:
             raise vdsm_api.VdsmUnavailable(self.refuse)
 
+    def job_running(self) -> bool:
+        """The libvirt job of a *duration* migration, as the source's libvirt shows it."""
+        return self.duration is not None and self.started is not None \
+            and time.monotonic() - self.started < self.duration
+
+    def close(self):
+        self.closed += 1
+
+    def vm_status(self, vm_id):
+        """VM.getStats status: Down once the migration succeeded (migration.py _finishSuccessfully)."""
+        return "Down" if not self.dom.active else "Up"
+
+    def engine_manages(self):
+        return self.engine
+
+    def destroy(self, vm_id):
+        self.calls.append(("destroy", vm_id))
+
     def migration_status(self, vm_id):
+        self.asked.append(time.monotonic())
         if self.outcome == "silent":
             raise vdsm_api.VdsmUnavailable("VDSM VM.getMigrationStatus failed: timeout")
         self.polls -= 1
-        if self.polls > 0:
-            return vdsm_api.MigrationProgress(vdsm_api.IN_PROGRESS, 40, "Migration in progress")
+        self.progress = min(99, self.progress + self.step)
+        if self.job_running() if self.duration is not None else self.polls > 0:
+            return vdsm_api.MigrationProgress(vdsm_api.IN_PROGRESS, self.progress, "Migration in progress")
         if self.outcome == "done":
             self.dom.active = False
             return vdsm_api.MigrationProgress(vdsm_api.DONE, 100, "Migration done")
+        if self.outcome == "cancelled":
+            return vdsm_api.MigrationProgress(vdsm_api.FAILED, self.progress, "Migration canceled (code 47)")
         return vdsm_api.MigrationProgress(vdsm_api.FAILED, 40, "Fatal error during migration (code 12)")
 
     def cancel(self, vm_id):
         self.calls.append(("cancel", vm_id))
+        self.outcome, self.polls, self.duration = "cancelled", 0, None
 
 
 def source_xml() -> bytes:
@@ -87,7 +119,7 @@ def dst(tmp_path, pki):
 
 class Source:
     def __init__(self, tmp_path, pki, dst, outcome="done", stuck=(), refuse=None, polls=2,
-                 taken_slots=(), ttl=60):
+                 taken_slots=(), ttl=60, duration=None, progress=0, conf=()):
         d = tmp_path / "src"
         d.mkdir()
         inv = d / "nodedev.xml"
@@ -97,15 +129,20 @@ class Source:
             "[ledger]", "path = %s" % self.ledger_path, "[inventory]", "source = nodedev-xml:%s" % inv,
             "[timeouts]", "unplug = 2", "plug = 2", "reservation_ttl = %d" % ttl,
             "[server]", "tls = true", "listen = 127.0.0.1", "cert = %s" % pki["cert"],
-            "key = %s" % pki["key"], "ca = %s" % pki["ca"]])
+            "key = %s" % pki["key"], "ca = %s" % pki["ca"], *conf])
         self.dom = FakeDomain(source_xml())
         self.devices = FakeDevices(stuck, taken_slots)
-        self.vdsm = FakeVdsm(self.dom, outcome, polls, refuse)
+        self.vdsm = FakeVdsm(self.dom, outcome, polls, refuse, duration, progress)
+        self.vdsm_opened = 0
         self.svc = Service(self.cfg, conn_factory=lambda: FakeConn(self.dom), devices=self.devices,
-                           port=0, reconcile=False, vdsm_factory=lambda cfg: self.vdsm,
-                           job_active=lambda dom: False).start()
+                           port=0, reconcile=False, vdsm_factory=self._open_vdsm,
+                           job_active=lambda dom: self.vdsm.job_running()).start()
         self.client = client_for(self.svc, pki)
         self.dst = dst
+
+    def _open_vdsm(self, cfg):
+        self.vdsm_opened += 1
+        return self.vdsm
 
     def migrate(self, **extra):
         params = {"vmID": VM, "dst": "localhost", "port": self.dst.port}
@@ -149,7 +186,7 @@ def steps(job):
 
 
 def test_migrate_should_reserve_then_unplug_before_vdsm_captures_the_xml(make_source, dst):
-    src = make_source(outcome="done", polls=100)
+    src = make_source(outcome="done", polls=20)
     started = src.migrate()
     assert started["phase"] in ("checking", "reserving", "unplugging", "migrating")
     deadline = time.monotonic() + 5
@@ -169,7 +206,7 @@ def test_migrate_should_reserve_then_unplug_before_vdsm_captures_the_xml(make_so
 
 
 def test_migrate_should_keep_the_dst_reservation_alive_past_its_ttl(make_source, dst):
-    src = make_source(outcome="done", polls=40, ttl=2)  # VDSM migrates for about 8 s
+    src = make_source(outcome="done", polls=10, ttl=2)  # VDSM asked once a second: about 9 s
     src.migrate()
     deadline = time.monotonic() + 5
     while not src.vdsm.calls and time.monotonic() < deadline:
@@ -236,6 +273,12 @@ def test_migrate_should_roll_back_when_vdsm_cannot_be_asked(make_source, dst):
     pytest.param({"vmID": VM, "dst": "bad host!"}, -32602, "dst", id="bad-dst"),
     pytest.param({"vmID": VM, "dst": "localhost", "port": 0}, -32602, "port", id="bad-port"),
     pytest.param({"vmID": VM, "dst": "localhost", "speed": 1}, -32602, "speed", id="unknown-key"),
+    pytest.param({"vmID": VM, "dst": "localhost", "params": {"speed": 1}}, -32602, "params.speed",
+                 id="unknown-policy-key"),
+    pytest.param({"vmID": VM, "dst": "localhost", "params": {"maxBandwidth": "fast"}}, -32602,
+                 "params.maxBandwidth", id="bad-policy-type"),
+    pytest.param({"vmID": VM, "dst": "localhost", "params": {"convergenceSchedule": "fastest"}},
+                 -32602, "params.convergenceSchedule", id="bad-schedule"),
 ])
 def test_migrate_should_refuse_bad_calls_and_touch_nothing(make_source, params, code, fragment):
     src = make_source()
@@ -243,6 +286,79 @@ def test_migrate_should_refuse_bad_calls_and_touch_nothing(make_source, params, 
         src.client.call("SRIOV.migrate", params)
     assert e.value.code == code and fragment in e.value.message
     assert src.devices.calls == [] and src.vdsm.calls == [] and src.claims() == []
+
+
+def test_migrate_should_send_the_policy_with_the_calls_params_to_vdsm(make_source):
+    from sriov_host import migration_policy
+
+    src = make_source(outcome="failed", conf=("[migration]", "max_bandwidth = 200",
+                                              "[migration_networks]", "LocalHost = 10.10.0.12"))
+    src.migrate(params={"autoConverge": False, "incomingLimit": 1})
+    src.wait()
+    sent = src.vdsm.params
+    assert (sent["dst"], sent["maxBandwidth"], sent["dstqemu"], sent["autoConverge"],
+            sent["incomingLimit"], sent["outgoingLimit"], sent["abortOnError"], sent["encrypted"]) == \
+        ("localhost:54321", 200, "10.10.0.12", "false", 1, 2, "true", False)
+    assert sent["convergenceSchedule"] == migration_policy.schedule("minimal-downtime")
+
+
+def _pin_dedicated(dom, vcpus=(0, 1)):
+    """VDSM's metadata says the VM's CPU policy is dedicated, and its vCPUs are pinned."""
+    ns = "{http://ovirt.org/vm/1.0}"
+    etree.SubElement(dom.root.find("metadata/%svm" % ns), ns + "cpuPolicy").text = "dedicated"
+    for v in vcpus:
+        dom.root.find("cputune").append(etree.fromstring("<vcpupin vcpu='%d' cpuset='%d'/>" % (v, v + 4)))
+
+
+def test_migrate_should_refuse_a_dedicated_vm_without_cpusets_before_touching_anything(make_source):
+    src = make_source(outcome="failed")
+    _pin_dedicated(src.dom)
+    with pytest.raises(RpcError) as e:
+        src.migrate()
+    assert e.value.code == 2006 and "dedicated" in e.value.message and "cpusets" in e.value.message
+    assert "\n" not in e.value.message and e.value.data["missing"] == ["cpusets"]
+    with pytest.raises(RpcError) as e:  # VDSM checks the length only after the unplug
+        src.migrate(params={"cpusets": ["4", "5", "6"]})
+    assert e.value.code == -32602 and e.value.data["field"] == "params.cpusets"
+    assert src.devices.calls == [] and src.vdsm.calls == [] and src.claims() == []
+    src.migrate(params={"cpusets": ["8", "9"]})
+    src.wait()
+    assert src.vdsm.params["cpusets"] == ["8", "9"]
+
+
+def test_migrate_should_cancel_a_migration_whose_progress_stalls(make_source, dst):
+    src = make_source(outcome="done", polls=10**6, progress=0)  # VDSM at 40 % for ever
+    src.migrate(timeout=2)
+    job = src.wait(timeout=15)
+    assert ("cancel", VM) in src.vdsm.calls
+    assert job["phase"] == "rolled-back" and "stalled: no progress for 2 s" in job["error"], job
+    assert job["stall_timeout"] == 2 and job["progress"] == 40
+    migrate = next(s for s in job["steps"] if s["step"] == "migrate")
+    assert 2000 <= migrate["ms"] < 6000
+    assert src.dom.vf_macs() == MACS and dst_claims(dst) == []
+
+
+def test_migrate_should_not_cancel_while_progress_moves(make_source):
+    src = make_source(outcome="failed", polls=5, progress=10)  # about 4 s, 10 % a second
+    src.migrate(timeout=2)
+    job = src.wait(timeout=15)
+    assert ("cancel", VM) not in src.vdsm.calls
+    assert job["phase"] == "rolled-back" and "Fatal error during migration" in job["error"]
+
+
+def test_migrate_should_ask_vdsm_once_a_second_and_at_once_when_libvirts_job_ends(make_source):
+    src = make_source(outcome="failed", duration=3.0)  # libvirt's job runs 3 s, then fails
+    src.migrate()
+    job = src.wait(timeout=15)
+    assert job["phase"] == "rolled-back"
+    ended = src.vdsm.started + 3.0
+    asks = src.vdsm.asked
+    assert len(asks) <= 3 + 2, ["%.2f" % (a - src.vdsm.started) for a in asks]
+    assert all(b - a >= 0.99 for a, b in zip(asks, asks[1:]) if b < ended)
+    assert 0 <= asks[-1] - ended < 0.3, "VDSM asked %.2f s after the job ended" % (asks[-1] - ended)
+    rollback = next(s for s in job["steps"] if s["step"] == "rollback")
+    migrate = next(s for s in job["steps"] if s["step"] == "migrate")
+    assert rollback["start"] - (migrate["start"] + 3.0) < 0.5
 
 
 def test_migrate_should_refuse_a_second_migration_while_one_runs(make_source):
@@ -302,6 +418,20 @@ def test_client_cli_should_refuse_unknown_vm_with_the_code(make_source, pki, cap
                "--key", pki["client_key"], "--ca", pki["ca"], "SRIOV", "migrate",
                "vmID=00000000-0000-4000-8000-000000000000", "dst=localhost"])
     assert rc == 1 and "code=2002" in capsys.readouterr().err
+
+
+def test_client_cli_should_pass_migrate_params_from_a_file(make_source, pki, tmp_path, capsys):
+    from jsonrpc_plugin.client import main
+
+    src = make_source()
+    path = tmp_path / "params.json"
+    path.write_text(json.dumps({"params": {"maxBandwidth": 100, "speed": 1}}))
+    rc = main(["-a", "localhost", "-p", str(src.svc.port), "--cert", pki["client_cert"],
+               "--key", pki["client_key"], "--ca", pki["ca"], "SRIOV", "migrate",
+               "vmID=%s" % VM, "dst=localhost", "-f", str(path)])
+    err = capsys.readouterr().err
+    assert rc == 1 and "code=-32602" in err and "params.speed" in err
+    assert src.vdsm.calls == []
 
 
 def test_peer_should_use_mutual_tls_with_the_host_certificate(make_source, dst, pki):
@@ -519,3 +649,17 @@ def test_migrate_should_go_on_without_numa_when_a_nodeset_does_not_parse(make_so
     src.migrate()
     src.wait()
     assert set(src.peer.reserves[0]) == {"vmID", "nics", "ttl"}
+
+
+def test_migrate_should_close_every_vdsm_client_it_opens(make_source):
+    """vdsm.client starts a reactor thread per client: each one opened is closed (issue 20 item 9)."""
+    src = make_source(outcome="done", polls=3)
+    src.migrate()
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        job = src.client.call("SRIOV.migrationStatus", {"vmID": VM})["migration"]
+        if job["phase"] not in ("checking", "reserving", "unplugging", "migrating"):
+            break
+        time.sleep(0.05)
+    assert job["phase"] not in ("checking", "reserving", "unplugging", "migrating"), job
+    assert src.vdsm_opened >= 1 and src.vdsm.closed == src.vdsm_opened

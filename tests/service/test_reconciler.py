@@ -48,6 +48,9 @@ class FakeHost:
     def vm_lock(self, uuid):
         return self.locks.setdefault(uuid, threading.Lock())
 
+    def domain_refs(self):
+        return {}
+
 
 def setup(job=0, updated=None):
     cfg = Config(rollback_grace=5.0, reconcile_interval=1.0)
@@ -232,3 +235,76 @@ def test_reconciler_should_plug_an_arrived_vm_whose_destination_hook_died():
     assert dom.record.host == HOST and dom.record.phase == "migrated"
     assert [(r.state, r.vf_address) for r in dom.record.vnics] == [("plugged", LOCAL_VF.address)]
     assert [(c.vf_address, c.state) for c in ledger.claims(VM)] == [(LOCAL_VF.address, "in_use")]
+
+
+class IdleVdsm:
+    """What VDSM answers about a VM it is not migrating (virt/migration.py, API.py).
+
+    ``getMigrationStatus``: code 0 "Migration in progress" (every Vm has a
+    SourceThread); ``getStats``: status Up. *status* can say otherwise.
+    """
+
+    def __init__(self, status="Up"):
+        self.status = status
+
+    def migration_status(self, vm_id):
+        from jsonrpc_plugin import vdsm_api
+
+        return vdsm_api.progress_from_stats({"status": {"code": 0, "message": "Migration in progress"},
+                                             "progress": 0})
+
+    def vm_status(self, vm_id):
+        return self.status
+
+    def close(self):
+        pass
+
+
+def _with_vdsm(rec, vdsm):
+    from jsonrpc_plugin.migrator import Migrations
+
+    migrations = Migrations(rec.host, rec.devices, peer_factory=None, vdsm_factory=lambda cfg: vdsm)
+    rec.vdsm_migrating = migrations.vdsm_migrating
+    return rec
+
+
+def test_reconciler_should_replug_when_vdsm_answers_as_for_a_vm_it_does_not_migrate():
+    """Real VDSM's idle answer must not read as "migrating", or the safety net never fires."""
+    rec, dom, devices, _ledger, clock = setup()
+    _with_vdsm(rec, IdleVdsm("Up"))
+    rec.run_once()
+    clock.now += 6
+    rec.run_once()
+    assert [a for a, _ in devices.calls] == ["ua-n1"] and dom.record.phase == "rolled-back"
+
+
+def test_reconciler_should_wait_while_vdsm_reports_the_vm_migration_source():
+    rec, dom, devices, _ledger, clock = setup()
+    _with_vdsm(rec, IdleVdsm("Migration Source"))
+    rec.run_once()
+    clock.now += 60
+    rec.run_once()
+    assert devices.calls == [] and dom.record.phase == "unplugged"
+
+
+def test_reconciler_should_plug_an_arrived_vm_as_soon_as_vdsm_reports_it_up():
+    """The plug goes through VDSM's hotplugNic, safe only once VDSM reports the VM Up."""
+    rec, dom, devices, ledger, clock = setup_arrival()
+    status = {"now": "Migration Destination"}
+    rec.vdsm_status = lambda uuid: status["now"]
+    due = rec.run_once()
+    clock.now += 60  # far past the grace: still not Up, still not plugged
+    rec.run_once()
+    assert devices.calls == [] and due is not None and due - (clock.now - 60) < 0.1
+    status["now"] = "Up"
+    rec.run_once()
+    assert [alias for alias, _ in devices.calls] == ["ua-n1"]
+    assert dom.record.phase == "migrated"
+    assert [(c.vf_address, c.state) for c in ledger.claims(VM)] == [(LOCAL_VF.address, "in_use")]
+
+
+def test_reconciler_should_plug_an_arrived_vm_at_once_when_vdsm_says_up():
+    rec, dom, devices, _ledger, _clock = setup_arrival()
+    rec.vdsm_status = lambda uuid: "Up"
+    rec.run_once()  # no grace: nothing else will plug it
+    assert [alias for alias, _ in devices.calls] == ["ua-n1"] and dom.record.phase == "migrated"
