@@ -46,17 +46,32 @@ log = logging.getLogger(__name__)
 # VDSM's error codes (lib/vdsm/common/exception.py, define.errCode)
 DONE = 0
 NO_VM = 1  # noVM
+VM_EXISTS = 4  # exist (clientIF.createVm: the VM id is still in the container)
 MIGRATE_ERR = 12  # migrateErr
 MIG_CANCEL_ERR = 47  # migCancelErr
 MIG_IN_PROGRESS = 51  # migInProgress
 HOOK_ERROR = 78  # hookError
-MESSAGES = {NO_VM: "Virtual machine does not exist", MIGRATE_ERR: "Fatal error during migration",
+MESSAGES = {NO_VM: "Virtual machine does not exist", VM_EXISTS: "Virtual machine already exists",
+            MIGRATE_ERR: "Fatal error during migration",
             MIG_CANCEL_ERR: "Migration not in progress",
             MIG_IN_PROGRESS: "Command not supported during migration", HOOK_ERROR: "Hook error"}
+MIGRATE_LIMIT = 82  # migrateLimit: the destination is at its incoming limit (vm.py _startUnderlyingVm)
+MESSAGES[MIGRATE_LIMIT] = "Incoming migration limit exceeded"
 IN_PROGRESS_MSG = "Migration in progress"
 DONE_MSG = "Migration done"
 CREATE = "migrationCreate"
 MIGRATE = "migrate"
+
+# VDSM's [vars] defaults (lib/vdsm/common/config.py.in)
+MIGRATION_MAX_BANDWIDTH = 52  # MiB/s, for a VM.migrate without maxBandwidth
+MAX_INCOMING_MIGRATIONS = 2  # migration.incomingMigrations' bound, until an incomingLimit sets it
+MIGRATION_RETRY_TIMEOUT = 10.0  # s between attempts at a destination at its limit
+# VDSM's MigrateParams (lib/vdsm/api/vdsm-api.yml), the legacy downtime and the engine's src
+MIGRATE_PARAMS = frozenset((
+    "vmId", "dst", "dstparams", "mode", "method", "tunneled", "dstqemu", "abortOnError",
+    "consoleAddress", "compressed", "autoConverge", "encrypted", "cpusets", "parallel",
+    "numaNodesets", "zerocopy", "maxBandwidth", "incomingLimit", "outgoingLimit",
+    "convergenceSchedule", "enableGuestEvents", "downtime", "src"))
 
 STEP_LABELS = {hr.BEFORE_SOURCE: "guard", hr.BEFORE_DEST: "reserve", hr.AFTER_DEST: "plug",
                hr.AFTER_SOURCE: "release", hr.AFTER_DESTROY: "destroy"}
@@ -99,6 +114,25 @@ class MigrationResult:
     aborted_at: Optional[str] = None  # a hook point, "migrationCreate" or "migrate"
     source_done: threading.Event = field(default_factory=threading.Event, repr=False)
     dest_done: threading.Event = field(default_factory=threading.Event, repr=False)
+    limit_waited: bool = False  # the destination answered migrateLimit at least once
+
+    def vdsm_status(self, progress: int) -> dict:
+        """VDSM's ``getMigrationStatus`` of this migration (migration.py ``SourceThread.status``).
+
+        After a migrateLimit answer VDSM's status *is* that answer: code 82
+        while it waits and migrates, still 82 with "Migration done" after a
+        success (_finishSuccessfully sets the message only), and still 82 after
+        a failure that sets no status of its own (_recover keeps an error status).
+        """
+        limit = {"code": MIGRATE_LIMIT, "message": MESSAGES[MIGRATE_LIMIT]} if self.limit_waited else None
+        if not self.source_done.is_set():
+            return {"status": limit or {"code": DONE, "message": IN_PROGRESS_MSG}, "progress": progress}
+        if self.ok:
+            return {"status": {"code": MIGRATE_LIMIT if limit else DONE, "message": DONE_MSG},
+                    "progress": 100}
+        if limit and self.code == MIGRATE_ERR and self.aborted_at != CREATE:
+            return {"status": limit, "progress": progress}
+        return {"status": {"code": self.code, "message": self.error}, "progress": progress}
 
     def step(self, point: str):
         return next((s for s in self.steps if s.point == point), None)
@@ -176,24 +210,37 @@ def _alias(elem) -> Optional[str]:
     return a.get("name") if a is not None else None
 
 
-def _migrate_params(port: int, dest_xml: Optional[str] = None) -> dict:
+def _migrate_params(port: int, dest_xml: Optional[str] = None, host: Optional[str] = None,
+                    bandwidth: Optional[int] = None) -> dict:
+    """migrate3's params: QEMU's stream to *host* (VDSM's dstqemu; else loopback), capped in MiB/s.
+
+    VDSM without dstqemu streams to dst's own address (migration.py
+    ``_startUnderlyingMigration``); the lab keeps 127.0.0.1 then.
+    """
     import libvirt
 
-    params = {libvirt.VIR_MIGRATE_PARAM_URI: "tcp://127.0.0.1:%d" % port,
-              libvirt.VIR_MIGRATE_PARAM_LISTEN_ADDRESS: "127.0.0.1"}
+    host = host or "127.0.0.1"
+    uri_host = "[%s]" % host if ":" in host else host  # normalize_literal_addr
+    params = {libvirt.VIR_MIGRATE_PARAM_URI: "tcp://%s:%d" % (uri_host, port),
+              libvirt.VIR_MIGRATE_PARAM_LISTEN_ADDRESS: host}
+    if bandwidth:  # migration.py SourceThread._migration_params
+        params[libvirt.VIR_MIGRATE_PARAM_BANDWIDTH] = int(bandwidth)
     if dest_xml is not None:
         params[libvirt.VIR_MIGRATE_PARAM_DEST_XML] = dest_xml
     return params
 
 
-def _live_migrate(dom, dst_conn, port: int, flags: Optional[int], dest_xml: Optional[str] = None):
+def _live_migrate(dom, dst_conn, port: int, flags: Optional[int], dest_xml: Optional[str] = None,
+                  opts: Optional[SourceOptions] = None):
     import libvirt
 
     if flags is None:
         flags = libvirt.VIR_MIGRATE_LIVE
         if dom.isPersistent():
             flags |= libvirt.VIR_MIGRATE_PERSIST_DEST | libvirt.VIR_MIGRATE_UNDEFINE_SOURCE
-    dom.migrate3(dst_conn, _migrate_params(port, dest_xml), flags)
+    opts = opts or SourceOptions()
+    dom.migrate3(dst_conn, _migrate_params(port, dest_xml, opts.dstqemu, opts.max_bandwidth),
+                 flags | opts.vdsm_flags)
 
 
 def custom_properties(xml: str) -> dict:
@@ -210,13 +257,49 @@ def hook_error(run: hr.PointRun) -> str:
 
 @dataclass
 class SourceOptions:
-    """How one source thread runs: transport and the demo's/tests' hooks into it."""
+    """How one source thread runs: transport, VM.migrate's params, the demo's/tests' hooks into it."""
 
     port: Optional[int] = None  # libvirt migration port; free one if None
     flags: Optional[int] = None
     before_migrate: Optional[Callable[[], None]] = None  # just before migrate3
     cancel: threading.Event = field(default_factory=threading.Event)
     dom: object = None  # set while migrate3 runs (for migrateCancel)
+    max_bandwidth: Optional[int] = None  # MiB/s; None: unlimited (in-process callers)
+    dstqemu: Optional[str] = None  # the destination's migration-network address
+    incoming_limit: Optional[int] = None  # sent with migrationCreate
+    vdsm_flags: int = 0  # VIR_MIGRATE_* from the params, added to the flags
+    retry_timeout: float = field(default_factory=lambda: MIGRATION_RETRY_TIMEOUT)
+
+    @classmethod
+    def from_params(cls, params: dict, **kw) -> SourceOptions:
+        """What VDSM's ``SourceThread.__init__`` (migration.py) reads of VM.migrate's params.
+
+        maxBandwidth or migration_max_bandwidth; dstqemu; incomingLimit; the
+        flags of ``_calculate_migration_flags`` (conv.tobool for all but
+        ``encrypted``, taken as it comes). The convergence schedule, outgoing
+        limit and CPU sets are accepted and not acted on: the stand-in has no
+        monitor thread, one source at a time, and lab domains are not pinned.
+        """
+        import libvirt
+
+        flags = 0
+        for key, flag in (("abortOnError", libvirt.VIR_MIGRATE_ABORT_ON_ERROR),
+                          ("compressed", libvirt.VIR_MIGRATE_COMPRESSED),
+                          ("autoConverge", libvirt.VIR_MIGRATE_AUTO_CONVERGE)):
+            flags |= flag if _tobool(params.get(key)) else 0
+        if params.get("encrypted"):
+            flags |= libvirt.VIR_MIGRATE_TLS
+        return cls(max_bandwidth=int(params.get("maxBandwidth") or MIGRATION_MAX_BANDWIDTH),
+                   dstqemu=params.get("dstqemu") or None, incoming_limit=params.get("incomingLimit"),
+                   vdsm_flags=flags, **kw)
+
+
+def _tobool(value) -> bool:
+    """vdsm.common.conv.tobool: a bool, "true"/"false" in any case, or a number."""
+    if isinstance(value, bool) or value is None:
+        return bool(value)
+    text = str(value).strip().lower()
+    return text == "true" or (text.lstrip("-").isdigit() and int(text) != 0)
 
 
 def run_source(src, dst, vm_id: str, result: MigrationResult, opts: SourceOptions) -> None:
@@ -245,21 +328,44 @@ def _source_steps(src, dst, vm_id, result, opts) -> None:
     dom = src.lookup(vm_id)
     result.src_dom_xml = src_xml = dom.XMLDesc(0)  # 1: captured before any hook
     custom = custom_properties(src_xml)
-    run = src.hooks.run(hr.BEFORE_SOURCE, dom.XMLDesc(0), vm_id, custom)  # 2
-    result.steps.append(run)
-    if run.failed:
-        raise VdsmError(MIGRATE_ERR, hook_error(run), hr.BEFORE_SOURCE)
-    resp = dst.migration_create(vm_id, src_xml, result)  # 3
-    if resp["status"]["code"]:
-        raise VdsmError(resp["status"]["code"], stage=result.aborted_at or CREATE,
-                        message=resp["status"]["message"])
+    while not _prepare_and_create(src, dst, dom, vm_id, custom, result, opts):  # 2, 3
+        _wait_to_retry(src, vm_id, opts)
     _check_cancel(opts)
     if opts.before_migrate is not None:
         opts.before_migrate()
     domain_xml = _underlying_migration(dom, dst, result, opts)  # 4
     dst.complete_incoming(vm_id, result)  # 5, on the destination's own thread
     result.steps.append(src.hooks.run(hr.AFTER_SOURCE, domain_xml, vm_id, custom))  # 6
+    src.finished_successfully(vm_id, domain_xml)  # Down, until VM.destroy; then "Migration done"
     result.ok, result.code = True, DONE
+
+
+def _prepare_and_create(src, dst, dom, vm_id, custom, result, opts) -> bool:
+    """The source hook, then the destination's migrationCreate; False: it is at its limit.
+
+    VDSM runs both again on each attempt (migration.py _startUnderlyingMigration).
+    """
+    run = src.hooks.run(hr.BEFORE_SOURCE, dom.XMLDesc(0), vm_id, custom)  # 2
+    result.steps.append(run)
+    if run.failed:
+        raise VdsmError(MIGRATE_ERR, hook_error(run), hr.BEFORE_SOURCE)
+    resp = dst.migration_create(vm_id, result.src_dom_xml, result,
+                                incoming_limit=opts.incoming_limit)  # 3
+    code = resp["status"]["code"]
+    if code == MIGRATE_LIMIT:
+        result.limit_waited = True  # VDSM's status is now this answer (see vdsm_status)
+        return False
+    if code:
+        raise VdsmError(code, stage=result.aborted_at or CREATE, message=resp["status"]["message"])
+    return True
+
+
+def _wait_to_retry(src, vm_id: str, opts: SourceOptions) -> None:
+    """migration_retry_timeout, or less if cancelled (SourceThread._regular_run's wait)."""
+    log.info("%s: migration of %s: the destination is at its incoming limit; retrying in %g s",
+             src.name, vm_id, opts.retry_timeout)
+    opts.cancel.wait(opts.retry_timeout)
+    _check_cancel(opts)
 
 
 def _check_cancel(opts: SourceOptions) -> None:
@@ -277,7 +383,7 @@ def _underlying_migration(dom, dst, result, opts) -> str:
     opts.dom = dom
     try:
         _check_cancel(opts)
-        _live_migrate(dom, dst.conn, opts.port or free_port(), opts.flags, dest_xml)
+        _live_migrate(dom, dst.conn, opts.port or free_port(), opts.flags, dest_xml, opts)
     except libvirt.libvirtError as e:
         if e.get_error_code() == libvirt.VIR_ERR_OPERATION_ABORTED or opts.cancel.is_set():
             raise VdsmError(MIG_CANCEL_ERR, stage=MIGRATE, message="Migration canceled: %s" % e) from e

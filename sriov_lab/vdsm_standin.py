@@ -32,12 +32,14 @@ from dataclasses import dataclass
 from typing import Callable, Optional
 
 from jsonrpclib import Fault
+from lxml import etree
 
 from sriov_host import domxml, libvirtconn, xmlsafe
 from sriov_host.pci import PciAddress
 
 from . import hookrunner as hr
 from . import migration as mig
+from . import vdsm_nics
 
 log = logging.getLogger(__name__)
 
@@ -71,14 +73,9 @@ class _Job:
     progress: int = 0
 
     def status(self) -> dict:
-        r = self.result
-        if not r.source_done.is_set():
+        if not self.result.source_done.is_set():
             self._update_progress()
-            return {"status": {"code": mig.DONE, "message": mig.IN_PROGRESS_MSG},
-                    "progress": self.progress}
-        if r.ok:
-            return {"status": {"code": mig.DONE, "message": mig.DONE_MSG}, "progress": 100}
-        return {"status": {"code": r.code, "message": r.error}, "progress": self.progress}
+        return self.result.vdsm_status(self.progress)
 
     def _update_progress(self) -> None:
         """From libvirt's job stats, as VDSM's monitor thread does; never goes back."""
@@ -120,6 +117,12 @@ class VdsmStandIn:
         self._jobs: dict = {}
         self._incoming: dict = {}
         self._devices: dict = {}
+        self._descriptors: dict = {}  # vm id -> VDSM's domain descriptor (the XML it last read)
+        self._down: dict = {}  # migrated away, kept Down until VM.destroy: vm id -> its last XML
+        self._arriving: set = set()  # between migrationCreate and _completeIncomingMigration's end
+        self.max_incoming = mig.MAX_INCOMING_MIGRATIONS  # migration.incomingMigrations' bound
+        self.hotunplug_timeout = vdsm_nics.HOTUNPLUG_TIMEOUT
+        self.storage_pools: list = []  # what Host.getConnectedStoragePools answers
         self._host_uuid: Optional[str] = None
         self._server = None
         self._events: Optional[_Events] = None
@@ -148,7 +151,11 @@ class VdsmStandIn:
             self.stop()
             raise
         for name, func in (("VM.migrate", self.migrate), ("VM.getMigrationStatus",
-                           self.get_migration_status), ("VM.migrateCancel", self.migrate_cancel)):
+                           self.get_migration_status), ("VM.migrateCancel", self.migrate_cancel),
+                           ("VM.getStats", self.get_stats), ("VM.hotplugNic", self.hotplug_nic),
+                           ("VM.hotunplugNic", self.hotunplug_nic), ("VM.destroy", self.destroy_vm),
+                           ("Host.dumpxmls", self.dumpxmls),
+                           ("Host.getConnectedStoragePools", self.connected_storage_pools)):
             server.register_function(func, name)
         self.port = server.port
         self._server = ServerThread(server).start()
@@ -179,13 +186,25 @@ class VdsmStandIn:
 
     @_verb
     def migrate(self, vmID, params=None):
-        """VDSM's ``VM.migrate``: start the source thread, answer at once."""
+        """VDSM's ``VM.migrate``: start the source thread, answer at once.
+
+        The params are read as VDSM's ``SourceThread.__init__`` reads them
+        (:meth:`sriov_lab.migration.SourceOptions.from_params`); a key VDSM
+        does not know is only logged (API.py, ``api_strict_mode`` off).
+        """
         params = params or {}
+        unknown = sorted(set(params) - mig.MIGRATE_PARAMS)
+        if unknown:
+            log.warning("%s: VM.migrate of %s: unknown params ignored: %s", self.name, vmID,
+                        ", ".join(map(str, unknown)))
         self.lookup(vmID)
         peer = self._peer(params)
-        opts = mig.SourceOptions(before_migrate=self.before_migrate)
+        opts = mig.SourceOptions.from_params(params, before_migrate=self.before_migrate)
+        log.info("%s: VM.migrate of %s to %s: %d MiB/s, dstqemu %s, incomingLimit %s, flags %#x",
+                 self.name, vmID, peer.name, opts.max_bandwidth, opts.dstqemu, opts.incoming_limit,
+                 opts.vdsm_flags)
         job = self._new_job(vmID, peer, opts)
-        threading.Thread(target=mig.run_source, args=(self, peer, vmID, job.result, opts),
+        threading.Thread(target=self._run_source, args=(peer, vmID, job.result, opts),
                          name="migsrc/%s" % vmID[:8], daemon=True).start()
         return job.status()
 
@@ -216,6 +235,75 @@ class VdsmStandIn:
         status["status"] = dict(status["status"], message="Migration process cancelled")
         return status
 
+    @_verb
+    def get_stats(self, vmID):
+        """API.py ``VM.getStats``: ``[stats]`` with the status VDSM keeps (vmstatus.py)."""
+        return [{"vmId": vmID, "status": self.status(vmID)}]
+
+    @_verb
+    def hotplug_nic(self, vmID, params=None):
+        """vm.py ``Vm.hotplugNic`` (see :mod:`sriov_lab.vdsm_nics`)."""
+        return vdsm_nics.hotplug(self, vmID, params or {})
+
+    @_verb
+    def hotunplug_nic(self, vmID, params=None):
+        """vm.py ``Vm.hotunplugNic`` (see :mod:`sriov_lab.vdsm_nics`)."""
+        return vdsm_nics.hotunplug(self, vmID, params or {}, self.hotunplug_timeout)
+
+    @_verb
+    def destroy_vm(self, vmID):
+        """API.py ``VM.destroy``: a VM migrated away leaves the container; its ``after_vm_destroy`` runs."""
+        with self._lock:
+            xml = self._down.pop(vmID, None)
+        if xml is None:
+            dom = self.lookup(vmID)
+            if dom.isActive():
+                dom.destroy()
+            xml = self._descriptors.get(vmID) or ""
+        with self._lock:
+            self._devices.pop(vmID, None)
+            self._descriptors.pop(vmID, None)
+        self.hooks.run(hr.AFTER_DESTROY, xml, vmID, mig.custom_properties(xml) if xml else {})
+        return {"status": {"code": 0, "message": "Machine destroyed"}}
+
+    @_verb
+    def dumpxmls(self, vmList=None):
+        """API.py ``Host.dumpxmls``: VDSM's own descriptors, not libvirt's live XML."""
+        with self._lock:
+            ids = vmList or list(self._descriptors)
+            return {"domxmls": {i: self._descriptors[i] for i in ids if i in self._descriptors}}
+
+    @_verb
+    def connected_storage_pools(self):
+        """API.py ``Global.getConnectedStoragePools``: an engine connects its pool on its hosts.
+
+        None by default (no engine manages a lab host); tests set ``storage_pools``.
+        """
+        return list(self.storage_pools)
+
+    # -- VDSM's books --------------------------------------------------------------
+
+    def status(self, vm_id: str) -> str:
+        """The VM's status as VDSM sets it; VDSM's noVM if it holds no such VM."""
+        with self._lock:
+            if vm_id in self._down:
+                return "Down"  # vm.py _finishSuccessfully
+            if vm_id in self._arriving:
+                return "Migration Destination"  # vm.py _run, until _completeIncomingMigration ends
+        if self.migrating_out(vm_id):
+            return "Migration Source"  # migration.py _prepareGuest; back to Up in _recover
+        dom = self.lookup(vm_id)
+        return "Up" if dom.isActive() else "Down"
+
+    def migrating_out(self, vm_id: str) -> bool:
+        """migration.py ``SourceThread.migrating``: the thread runs and has not failed."""
+        job = self._jobs.get(vm_id)
+        return job is not None and not job.result.source_done.is_set() and job.result.code == mig.DONE
+
+    def descriptor(self, vm_id: str) -> Optional[str]:
+        with self._lock:
+            return self._descriptors.get(vm_id)
+
     # -- in-process API (tests, the demo, :func:`sriov_lab.migration.migrate`) -----
 
     def result(self, vm_id: str) -> Optional[mig.MigrationResult]:
@@ -236,8 +324,22 @@ class VdsmStandIn:
         """Run the source thread on the caller's thread (no server needed)."""
         opts = opts or mig.SourceOptions(before_migrate=self.before_migrate)
         job = self._new_job(vm_id, peer, opts)
-        mig.run_source(self, peer, vm_id, job.result, opts)
+        self._run_source(peer, vm_id, job.result, opts)
         return job.result
+
+    def _run_source(self, peer: VdsmStandIn, vm_id: str, result: mig.MigrationResult,
+                    opts: mig.SourceOptions) -> None:
+        """The source thread; on success the VM stays in the container, Down, until VM.destroy.
+
+        Only ``VM.destroy`` (the engine's, normally) takes it out of
+        clientIF's container (see :meth:`finished_successfully`).
+        """
+        mig.run_source(self, peer, vm_id, result, opts)
+
+    def finished_successfully(self, vm_id: str, domain_xml: str) -> None:
+        """migration.py ``_finishSuccessfully``: Down (MigrationSucceeded) before "Migration done"."""
+        with self._lock:
+            self._down[vm_id] = domain_xml
 
     def lookup(self, vm_id: str):
         """The domain on this host; VDSM's noVM (code 1) if there is none."""
@@ -284,11 +386,27 @@ class VdsmStandIn:
     # -- destination side ----------------------------------------------------------
 
     def migration_create(self, vm_id: str, src_dom_xml: str,
-                         result: Optional[mig.MigrationResult] = None) -> dict:
+                         result: Optional[mig.MigrationResult] = None,
+                         incoming_limit: Optional[int] = None) -> dict:
         """VDSM's ``migrationCreate``: devices from the stale XML, then the destination hook."""
         result = result or mig.MigrationResult(vm_id, "?", self.name, time.monotonic())
         result.create_start = time.monotonic()
         custom = mig.custom_properties(src_dom_xml)
+        if incoming_limit:  # API.py migrationCreate: incomingMigrations.bound = incomingLimit
+            self.max_incoming = incoming_limit
+        with self._lock:
+            held = vm_id in self._down  # clientIF.createVm: a VM id still in the container
+            busy = not held and len(self._arriving) >= self.max_incoming  # vm.py _startUnderlyingVm
+            if not (held or busy):
+                self._arriving.add(vm_id)
+        if busy:
+            return self._at_limit(vm_id, incoming_limit, result)
+        if held:
+            result.create_end = time.monotonic()
+            result.aborted_at = mig.CREATE
+            log.warning("%s: migrationCreate of %s refused: the VM is still here, Down, until "
+                        "VM.destroy", self.name, vm_id)
+            return mig.VdsmError(mig.VM_EXISTS).response()
         try:
             devices = mig.resolve_devices(self.conn, self.cfg, src_dom_xml, self.name)
             with self._lock:
@@ -296,6 +414,7 @@ class VdsmStandIn:
             mig.setup_devices(self.conn, devices, vm_id, self.name, self.host_uuid())
         except mig.VdsmError as e:
             result.aborted_at = mig.CREATE
+            self._arriving.discard(vm_id)
             log.warning("%s: migrationCreate of %s refused: %s", self.name, vm_id, e.message)
             return e.response()
         finally:
@@ -304,9 +423,21 @@ class VdsmStandIn:
         result.steps.append(run)
         if run.failed:
             result.aborted_at = hr.BEFORE_DEST
+            self._arriving.discard(vm_id)
             return mig.VdsmError(mig.HOOK_ERROR, message="Destination hook failed: %s"
                                  % mig.hook_error(run)).response()
         return {"status": dict(STATUS_DONE), "migrationPort": 0, "params": {}}
+
+    def _at_limit(self, vm_id: str, incoming_limit: Optional[int], result: mig.MigrationResult) -> dict:
+        """migrateLimit (82), which the source waits out; migrateErr (12) to a source that sent
+        no incomingLimit: API.py ``migrationCreate``'s answer to a source older than 4.0."""
+        result.create_end = time.monotonic()
+        log.info("%s: migrationCreate of %s: %d incoming migration(s) already, the limit",
+                 self.name, vm_id, self.max_incoming)
+        if incoming_limit is None:
+            result.aborted_at = mig.CREATE
+            return mig.VdsmError(mig.MIGRATE_ERR).response()
+        return mig.VdsmError(mig.MIGRATE_LIMIT).response()
 
     def complete_incoming(self, vm_id: str, result: mig.MigrationResult) -> None:
         """VDSM's ``_completeIncomingMigration``, on this host's own thread."""
@@ -324,12 +455,14 @@ class VdsmStandIn:
         except Exception:  # noqa: BLE001 - logged; the source has its answer already
             log.exception("%s: completing the incoming migration of %s failed", self.name, vm_id)
         finally:
+            self._arriving.discard(vm_id)  # the VM is reported Up from here on
             result.dest_done.set()
 
     def destroy(self, vm_id: str, result: Optional[mig.MigrationResult] = None) -> None:
         """VDSM's ``destroy`` of a half-made destination VM: ``after_vm_destroy`` runs."""
         with self._lock:
             inc = self._incoming.pop(vm_id, None)
+            self._arriving.discard(vm_id)
         if inc is None:
             return  # VDSM answers noVM; the source ignores it
         try:
@@ -361,6 +494,21 @@ class VdsmStandIn:
             log.warning("%s: VM %s: cannot tell its VFs: %s", self.name, vm_id, e)
         with self._lock:
             self._devices[vm_id] = devs
+            self._descriptors[vm_id] = etree.tostring(root, encoding="unicode")
+
+    def add_device(self, vm_id: str, alias: Optional[str]) -> None:
+        """One NIC VDSM itself plugged joins the list; the descriptor is read again.
+
+        Only that one: a device attached behind VDSM's back stays unknown
+        although the descriptor (``_updateDomainDescriptor``) now shows it.
+        """
+        xml = self.lookup(vm_id).XMLDesc(0)
+        root = domxml.parse_domain(xml)
+        vf = next((d.address for d in mig.host_devices(root, self.cfg.vf_device) if d.alias == alias),
+                  None)
+        with self._lock:
+            self._devices.setdefault(vm_id, {})[alias] = vf
+            self._descriptors[vm_id] = xml
 
     def device_removed(self, vm_id: str, alias: str) -> None:
         """DEVICE_REMOVED: drop the device; a VF goes back to the host, as in VDSM."""

@@ -22,7 +22,7 @@ from sriov_host import config, domxml, libvirtconn, metadata, rollback
 from sriov_lab import domains
 from sriov_lab import hosts as hostmod
 from sriov_lab.lab import Lab
-from sriov_lab.services import LabServices
+from sriov_lab.services import LabServices, LabStandIns
 
 pytestmark = pytest.mark.lab
 
@@ -31,7 +31,7 @@ pytestmark = pytest.mark.lab
 def one_host(lab, tmp_path):
     """A lab of its own (after the session lab is up), with its service."""
     with Lab(1) as fresh, LabServices(fresh, str(tmp_path)) as services:
-        yield fresh.hosts[0], services
+        yield fresh.hosts[0], services, fresh
 
 
 def _until(what, call, timeout=20.0):
@@ -60,7 +60,7 @@ def _vm_left_unplugged(host):
 
 
 def test_service_should_serve_and_reconcile_again_after_libvirtd_restarts(one_host):
-    host, services = one_host
+    host, services, lab = one_host
     svc = services.services[0]
     client = services.client(0)
     vm = str(uuid.uuid4())
@@ -82,6 +82,13 @@ def test_service_should_serve_and_reconcile_again_after_libvirtd_restarts(one_ho
     assert [n["mac"] for n in answer["nics"]] == ["02:00:00:00:09:01"]
     client.call("SRIOV.releaseVfs", {"vmID": vm})
 
+    # VDSM restarts with libvirtd (libvirtconnection's SIGTERM); the re-plug goes through it
+    with LabStandIns(lab, hooks_root=os.path.join(lab.root, "hooks")):
+        _replugged_by_the_reconciler(host, client, svc)
+    assert svc.proc.poll() is None
+
+
+def _replugged_by_the_reconciler(host, client, svc):
     conn, spec, vnic = _vm_left_unplugged(host)
     try:
         # The record is written after the attach: wait for both, not the attach alone.
@@ -97,4 +104,3 @@ def test_service_should_serve_and_reconcile_again_after_libvirtd_restarts(one_ho
         assert status["phase"] == "rolled-back" and status["vnics"][0]["state"] == "plugged"
     finally:
         conn.close()
-    assert svc.proc.poll() is None

@@ -237,3 +237,58 @@ def test_migrate_should_keep_the_traffic_gap_to_the_nic_absent_time(
     assert t.recovered and t.lost > 0, t
     assert t.longest_gap_ms <= absent + traffic.ANNOUNCED_SLACK_MS, (t, absent)
     assert announced.count(vnic.mac) == len(announce.ROUNDS_MS), announced
+
+
+def test_migrate_should_take_the_vm_out_of_the_source_vdsm_where_no_engine_will(
+        lab_hosts, vms, services, vdsm):
+    """VDSM keeps a migrated VM Down until VM.destroy and refuses it back (exist).
+
+    No engine manages a lab host (no storage pool connected), so
+    SRIOV.migrate destroys it (issue 20 item 6); with an engine it would not.
+    """
+    spec, _ = vms.start(0, vnics=(), with_os=False)  # the source's VDSM side is what is tested
+
+    rc, job, progress = sriov_migrate(services, spec)
+
+    assert rc == 0, (progress, job)
+    step = _steps(job)["destroy-source"]
+    assert step["ok"] and "VM.destroy" in step["detail"], step
+    with pytest.raises(Exception) as gone:
+        vdsm[0].status(spec.uuid)
+    assert getattr(gone.value, "code", None) == 1  # VDSM's noVM: the container let it go
+
+
+def test_migrate_should_leave_the_plugged_vnics_in_the_destination_vdsms_books(
+        lab_hosts, lab_conns, vms, services, vdsm):
+    """B's service plugs through VDSM's hotplugNic: VDSM knows the NIC, so the engine's
+    later hotunplugNic of it (before its own next migration) works (issue 20 item 3)."""
+    vnic = vms.vnic(0, 3)
+    spec, _ = vms.start(0, vnics=(vnic,))
+    domains.wait_ready(lab_hosts[0], spec.name)
+
+    rc, job, progress = sriov_migrate(services, spec)
+
+    assert rc == 0, (progress, job)
+    assert vnic.alias in vdsm[1].devices(spec.uuid)
+    assert vnic.alias in vdsm[1].descriptor(spec.uuid)
+    xml = etree.tostring(etree.fromstring(lab_conns[1].lookupByUUIDString(spec.uuid).XMLDesc(
+        0).encode()).xpath("devices/interface[alias/@name=$a]", a=vnic.alias)[0], encoding="unicode")
+    vdsm[1].hotunplug_timeout = 10.0
+    done = vdsm.client(1).call("VM.hotunplugNic", {"vmID": spec.uuid, "params": {
+        "vmId": spec.uuid, "xml": "<hotplug><devices>%s</devices></hotplug>" % xml}})
+    assert done["status"]["code"] == 0
+
+
+def test_migrate_should_leave_the_source_vm_to_an_engine_that_manages_the_host(
+        lab_hosts, vms, services, vdsm):
+    """An engine destroys every Down VM itself (VmAnalyzer.proceedDownVm); one that vanished
+    first can be marked failed or, if HA, restarted: with an engine, SRIOV.migrate leaves it."""
+    vdsm[0].storage_pools = ["5849b030-626e-47cb-ad90-3ce782d831b3"]  # as on an engine's host
+    spec, _ = vms.start(0, vnics=(), with_os=False)
+
+    rc, job, progress = sriov_migrate(services, spec)
+
+    assert rc == 0, (progress, job)
+    step = _steps(job)["destroy-source"]
+    assert step["ok"] and "engine" in step["detail"], step
+    assert vdsm[0].status(spec.uuid) == "Down"

@@ -24,7 +24,7 @@ from jsonrpc_plugin.service import Service
 from sriov_host import config, devices, domxml, libvirtconn, metadata, rollback
 from sriov_lab import domains
 from sriov_lab import hookrunner as hr
-from sriov_lab.migration import migrate
+from sriov_lab.services import LabStandIns
 
 pytestmark = pytest.mark.lab
 
@@ -77,17 +77,30 @@ def test_failed_migration_should_be_rolled_back_by_the_reconciler(lab, lab_hosts
     cfg.rollback_grace, cfg.reconcile_interval = GRACE, 0.5
     svc = Service(cfg, insecure=True, port=0).start()
     try:
-        _unplug_like_sriov_migrate(dom, spec, vnic, libvirtconn.host_uuid(lab_conns[0]), cfg)
-        domains.wait_serial(a, spec.name, _nic_seen(vnic.mac, False), 30, "NIC gone in the guest")
-        _refuse(lab_hook_runners[1], hr.BEFORE_DEST)
+        with LabStandIns(lab, runners=lab_hook_runners) as vdsm:
+            _unplug_like_sriov_migrate(dom, spec, vnic, libvirtconn.host_uuid(lab_conns[0]), cfg)
+            domains.wait_serial(a, spec.name, _nic_seen(vnic.mac, False), 30, "NIC gone in the guest")
+            _wait_forgotten(vdsm[0], spec.uuid, vnic.alias)
+            _refuse(lab_hook_runners[1], hr.BEFORE_DEST)
 
-        result = migrate(lab_conns[0], lab_conns[1], spec.uuid, *lab_hook_runners)
-        failed_at = time.monotonic()
+            result = vdsm[0].run_migration(spec.uuid, vdsm[1])
+            failed_at = time.monotonic()
 
-        assert not result.ok and result.aborted_at == hr.BEFORE_DEST
-        _assert_rolled_back(a, dom, spec, vnic, svc, failed_at)
+            assert not result.ok and result.aborted_at == hr.BEFORE_DEST
+            _assert_rolled_back(a, dom, spec, vnic, svc, failed_at)
+            # re-plugged through VDSM's hotplugNic: VDSM has the NIC in its books again
+            assert vnic.alias in vdsm[0].devices(spec.uuid)
+            assert vnic.alias in vdsm[0].descriptor(spec.uuid)
     finally:
         svc.stop()
+
+
+def _wait_forgotten(standin, vm_id, alias, timeout=10.0):
+    """VDSM dropped the unplugged NIC from its device list (Vm.onDeviceRemoved)."""
+    deadline = time.monotonic() + timeout
+    while alias in standin.devices(vm_id):
+        assert time.monotonic() < deadline, "VDSM's books still hold %s" % alias
+        time.sleep(0.05)
 
 
 def _assert_rolled_back(host, dom, spec, vnic, svc, failed_at):
