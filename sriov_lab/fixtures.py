@@ -25,7 +25,7 @@ import pytest
 
 from sriov_host import config, libvirtconn
 
-from . import domains
+from . import domains, vdsm_user
 from .guest import ensure_guest
 from .hookrunner import HookRunner
 from .hosts import LIBVIRTD, is_alive
@@ -144,15 +144,27 @@ def lab_vms(lab_hosts, lab_conns, lab_guest):
     vms.cleanup()
 
 
-@pytest.fixture
-def lab_hook_runners(lab_hosts, tmp_path):
-    """One HookRunner per host over its own empty hooks dir (tests add scripts)."""
+def hook_runners(lab, tmp_path) -> tuple:
+    """One HookRunner per host of *lab* over an empty hooks dir in *tmp_path*.
+
+    The scripts run as the lab's user (vdsm, as VDSM runs them), which
+    owns *tmp_path*: tests' own hooks record there what they saw.
+    """
+    if lab.user:
+        vdsm_user.reach(str(tmp_path))
+        lab.user.give(str(tmp_path), 0o755)
     runners = []
-    for h in lab_hosts:
+    for h in lab.hosts:
         d = tmp_path / ("hooks-" + h.name)
         d.mkdir()
-        runners.append(HookRunner(str(d), env=h.hook_env(), host=h.name))
+        runners.append(HookRunner(str(d), env=h.hook_env(), host=h.name, user=lab.user))
     return tuple(runners)
+
+
+@pytest.fixture
+def lab_hook_runners(lab, tmp_path):
+    """One HookRunner per host over its own empty hooks dir (tests add scripts)."""
+    return hook_runners(lab, tmp_path)
 
 
 @pytest.fixture

@@ -11,8 +11,10 @@ Each run returns every script's rc, stderr and monotonic timings. The
 migration order that calls it (VDSM's, exactly) lives in
 :mod:`sriov_lab.migration` and :mod:`sriov_lab.vdsm_standin`.
 
-Unlike VDSM (which runs hooks as ``vdsm``, with no timeout) the lab runs
-them as the current user with a generous timeout, so a hung hook fails a
+Given a *user* (:class:`sriov_lab.vdsm_user.LabUser`), each script runs
+as VDSM runs it: as ``vdsm``, group ``kvm``, with no capabilities, on a
+domxml file that user owns; without one, as the current user. Unlike
+VDSM (no timeout) the lab has a generous timeout, so a hung hook fails a
 test instead of hanging CI.
 """
 
@@ -83,11 +85,12 @@ class HookRunner:
     """Runs the hooks of one lab host, with that host's own environment."""
 
     def __init__(self, hooks_dir: str, env: Optional[dict] = None, host: str = "host",
-                 timeout: float = 120.0):
+                 timeout: float = 120.0, user=None):
         self.hooks_dir = hooks_dir
         self.env = dict(env or {})
         self.host = host
         self.timeout = timeout
+        self.user = user  # a vdsm_user.LabUser, or None: the current user
 
     def scripts(self, point: str) -> list:
         """Executables of the point, in VDSM's order (sorted by name)."""
@@ -105,6 +108,8 @@ class HookRunner:
                                              encoding="utf-8", delete=False) as f:
                 f.write(domxml)
             try:
+                if self.user:  # VDSM writes it as vdsm, and its hooks rewrite it
+                    self.user.give(f.name, 0o600)
                 env = self._environ(f.name, vm_id, custom)
                 for script in scripts:
                     run = self._run_script(script, env)
@@ -123,12 +128,13 @@ class HookRunner:
         env.update({k: str(v) for k, v in (custom or {}).items()})
         env["vmId"] = vm_id
         env["_hook_domxml"] = domxml_path
-        return env
+        return self.user.environ(env) if self.user else env
 
     def _run_script(self, script: str, env: dict) -> ScriptRun:
         start = time.monotonic()
         try:
-            proc = subprocess.run([script], env=env, stdin=subprocess.DEVNULL,
+            argv = self.user.hook_argv([script]) if self.user else [script]
+            proc = subprocess.run(argv, env=env, stdin=subprocess.DEVNULL,
                                   stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
                                   timeout=self.timeout, check=False)
             rc, err = proc.returncode, proc.stderr

@@ -3,11 +3,14 @@
 Each host is a real ``/usr/sbin/libvirtd`` started in its own mount
 namespace (``unshare --mount``), with per-host directories bind-mounted
 over ``/run``, ``/var/lib/libvirt``, ``/var/cache/libvirt``,
-``/var/log/libvirt`` and ``/etc/libvirt``, and its own random
-``host_uuid`` so libvirt agrees to migrate between them. The mounts live
-only in that namespace, so they vanish with the last process in it: the
-daemon, and the QEMU processes it spawned. :meth:`LabHost.stop` therefore
-ends those by PID (domains first, then the daemon, then any QEMU left).
+``/var/log/libvirt``, ``/etc/libvirt`` and ``/etc/sasl2``, and its own
+random ``host_uuid`` so libvirt agrees to migrate between them. Like an
+oVirt host's, its read-write socket wants SASL (:mod:`sriov_lab.sasl`):
+the lab's own admin actions connect with :meth:`LabHost.connect`. The
+mounts live only in that namespace, so they vanish with the last process
+in it: the daemon, and the QEMU processes it spawned. :meth:`LabHost.stop`
+therefore ends those by PID (domains first, then the daemon, then any
+QEMU left).
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ import uuid
 from dataclasses import dataclass, field
 from typing import Optional
 
+from . import sasl
 from .errors import LabError
 
 log = logging.getLogger(__name__)
@@ -34,6 +38,7 @@ BIND_TARGETS = {
     "cache": "/var/cache/libvirt",
     "log": "/var/log/libvirt",
     "etc": "/etc/libvirt",
+    "sasl2": "/etc/sasl2",  # libvirt's sasl2 config is /etc/sasl2/libvirt.conf: one per host
 }
 QEMU_CONF = """\
 user = "root"
@@ -45,11 +50,16 @@ cgroup_controllers = [ ]
 namespaces = [ ]
 stdio_handler = "file"
 """
+# auth_unix_rw and the rw socket's group and mode as VDSM's
+# configurators/libvirt.py sets them (its group is QEMU_PROCESS_GROUP, which
+# user vdsm is in; the lab's vdsm is in kvm): SASL still guards the socket.
+# auth_unix_ro is left at libvirt's default, as VDSM leaves it (the lab
+# never opens read-only).
 LIBVIRTD_CONF = """\
 host_uuid = "{host_uuid}"
-auth_unix_rw = "none"
-auth_unix_ro = "none"
-unix_sock_group = "root"
+auth_unix_rw = "sasl"
+unix_sock_group = "{sock_group}"
+unix_sock_rw_perms = "0770"
 log_outputs = "3:file:/var/log/libvirt/libvirtd.log"
 """
 # Mount inside the new namespace, then become libvirtd (same PID). The
@@ -83,6 +93,20 @@ class LabHost:
     @property
     def pid(self) -> Optional[int]:
         return self.proc.pid if self.proc else None
+
+    @property
+    def password_file(self) -> str:
+        """The host's SASL password for ``vdsm@ovirt`` (VDSM's ``libvirt_password``)."""
+        return sasl.password_path(self.root)
+
+    @property
+    def auth_file(self) -> str:
+        """libvirt's client auth file for this host: ``LIBVIRT_AUTH_FILE=... virsh -c URI``."""
+        return sasl.auth_file_path(self.root)
+
+    def connect(self):
+        """A root admin connection with the host's SASL credentials (the lab's own actions)."""
+        return sasl.open_admin(self.uri, self.root)
 
     @property
     def log_path(self) -> str:
@@ -141,8 +165,12 @@ class LabHost:
 
 
 def prepare_host(name: str, root: str, caps_cache: Optional[str] = None,
-                 address: str = "127.0.0.1") -> LabHost:
-    """Lay out a host's directories and config; start nothing."""
+                 address: str = "127.0.0.1", sock_group: str = "root") -> LabHost:
+    """Lay out a host's directories and config; start nothing.
+
+    *sock_group* may connect to the daemon's read-write socket (and then
+    authenticate with SASL).
+    """
     host = LabHost(name=name, root=root, host_uuid=str(uuid.uuid4()), address=address)
     for sub in BIND_TARGETS:
         os.makedirs(os.path.join(root, sub), exist_ok=True)
@@ -152,9 +180,10 @@ def prepare_host(name: str, root: str, caps_cache: Optional[str] = None,
     for path in glob.glob(os.path.join(etc, "qemu", "networks", "autostart", "*")):
         os.unlink(path)
     with open(os.path.join(etc, "libvirtd.conf"), "w") as f:
-        f.write(LIBVIRTD_CONF.format(host_uuid=host.host_uuid))
+        f.write(LIBVIRTD_CONF.format(host_uuid=host.host_uuid, sock_group=sock_group))
     with open(os.path.join(etc, "qemu.conf"), "w") as f:
         f.write(QEMU_CONF)
+    sasl.configure(root)
     os.makedirs(os.path.join(root, "cache", "qemu"), exist_ok=True)
     os.makedirs(os.path.join(root, "log", "qemu"), exist_ok=True)
     if caps_cache:
@@ -219,7 +248,7 @@ def wait_ready(host: LabHost, timeout: float = 60.0) -> None:
                               host.log_tail()))
         if os.path.exists(host.socket):
             try:
-                conn = libvirt.open(host.uri)
+                conn = host.connect()
             except libvirt.libvirtError as e:
                 last = e
             else:
@@ -246,8 +275,8 @@ def destroy_domains(host: LabHost) -> None:
     import libvirt
 
     try:
-        conn = libvirt.open(host.uri)
-    except libvirt.libvirtError:
+        conn = host.connect()
+    except (libvirt.libvirtError, OSError):
         return
     try:
         for dom in conn.listAllDomains():

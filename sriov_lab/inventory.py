@@ -19,12 +19,15 @@ from lxml import etree
 
 from sriov_host.pci import PciAddress
 
+from . import sasl
+
 PF_PRODUCT = ("0x10fb", "82599ES 10-Gigabit SFI/SFP+ Network Connection")
 VF_PRODUCT = ("0x10ed", "82599 Ethernet Controller Virtual Function")
 VENDOR = ("0x8086", "Intel Corporation")
 NETWORK = "lab-net"
 CONFIG_NAME = "sriov-migration.conf"
 INVENTORY_NAME = "nodedev.xml"
+STATE_DIR = "sriov-migration"
 
 
 @dataclass(frozen=True)
@@ -131,6 +134,8 @@ def config_text(host, inventory_path: Optional[str], ledger_path: str, port: int
     ``[vdsm]`` points ``SRIOV.migrate`` at the host's VDSM stand-in
     (:mod:`sriov_lab.vdsm_standin`) on the host's own address. *bridge*
     is the host's side of the lab's wire (:mod:`sriov_lab.datapath`).
+    ``[libvirt]`` carries the host's SASL credentials (:mod:`sriov_lab.sasl`),
+    as VDSM's would be on an oVirt host.
     """
     if inventory_path:
         vfs = "[inventory]\nsource = nodedev-xml:%s\n\n[vf]\ndevice = emulated\nmodel = virtio\n%s\n" % (
@@ -138,7 +143,7 @@ def config_text(host, inventory_path: Optional[str], ledger_path: str, port: int
     else:
         vfs = "[inventory]\nsource = libvirt\n\n[vf]\ndevice = hostdev\n\n"
     return (
-        "[libvirt]\nuri = {uri}\n\n"
+        "[libvirt]\nuri = {uri}\nusername = {user}\npassword_file = {password_file}\n\n"
         "[ledger]\npath = {ledger}\n\n"
         "{vfs}"
         "[policy]\nmigratable_by_default = false\n\n"
@@ -147,7 +152,8 @@ def config_text(host, inventory_path: Optional[str], ledger_path: str, port: int
         "[networks]\n{net} = {pfs}\n\n"
         "[server]\nlisten = {address}\nport = {port}\ntls = false\n\n"
         "[vdsm]\nclient = lab\naddress = {address}\nport = {vdsm_port}\n"
-    ).format(uri=host.uri, ledger=ledger_path, vfs=vfs, net=NETWORK,
+    ).format(uri=host.uri, user=sasl.USERNAME, password_file=sasl.password_path(host.root),
+             ledger=ledger_path, vfs=vfs, net=NETWORK,
              pfs=", ".join(pf_names), port=port, address=host.address,
              vdsm_port=vdsm_port)
 
@@ -181,7 +187,8 @@ def write_host_files(host, index: int, pfs: int = 2, vfs: int = 8, vdsm_port: in
     """
     conf = os.path.join(host.root, CONFIG_NAME)
     port = free_port((host.address,))
-    ledger = os.path.join(host.root, "ledger.sqlite")
+    # The host's /var/lib/vdsm/sriov-migration (the unit's StateDirectory)
+    ledger = os.path.join(host.root, STATE_DIR, "ledger.sqlite")
     if real_pf:
         text = config_text(host, None, ledger, port, (real_pf,), vdsm_port)
         host.extra.update(real_pf=real_pf, bridge=bridge)  # the standbys' bridge, not [vf]'s

@@ -19,7 +19,7 @@ import tempfile
 import time
 from typing import Optional
 
-from . import datapath, inventory
+from . import datapath, inventory, vdsm_user
 from . import hosts as hostmod
 from .errors import LabError
 from .paths import caps_cache_dir, runtime_base
@@ -52,6 +52,7 @@ class Lab:
         self.datapath: Optional[datapath.DataPath] = None  # emulated VFs' wire; see datapath
         self.hosts: list = []
         self.start_seconds: Optional[float] = None
+        self.user: Optional[vdsm_user.LabUser] = None  # hooks' and services' user; None: root
 
     def __enter__(self) -> Lab:
         self.start()
@@ -70,6 +71,9 @@ class Lab:
         self.root = tempfile.mkdtemp(prefix="lab-", dir=self.base)
         hostmod.write_owner(self.root)
         try:
+            self.user = vdsm_user.lab_user()
+            if self.user:
+                vdsm_user.reach(self.root)  # its hosts' configs, sockets and ledgers
             if not self.real_pfs or self.wire:
                 self.datapath = datapath.create(self.root, secrets.token_hex(3), self.count,
                                                 wire=self.wire)
@@ -87,10 +91,13 @@ class Lab:
         vdsm_port = inventory.free_port(addresses)  # one VDSM port, each host on its own address
         for i in range(self.count):
             name = "host-" + HOST_NAMES[i]
-            host = hostmod.prepare_host(name, os.path.join(self.root, name), caps, addresses[i])
+            host = hostmod.prepare_host(name, os.path.join(self.root, name), caps, addresses[i],
+                                        sock_group=vdsm_user.GROUP if self.user else "root")
             inventory.write_host_files(host, index=i, vdsm_port=vdsm_port,
                                        real_pf=self.real_pfs[i] if self.real_pfs else None,
                                        bridge=self.datapath.bridge(i) if self.datapath else None)
+            if self.user:
+                vdsm_user.adopt_host(self.user, host)
             self.hosts.append(host)
         rest = self.hosts
         if not hostmod.has_caps_cache(caps):

@@ -37,7 +37,8 @@ DEBIAN = "http://deb.debian.org/debian"
 L0_PACKAGES = ("qemu-system-x86", "qemu-utils")  # from bookworm-backports: QEMU >= 8 has igb
 L1_PACKAGES = ("linux-image-amd64", "libvirt-daemon-system", "qemu-system-x86", "python3",
                "python3-libvirt", "python3-lxml", "python3-pyroute2", "python3-jsonrpclib-pelix",
-               "python3-prometheus-client", "iproute2", "pciutils", "kmod", "udev", "procps")
+               "python3-prometheus-client", "iproute2", "pciutils", "kmod", "udev", "procps",
+               "sasl2-bin", "libsasl2-modules")  # the lab hosts' SASL (sasl.py), as on L0
 L1_DISK = "3G"
 L1_MEMORY = "2G"  # all of it below 4 GiB: see qemu_argv
 PFS = ("0000:01:00.0", "0000:02:00.0")  # each igb behind its own pcie-root-port
@@ -516,9 +517,10 @@ def demo(scenarios, raw_baseline: bool = False, say=print) -> bool:
         vfs = _timed(timings, "VFs created, probed once the PF is up again", create_vfs, l1)
         say("real-VF lab: L1 up; its PFs and VFs: %s" % {pf: sorted(v) for pf, v in vfs.items()})
         labdir = _share_guest(l1, guest)
+        # L1 has no vdsm venv (no pip there): its lab runs hooks and services as root.
         script = ("mkdir -p /deps && mount -t 9p -o trans=virtio,version=9p2000.L,msize=262144,ro "
                   "deps /deps\ncd /tmp\nexport SRIOV_LAB_DIR=%s PYTHONPATH=/src:/deps "
-                  "PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1\n"
+                  "PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1 SRIOV_LAB_USER=root\n"
                   "exec python3 -m sriov_lab.cli demo --real-vf --in-l1 --scenario %s%s 2>&1\n"
                   % (labdir, which, " --raw-baseline" if raw_baseline else ""))
         rc, _out = _timed(timings, "the demo in L1 (%s)" % which, l1.run_rc, script,

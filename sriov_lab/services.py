@@ -6,6 +6,10 @@ ledger exactly as on an oVirt host. The lab CA stands in for VDSM's PKI.
 Each listens on its host's own loopback address, named in its
 certificate. :class:`LabStandIns` runs the hosts' VDSM stand-ins
 (:mod:`sriov_lab.vdsm_standin`), which ``SRIOV.migrate`` drives.
+
+Each service runs as its systemd unit runs it (:mod:`sriov_lab.vdsm_user`):
+the unit's user and group, exactly its capabilities, the installed
+package (not the checkout), its key readable by that user only.
 """
 
 from __future__ import annotations
@@ -14,7 +18,6 @@ import configparser
 import os
 import signal
 import subprocess
-import sys
 import tempfile
 import time
 from dataclasses import dataclass
@@ -23,6 +26,7 @@ from typing import Optional
 from jsonrpc_plugin.client import RpcClient, RpcUnavailable
 from sriov_host import config
 
+from . import vdsm_user
 from .errors import LabError
 from .pki import Issued, TestCa
 from .vdsm_standin import VdsmStandIn
@@ -105,12 +109,23 @@ class LabServices:
         issued = self.ca.issue(host.name, sans=sans)
         enable_tls(host.config_path, issued, self.ca.cert_path, host.address, **self.timeouts)
         log_path = os.path.join(self.workdir, "%s-sriov-migrationd.log" % host.name)
+        argv, env = self._command(host, issued)
         with open(log_path, "ab") as log:
-            proc = subprocess.Popen(
-                [sys.executable, "-m", "jsonrpc_plugin.service", "-c", host.config_path],
-                stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
-                start_new_session=True)
+            # cwd /: "python -m" must import the installed package, not a checkout in cwd
+            proc = subprocess.Popen(argv, env=env, cwd="/", stdin=subprocess.DEVNULL, stdout=log,
+                                    stderr=subprocess.STDOUT, start_new_session=True)
         return HostService(host, host.extra["service_port"], proc, log_path)
+
+    def _command(self, host, issued: Issued) -> tuple:
+        """The service's argv and env: as the unit's user with its capabilities, if the lab has one."""
+        user = getattr(self.lab, "user", None)
+        argv = [vdsm_user.python_for(user), "-m", "jsonrpc_plugin.service", "-c", host.config_path]
+        if user is None:
+            return argv, None
+        unit = vdsm_user.unit_privileges()
+        user.give(issued.key, 0o440)  # VDSM's vdsmkey.pem: vdsm:kvm 0440
+        vdsm_user.reach(self.workdir)
+        return user.service_argv(argv, unit), user.environ(dict(os.environ, **unit.environment))
 
     def _wait_ready(self, svc: HostService, timeout: float = 30.0) -> None:
         deadline = time.monotonic() + timeout
@@ -166,14 +181,18 @@ def install_hooks(lab, hooks_root: str) -> list:
     """Install the hooks per host with ``sriov-migration-install``; return runners."""
     from .hookrunner import HookRunner
 
+    user = getattr(lab, "user", None)
     runners = []
     for host in lab.hosts:
         hooks_dir = os.path.join(hooks_root, host.name)
-        proc = subprocess.run([sys.executable, "-m", "vdsm_hooks.install", "--hooks-dir",
-                               hooks_dir, "--hooks-only"], capture_output=True, text=True)
+        # The hooks' shebang is the installer's python: the one the hooks' user can run.
+        proc = subprocess.run([vdsm_user.python_for(user), "-m", "vdsm_hooks.install", "--hooks-dir",
+                               hooks_dir, "--hooks-only"], capture_output=True, text=True, cwd="/")
         if proc.returncode != 0:
             raise LabError("sriov-migration-install failed on %s: %s" % (host.name, proc.stderr))
-        runners.append(HookRunner(hooks_dir, env=host.hook_env(), host=host.name))
+        runners.append(HookRunner(hooks_dir, env=host.hook_env(), host=host.name, user=user))
+    if user is not None:
+        vdsm_user.reach(hooks_root)
     return runners
 
 

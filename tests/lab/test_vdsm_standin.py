@@ -6,11 +6,12 @@ own addresses, and is judged by libvirt state and the hooks' rc/stderr.
 
 from __future__ import annotations
 
+import inspect
 import os
 import signal
 import stat
 import subprocess
-import sys
+import threading
 import time
 import uuid
 
@@ -20,7 +21,7 @@ from lxml import etree
 from jsonrpc_plugin.client import RpcError
 from sriov_host import config, devices, domxml, libvirtconn, metadata, rollback
 from sriov_host.ledger import Ledger
-from sriov_lab import domains
+from sriov_lab import domains, vdsm_user
 from sriov_lab import fixtures as lab_fixtures
 from sriov_lab import hookrunner as hr
 from sriov_lab.hookrunner import HookRunner
@@ -29,7 +30,6 @@ from sriov_lab.services import LabStandIns
 
 pytestmark = pytest.mark.lab
 
-HERE = os.path.dirname(os.path.abspath(__file__))
 IN_PROGRESS = "Migration in progress"
 vdsm = lab_fixtures.lab_vdsm  # one VDSM stand-in per lab host, for each test
 
@@ -56,11 +56,13 @@ def record_and_unplug(dom, cfg) -> list:
     return vnics
 
 
+# Run by the hooks' user (vdsm), who can read neither this checkout nor its
+# venv: record_and_unplug's own source, on the python the hooks' user runs.
 LEGACY_HOOK = """#!{python}
-import os, sys
-sys.path.insert(0, {here!r})
-from sriov_host import config, libvirtconn
-from test_vdsm_standin import record_and_unplug
+import os, sys, time
+from lxml import etree
+from sriov_host import config, devices, domxml, libvirtconn, metadata, rollback
+{source}
 cfg = config.load()
 dom = libvirtconn.open_connection(cfg, use_vdsm=False).lookupByUUIDString(os.environ["vmId"])
 vnics = record_and_unplug(dom, cfg)
@@ -94,8 +96,8 @@ def _captured(out, point: str, runner: HookRunner):
 
 def _install_project_hooks(runners) -> None:
     for runner in runners:
-        subprocess.run([sys.executable, "-m", "vdsm_hooks.install", "--hooks-dir", runner.hooks_dir,
-                        "--hooks-only"], check=True, capture_output=True)
+        subprocess.run([vdsm_user.python_for(runner.user), "-m", "vdsm_hooks.install", "--hooks-dir",
+                        runner.hooks_dir, "--hooks-only"], check=True, capture_output=True, cwd="/")
 
 
 def _migrate(client, vm_id: str, dst: str) -> dict:
@@ -140,7 +142,8 @@ def test_legacy_unplug_in_source_hook_should_fail_at_migration_create(
     _install_project_hooks([src])
     os.unlink(os.path.join(src.hooks_dir, hr.BEFORE_SOURCE, "50_sriov_migration"))
     _script(src, hr.BEFORE_SOURCE, "40_legacy_unplug",
-            LEGACY_HOOK.format(python=sys.executable, here=HERE))
+            LEGACY_HOOK.format(python=vdsm_user.python_for(src.user),
+                               source=inspect.getsource(record_and_unplug)))
     _capture(dst, tmp_path, hr.BEFORE_DEST)
     vnics = (lab_vms.vnic(0, 4), lab_vms.vnic(0, 5))
     spec, _ = lab_vms.start(0, vnics=vnics)
@@ -219,8 +222,9 @@ def test_vm_unplugged_before_vm_migrate_should_migrate_in_vdsm_order(
                                                     "release"}
     plug = result.step(hr.AFTER_DEST)
     assert plug.rc == 0, plug.stderr
+    assert "left to sriov-migrationd" in plug.stderr[-1]  # the hook attaches nothing
     assert domxml.parse_domain(_captured(tmp_path, hr.AFTER_DEST, dst)).findtext("uuid") == spec.uuid
-    assert aliases <= _aliases(lab_conns[1], spec.uuid)
+    assert not aliases & _aliases(lab_conns[1], spec.uuid)  # no service here to plug them
 
 
 def test_vf_in_use_on_destination_should_be_refused_naming_it(
@@ -292,9 +296,7 @@ def own_lab(lab):
 
 def test_failed_libvirt_migration_should_report_12_and_run_no_source_hook(own_lab, tmp_path):
     src_conn = libvirtconn.open_connection(config.load(own_lab.hosts[0].config_path), use_vdsm=False)
-    runners = []
-    for h in own_lab.hosts:
-        runners.append(HookRunner(str(tmp_path / ("hooks-" + h.name)), env=h.hook_env(), host=h.name))
+    runners = lab_fixtures.hook_runners(own_lab, tmp_path)
     _capture(runners[0], tmp_path, hr.AFTER_SOURCE)
     _capture(runners[1], tmp_path, hr.AFTER_DESTROY)
     spec = domains.DomainSpec(name="vm-%s" % uuid.uuid4().hex[:8])
@@ -319,3 +321,104 @@ def test_failed_libvirt_migration_should_report_12_and_run_no_source_hook(own_la
     assert src_conn.lookupByUUIDString(spec.uuid).isActive()
     src_conn.lookupByUUIDString(spec.uuid).destroy()
     src_conn.close()
+
+
+def _stats(client, vm_id: str) -> str:
+    return client.call("VM.getStats", {"vmID": vm_id})[0]["status"]
+
+
+def _hotplug_xml(xml: str) -> str:
+    return "<hotplug><devices>%s</devices></hotplug>" % xml
+
+
+def test_vm_never_migrated_should_read_in_progress_but_up_in_its_stats(lab_hosts, lab_vms, vdsm):
+    """VDSM's idle getMigrationStatus reads "in progress"; only getStats tells (virt/migration.py)."""
+    spec, _ = lab_vms.start(0, with_os=False)
+    client = vdsm.client(0)
+
+    assert client.call("VM.getMigrationStatus", {"vmID": spec.uuid}) == {
+        "status": {"code": 0, "message": IN_PROGRESS}, "progress": 0}
+    assert _stats(client, spec.uuid) == "Up"
+
+
+def test_migrated_vm_should_stay_down_until_destroyed_and_refuse_coming_back(
+        lab_hosts, lab_conns, lab_vms, vdsm):
+    """clientIF keeps the source VM, Down, until VM.destroy; createVm refuses its id (exist)."""
+    spec, _ = lab_vms.start(0, with_os=False)
+    a, b = vdsm.client(0), vdsm.client(1)
+    _migrate(a, spec.uuid, vdsm[1].endpoint)
+    assert _final_status(a, spec.uuid)["status"]["message"] == "Migration done"
+    vdsm[0].wait(spec.uuid)
+
+    assert _stats(a, spec.uuid) == "Down" and _stats(b, spec.uuid) == "Up"
+    _migrate(b, spec.uuid, vdsm[0].endpoint)
+    back = _final_status(b, spec.uuid)
+    assert back["status"]["code"] == 4, back  # exist
+    assert _active(lab_conns[1], spec.uuid)
+
+    assert a.call("VM.destroy", {"vmID": spec.uuid})["status"]["message"] == "Machine destroyed"
+    with pytest.raises(RpcError) as gone:
+        _stats(a, spec.uuid)
+    assert gone.value.code == 1  # noVM
+    _migrate(b, spec.uuid, vdsm[0].endpoint)
+    assert _final_status(b, spec.uuid)["status"]["message"] == "Migration done"
+    assert _active(lab_conns[0], spec.uuid)
+
+
+def test_hotunplug_of_a_nic_attached_behind_vdsms_back_should_time_out(
+        lab_hosts, lab_conns, lab_vms, vdsm):
+    """VDSM has no DEVICE_ADDED handling: a NIC attached through libvirt is not in its books.
+
+    Its hotunplugNic falls back to dev_from_xml, never sees the removal
+    event, and fails with a timeout although libvirt removed the NIC;
+    one plugged through hotplugNic is in the books and goes cleanly.
+    """
+    cfg = config.load(lab_hosts[0].config_path)
+    behind, known = lab_vms.vnic(0, 2), lab_vms.vnic(0, 3)
+    spec, dom = lab_vms.start(0, vnics=())
+    domains.wait_ready(lab_hosts[0], spec.name)  # a guest that lets go of its NICs
+    xml = {v.alias: domxml.render_attach(domains.to_vnic(v), v.vf_address, mode=cfg.vf_device,
+                                         model=cfg.vf_model) for v in (behind, known)}
+    devices.attach_and_wait(dom, xml[behind.alias], behind.alias, 10)
+    client = vdsm.client(0)
+    client.call("VM.hotplugNic", {"vmID": spec.uuid, "params": {"vmId": spec.uuid,
+                                                                "xml": _hotplug_xml(xml[known.alias])}})
+    vdsm[0].hotunplug_timeout = 3.0
+    assert known.alias in vdsm[0].devices(spec.uuid)
+    assert behind.alias not in vdsm[0].devices(spec.uuid)
+
+    with pytest.raises(RpcError) as timed_out:
+        client.call("VM.hotunplugNic", {"vmID": spec.uuid, "params": {
+            "vmId": spec.uuid, "xml": _hotplug_xml(xml[behind.alias])}})
+    done = client.call("VM.hotunplugNic", {"vmID": spec.uuid, "params": {
+        "vmId": spec.uuid, "xml": _hotplug_xml(xml[known.alias])}})
+
+    assert timed_out.value.code == 50 and "Timeout detaching" in timed_out.value.message
+    assert behind.alias not in _aliases(lab_conns[0], spec.uuid)  # libvirt removed it all the same
+    assert done["status"]["code"] == 0 and known.alias not in _aliases(lab_conns[0], spec.uuid)
+
+
+def test_hotplug_should_be_refused_while_the_vm_migrates_out(lab_hosts, lab_vms, vdsm):
+    """vm.py _not_migrating: hotplugNic during the VM's outgoing migration is code 51."""
+    spec, _ = lab_vms.start(0, with_os=False)
+    standin = vdsm[0]
+    entered, release = threading.Event(), threading.Event()
+
+    def hold():
+        entered.set()
+        release.wait(30)
+
+    standin.before_migrate = hold
+    client = vdsm.client(0)
+    try:
+        _migrate(client, spec.uuid, vdsm[1].endpoint)
+        assert entered.wait(30)
+        assert _stats(client, spec.uuid) == "Migration Source"
+        with pytest.raises(RpcError) as refused:
+            client.call("VM.hotplugNic", {"vmID": spec.uuid, "params": {
+                "vmId": spec.uuid, "xml": _hotplug_xml("<interface type='user'/>")}})
+        assert refused.value.code == 51
+    finally:
+        release.set()
+        standin.before_migrate = None
+    _final_status(client, spec.uuid)
