@@ -34,6 +34,7 @@ BENCHES = [
     ("bench_lab", {"rounds": 3}, {"rounds": 1}),
     ("bench_traffic", {"rounds": 1}, {"rounds": 1}),  # ~1.5 min: the gap without the announce is ~40 s
     ("bench_unplug", {}, {}),
+    ("bench_watch", {"rounds": 3}, {"rounds": 1}),
 ]
 REAL_VF = ("bench_realvf", {}, {})  # 4-5 min, nested TCG: only with --real-vf
 

@@ -17,12 +17,13 @@ from sriov_host import config as host_config
 from sriov_host.policy import parse_bool
 
 from . import report
-from .errors import EXIT_INTERRUPTED, EXIT_NOT_MIGRATABLE, EXIT_OK, AdapterError
+from .errors import EXIT_ERROR, EXIT_INTERRUPTED, EXIT_NOT_MIGRATABLE, EXIT_OK, AdapterError
 from .migrate import MigrateOptions, run_migration
 from .model import DEFAULT_SERVICE_PORT, decide_vm, refuse_reason
 from .session import EngineOptions
 
 PROG = "sriov-engine"
+DEFAULT_WATCH_STATE = "/var/lib/sriov-engine-watch/state.json"
 
 
 class _RefusePassword(argparse.Action):
@@ -83,7 +84,33 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("vm", metavar="VM", help="name or id")
     p.add_argument("--host", required=True, help="destination host, name or id")
     _migrate_args(p)
+    p = sub.add_parser(
+        "watch", parents=[common], help="plug back vNICs engine-driven migrations left unplugged",
+        description="Follow the engine's events. When a migration the engine ran fails (or its "
+                    "plug on the destination fails), set plugged=true, through the engine, on each "
+                    "passthrough vNIC that migration unplugged and that is still unplugged, once "
+                    "the VM has been Up and not migrating for the grace period.")
+    _watch_args(p)
     return parser
+
+
+def _watch_args(p) -> None:
+    p.add_argument("--state-file", default=DEFAULT_WATCH_STATE, metavar="FILE",
+                   help="last event id and open migrations, kept across restarts (%(default)s)")
+    p.add_argument("--once", action="store_true", help="one pass, then exit")
+    p.add_argument("--poll-interval", type=float, default=5.0, metavar="S",
+                   help="seconds between reads of the events (5)")
+    p.add_argument("--grace", type=float, default=10.0, metavar="S",
+                   help="the VM must be Up and not migrating this long before a plug (10)")
+    p.add_argument("--page-size", type=int, default=100, metavar="N",
+                   help="events per request; a larger burst is paged through (100)")
+    p.add_argument("--rerun-wait", type=float, default=300.0, metavar="S",
+                   help="after a rerun (event 128) with no outcome in S seconds, treat the "
+                        "migration as failed (300)")
+    p.add_argument("--metrics-port", type=int, default=None, metavar="PORT",
+                   help="serve Prometheus /metrics on PORT (off by default)")
+    p.add_argument("--metrics-listen", default="127.0.0.1", metavar="ADDR",
+                   help="address of /metrics (%(default)s; plain HTTP)")
 
 
 def _migrate_args(p) -> None:
@@ -180,7 +207,7 @@ def cmd_set_migratable(engine, args, out, err) -> int:
 
 def cmd_check_vm(engine, args, out, err) -> int:
     vm = engine.find_vm(args.vm)
-    verdict = decide_vm(engine.vnics(vm))
+    verdict = decide_vm(engine.vnics(vm), engine.host_devices(vm))
     if args.json:
         _emit(out, report.verdict_json(vm.name, vm.id, verdict))
     else:
@@ -214,7 +241,39 @@ def cmd_migrate(engine, args, out, err, reserver_factory=None) -> int:
     return run_migration(engine, args.vm, args.host, factory, out, err, opts)
 
 
-def _setup_logging(verbose: bool, err) -> None:
+def cmd_watch(opts: EngineOptions, args, err) -> int:
+    """Run the watcher until SIGTERM/SIGINT, or one pass with ``--once``."""
+    import signal
+    import threading
+
+    from .engine import Engine
+    from .watch import Watcher, WatchOptions
+    from .watch_io import start_metrics
+
+    if args.page_size < 1 or args.poll_interval <= 0 or args.grace < 0:
+        raise AdapterError("--page-size must be >= 1, --poll-interval > 0 and --grace >= 0")
+    stop = threading.Event()
+    wopts = WatchOptions(state_file=args.state_file, poll_interval=args.poll_interval,
+                         grace=args.grace, page_size=args.page_size, rerun_wait=args.rerun_wait,
+                         sleep=stop.wait)
+    watcher = Watcher(lambda: Engine(opts), wopts)
+    server = None
+    if args.metrics_port is not None:
+        server = start_metrics(watcher.metrics, args.metrics_listen, args.metrics_port)
+    try:
+        if args.once:
+            return EXIT_OK if watcher.run_once() else EXIT_ERROR
+        if threading.current_thread() is threading.main_thread():
+            signal.signal(signal.SIGTERM, lambda *a: stop.set())
+        watcher.run(stop.is_set)
+        return EXIT_OK
+    finally:
+        watcher.close()
+        if server is not None:
+            server.stop()
+
+
+def _setup_logging(verbose: bool, err, level: int = logging.WARNING) -> None:
     """Our logger only, to *err*; the SDK's wire debug (which shows tokens) stays off."""
     logger = logging.getLogger(PROG)
     for handler in list(logger.handlers):
@@ -222,7 +281,7 @@ def _setup_logging(verbose: bool, err) -> None:
     handler = logging.StreamHandler(err)
     handler.setFormatter(logging.Formatter("%(name)s: %(levelname)s: %(message)s"))
     logger.addHandler(handler)
-    logger.setLevel(logging.DEBUG if verbose else logging.WARNING)
+    logger.setLevel(logging.DEBUG if verbose else level)
     logger.propagate = False
 
 
@@ -235,11 +294,13 @@ def main(argv: Optional[list] = None, reserver_factory=None, out=None, err=None)
     out = out or sys.stdout
     err = err or sys.stderr
     args = build_parser().parse_args(argv)
-    _setup_logging(args.verbose, err)
+    _setup_logging(args.verbose, err, logging.INFO if args.command == "watch" else logging.WARNING)
     from .engine import Engine
 
     try:
         opts = engine_options(args)
+        if args.command == "watch":
+            return cmd_watch(opts, args, err)
         with Engine(opts) as engine:
             if args.command == "migrate":
                 return cmd_migrate(engine, args, out, err, reserver_factory)

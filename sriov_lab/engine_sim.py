@@ -15,7 +15,10 @@ action it unplugs each plugged vNIC whose profile is passthrough and
 migratable (``plugged`` false in its vNIC list) before the callback runs;
 after a success it plugs them on the destination, after a failure it
 leaves them unplugged, as the real engine does. ``PUT .../nics/{id}``
-with ``<nic><plugged>`` plugs or unplugs one vNIC.
+with ``<nic><plugged>`` plugs or unplugs one vNIC (refused when the host
+has no free VF, see ``set_vf_capacity``). Every step is logged in its
+audit log with the engine's codes and served at ``/events`` (see
+``engine_sim_events``); ``rerun_hosts`` makes a failed migration rerun.
 
     sim = EngineSimulator(tmpdir, users={"admin@internal": "pw"}).start()
     net = sim.add_network("sriov-net", vlan=10)
@@ -42,6 +45,7 @@ from sriov_host.errors import SriovError
 from sriov_host.policy import parse_bool
 
 from . import engine_sim_xml as ex
+from .engine_sim_events import EventLog, events_xml
 from .pki import TestCa
 
 API = "/ovirt-engine/api"
@@ -71,6 +75,9 @@ class Migration:
     src: dict
     dst: dict
     unplugged: list = field(default_factory=list)  # vNIC ids unplugged for it (alias ua-<id>)
+    correlation_id: str = ""
+    tried: list = field(default_factory=list)  # destination host ids, in order (reruns)
+    not_plugged: list = field(default_factory=list)  # vNIC names the destination could not plug
     cancelled: threading.Event = field(default_factory=threading.Event)
     done: threading.Event = field(default_factory=threading.Event)
     ok: Optional[bool] = None
@@ -101,11 +108,15 @@ class EngineSimulator:
         self._tokens = set()
         self._rules = []
         self._callback: Optional[Callable] = None
+        self._plug_callback: Optional[Callable] = None
         self.networks, self.profiles, self.hosts, self.vms = {}, {}, {}, {}
         self.requests: list = []
         self.migrations: list = []
         self.allowed_device_properties = {"sriov_migratable"}
         self.migrate_seconds = 0.3
+        self.event_log = EventLog()
+        self.vf_capacity: dict = {}  # host id -> VFs it can give passthrough vNICs (absent: any)
+        self.rerun_hosts: list = []  # hosts a failed migration is rerun to, as the scheduler would
         self._server = None
 
     # ---- lifecycle -------------------------------------------------------
@@ -175,6 +186,11 @@ class EngineSimulator:
         return self._add(self.vms, {"name": name, "host": host_id, "status": status, "nics": vm_nics},
                          vm_id)
 
+    def on_plug(self, callback: Optional[Callable[[dict, dict, dict], object]]) -> None:
+        """Run *callback(vm, nic, host)* for each passthrough vNIC the engine plugs (VDSM's
+        hotplugNic on that host); raise to fail the plug."""
+        self._plug_callback = callback
+
     def on_migrate(self, callback: Optional[Callable[[Migration], object]]) -> None:
         """Run *callback(Migration)* for each migrate action; raise or return False to fail it."""
         self._callback = callback
@@ -242,8 +258,9 @@ class EngineSimulator:
             return _fault(401, "Unauthorized", "Missing or invalid SSO token")
         if rule is not None:
             return _fault(rule.status, rule.reason, rule.detail)
+        corr = headers.get("correlation-id") or query.get("correlation_id") or uuid.uuid4().hex[:8]
         with self._lock:
-            return self._api(method, path[len(API):].rstrip("/"), query, body)
+            return self._api(method, path[len(API):].rstrip("/"), query, body, corr)
 
     def _sso_token(self, body: str) -> tuple:
         form = {k: v[0] for k, v in parse_qs(body).items()}
@@ -260,7 +277,7 @@ class EngineSimulator:
         return 200, "application/json", json.dumps({"access_token": token, "scope": form["scope"],
                                                     "token_type": "bearer", "exp": "9999999999999"})
 
-    def _api(self, method: str, path: str, query: dict, body: str) -> tuple:
+    def _api(self, method: str, path: str, query: dict, body: str, corr: str = "") -> tuple:
         parts = path.strip("/").split("/")
         route = (method, parts[0], len(parts)) + ((parts[2],) if len(parts) >= 3 else ())
         handler = {
@@ -273,8 +290,9 @@ class EngineSimulator:
             ("GET", "vms", 2): lambda: ex.vm(self._get(self.vms, parts[1])),
             ("GET", "vms", 3, "nics"): lambda: ex.nics(self._get(self.vms, parts[1])),
             ("GET", "vms", 4, "nics"): lambda: ex.nic(*self._get_nic(parts[1], parts[3])),
-            ("PUT", "vms", 4, "nics"): lambda: self._put_nic(parts[1], parts[3], body),
-            ("POST", "vms", 3, "migrate"): lambda: self._migrate(parts[1], body),
+            ("PUT", "vms", 4, "nics"): lambda: self._put_nic(parts[1], parts[3], body, corr),
+            ("POST", "vms", 3, "migrate"): lambda: self._migrate(parts[1], body, corr),
+            ("GET", "events", 1): lambda: events_xml(self._events(query)),
             ("POST", "vms", 3, "cancelmigration"): lambda: self._cancel(parts[1]),
             ("GET", "hosts", 1): lambda: ex.hosts(_search(self.hosts.values(), query)),
             ("GET", "hosts", 2): lambda: ex.host(self._get(self.hosts, parts[1])),
@@ -287,6 +305,12 @@ class EngineSimulator:
             return _fault(f.status, f.reason, f.detail)
         except SriovError as e:  # a malformed request body
             return _fault(400, "Bad Request", e.message)
+
+    def _events(self, query: dict) -> list:
+        try:
+            return self.event_log.query(query)
+        except ValueError as e:
+            raise _Fault(400, "Operation Failed", str(e)) from None
 
     @staticmethod
     def _get(table: dict, rid: str) -> dict:
@@ -324,7 +348,7 @@ class EngineSimulator:
                 return vm, nic
         raise _Fault(404, "Operation Failed", "Entity not found: %s" % nic_id)
 
-    def _put_nic(self, vm_id: str, nic_id: str, body: str) -> str:
+    def _put_nic(self, vm_id: str, nic_id: str, body: str, corr: str = "") -> str:
         """The engine's merge: ``plugged`` hot-plugs or hot-unplugs; not while migrating."""
         vm, nic = self._get_nic(vm_id, nic_id)
         try:
@@ -339,23 +363,81 @@ class EngineSimulator:
         if plugged != nic["plugged"] and vm["status"] == "migrating":
             raise _Fault(409, "Operation Failed", "[Cannot %s Network Interface. The VM is "
                          "migrating.]" % ("hot plug" if plugged else "hot unplug"))
-        nic["plugged"] = plugged
+        if plugged and not nic["plugged"] and not self._vf_free(vm["host"], nic):
+            raise _Fault(409, "Operation Failed", "[Cannot hot plug Network Interface. There is no "
+                         "available Virtual Function on the host for the vNIC %s.]" % nic["name"])
+        if plugged and not nic["plugged"]:
+            error = self._host_plug(vm, nic)
+            if error is not None:
+                raise _Fault(400, "Operation Failed", "[Cannot hot plug Network Interface. "
+                             "Failed to hot-plug: %s]" % error)
+        if plugged != nic["plugged"]:
+            nic["plugged"] = plugged
+            self._log_nic(1012 if plugged else 1014, vm, nic, corr)
         return ex.nic(vm, nic)
+
+    def _host_plug(self, vm: dict, nic: dict) -> Optional[str]:
+        """The host's part of a plug (the ``on_plug`` callback); the error, or None."""
+        if self._plug_callback is None or not self._passthrough(nic):
+            return None
+        try:
+            self._plug_callback(vm, nic, self.hosts.get(vm["host"]))
+        except Exception as e:  # a failed hot-plug on the host is an answer, not a crash
+            return "%s: %s" % (type(e).__name__, e)
+        return None
+
+    def _passthrough(self, nic: dict) -> bool:
+        profile = self.profiles.get(nic["profile"])
+        return bool(profile and profile["passthrough"]) or nic["interface"] == "pci_passthrough"
+
+    def _vf_free(self, host_id: Optional[str], nic: dict) -> bool:
+        """ActivateDeactivateVmNic's VF check: the host must have a VF nobody holds."""
+        capacity = self.vf_capacity.get(host_id)
+        if capacity is None or not self._passthrough(nic):
+            return True
+        in_use = sum(1 for v in self.vms.values() if v["host"] == host_id and v["status"] != "down"
+                     for n in v["nics"] if n["plugged"] and self._passthrough(n))
+        return in_use < capacity
+
+    def _log_nic(self, code: int, vm: dict, nic: dict, corr: str) -> None:
+        host = self.hosts.get(vm["host"])
+        self.event_log.log(code, vm, host, corr, InterfaceName=nic["name"])
+
+    # ---- test controls ---------------------------------------------------
+    def set_vf_capacity(self, host: str, n: Optional[int]) -> None:
+        """How many passthrough vNICs *host* can hold plugged (None: no limit)."""
+        with self._lock:
+            self.vf_capacity[self._id(self.hosts, host)] = n
+
+    def stop_vm(self, vm: str) -> None:
+        """The VM goes down (VM_DOWN, 61): its vNICs keep their plugged flags."""
+        with self._lock:
+            rec = self.vms[self._id(self.vms, vm)]
+            rec["status"] = "down"
+            self.event_log.log(61, rec, self.hosts.get(rec["host"]))
+            rec["host"] = None
+
+    def expire_tokens(self) -> None:
+        """Every SSO token stops working, as after an engine restart."""
+        with self._lock:
+            self._tokens.clear()
 
     def _migratable_passthrough(self, nic: dict) -> bool:
         profile = self.profiles.get(nic["profile"])
         return bool(profile and profile["passthrough"] and profile["migratable"] is True)
 
-    def _unplug_for_migration(self, vm: dict) -> list:
-        """What an engine >= 4.1 does before it calls VDSM: unplug the migratable VFs."""
+    def _unplug_for_migration(self, vm: dict, corr: str) -> list:
+        """``MigrateVmCommand.unplugPassthroughNics``: each one an ``ActivateDeactivateVmNic``
+        logged as 1014 with the migration's correlation id, before the start event."""
         unplugged = []
         for nic in vm["nics"]:
             if nic["plugged"] and self._migratable_passthrough(nic):
                 nic["plugged"] = False
                 unplugged.append(nic["id"])
+                self._log_nic(1014, vm, nic, corr)
         return unplugged
 
-    def _migrate(self, vm_id: str, body: str) -> str:
+    def _migrate(self, vm_id: str, body: str, corr: str = "") -> str:
         vm = self._get(self.vms, vm_id)
         dst_key = ex.parse_action_host(body)
         if vm["status"] != "up":
@@ -367,28 +449,73 @@ class EngineSimulator:
         if dst is None or dst["id"] == vm["host"]:
             raise _Fault(409, "Operation Failed", "[Cannot migrate VM. The destination host is "
                          "missing or is the source host.]")
-        mig = Migration(vm_id, vm["name"], dict(self.hosts[vm["host"]]), dict(dst))
-        mig.unplugged = self._unplug_for_migration(vm)
+        mig = Migration(vm_id, vm["name"], dict(self.hosts[vm["host"]]), dict(dst), correlation_id=corr)
+        mig.unplugged = self._unplug_for_migration(vm, corr)
+        self._log_migration(62, vm, mig)
         vm["status"] = "migrating"
         self.migrations.append(mig)
         threading.Thread(target=self._run_migration, args=(vm, mig), daemon=True).start()
         return ex.action(dst)
 
     def _run_migration(self, vm: dict, mig: Migration) -> None:
+        """``MigrateVmCommand`` after ``perform``: ``runningSucceded`` plugs on the destination
+        (1013 and 12003 for those it cannot); ``runningFailed`` releases the destination and
+        plugs nothing back; ``rerun`` (128) tries the next of ``rerun_hosts`` with the same
+        command, so the same correlation id, without unplugging again."""
+        while True:
+            mig.tried.append(mig.dst["id"])
+            ok, error = self._attempt(mig)
+            with self._lock:
+                rerun_to = None if ok else self._next_rerun(mig)
+                if rerun_to is None:
+                    self._finish(vm, mig, ok, error)
+                    break
+                self._log_migration(128, vm, mig)
+                mig.dst = dict(rerun_to)
+                self._log_migration(62, vm, mig)
+        mig.done.set()
+
+    def _attempt(self, mig: Migration) -> tuple:
         try:
             if self._callback is not None:
-                mig.ok = self._callback(mig) is not False
-            else:
-                mig.ok = not mig.cancelled.wait(self.migrate_seconds)
+                return self._callback(mig) is not False, None
+            return not mig.cancelled.wait(self.migrate_seconds), None
         except Exception as e:  # a failed lab migration is an outcome, not a crash
-            mig.ok, mig.error = False, "%s: %s" % (type(e).__name__, e)
-        with self._lock:
-            vm["status"] = "up"
-            vm["host"] = mig.dst["id"] if mig.ok else mig.src["id"]
-            for nic in vm["nics"]:  # after a failure the engine leaves them unplugged
-                if mig.ok and nic["id"] in mig.unplugged:
-                    nic["plugged"] = True
-        mig.done.set()
+            return False, "%s: %s" % (type(e).__name__, e)
+
+    def _next_rerun(self, mig: Migration) -> Optional[dict]:
+        if mig.cancelled.is_set():
+            return None
+        for key in self.rerun_hosts:
+            host = self.hosts.get(self._id(self.hosts, key)) if key else None
+            if host and host["id"] != mig.src["id"] and host["id"] not in mig.tried:
+                return host
+        return None
+
+    def _finish(self, vm: dict, mig: Migration, ok: bool, error: Optional[str]) -> None:
+        mig.ok, mig.error = ok, error
+        vm["status"] = "up"
+        vm["host"] = mig.dst["id"] if ok else mig.src["id"]
+        if not ok:  # after a failure the engine leaves them unplugged
+            self._log_migration(65, vm, mig)
+            return
+        for nic in vm["nics"]:
+            if nic["id"] not in mig.unplugged:
+                continue
+            if self._vf_free(vm["host"], nic) and self._host_plug(vm, nic) is None:
+                nic["plugged"] = True
+                self._log_nic(1012, vm, nic, mig.correlation_id)
+            else:
+                mig.not_plugged.append(nic["name"])
+                self._log_nic(1013, vm, nic, mig.correlation_id)
+        if mig.not_plugged:
+            self.event_log.log(12003, vm, self.hosts.get(vm["host"]), mig.correlation_id,
+                               NamesOfNotRepluggedNics=",".join(mig.not_plugged))
+        self._log_migration(63, vm, mig)
+
+    def _log_migration(self, code: int, vm: dict, mig: Migration) -> None:
+        self.event_log.log(code, vm, self.hosts.get(mig.src["id"]), mig.correlation_id,
+                           DestinationVdsName=mig.dst["name"])
 
     def _cancel(self, vm_id: str) -> str:
         vm = self._get(self.vms, vm_id)

@@ -27,6 +27,9 @@ HOOKS = tuple("/usr/libexec/vdsm/hooks/%s/50_sriov_migration" % p for p in POINT
 UNIT = "sriov-migrationd.service"
 RPM_UNIT = "/usr/lib/systemd/system/" + UNIT
 CONFIG = "/etc/vdsm/sriov-migration.conf"
+WATCH_UNIT = "sriov-engine-watch.service"
+RPM_WATCH_UNIT = "/usr/lib/systemd/system/" + WATCH_UNIT
+WATCH_ENV = "/etc/sriov-engine/watch.env"
 FIREWALLD_SERVICE_NAME = "sriov-migration"
 FIREWALLD_SERVICE = "/usr/lib/firewalld/services/%s.xml" % FIREWALLD_SERVICE_NAME
 # systemd's directories for system units that a package or an admin fills.

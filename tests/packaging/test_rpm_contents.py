@@ -35,11 +35,15 @@ def test_main_rpm_should_hold_hooks_unit_config_firewalld_service_clis_and_host_
         "vdsm_sriov_migration-%s.dist-info" % version}
 
 
-def test_engine_rpm_should_hold_the_adapter_only(rpms):
+def test_engine_rpm_should_hold_the_adapter_and_the_watch_unit_only(rpms):
     table = rp.file_table(rpms["engine"])
     sitelib = _sitelib_prefix(table)
-    assert {p for p in table if not p.startswith(sitelib)} == {"/usr/bin/" + s for s in rp.ENGINE_SCRIPTS}
+    assert {p for p in table if not p.startswith(sitelib)} == {"/usr/bin/" + s for s in rp.ENGINE_SCRIPTS} | {
+        rp.RPM_WATCH_UNIT, rp.WATCH_ENV, "/etc/sriov-engine"}
     assert _top_level(table, sitelib) == set(rp.ENGINE_PACKAGES)
+    assert table[rp.RPM_WATCH_UNIT][0] & 0o7777 == 0o644
+    mode, flags = table[rp.WATCH_ENV]
+    assert "c" in flags and "n" in flags and mode & 0o7777 == 0o644
 
 
 def test_rpms_should_hold_every_module_of_their_packages(rpms):
@@ -98,7 +102,12 @@ def test_scriptlets_should_manage_the_unit_the_systemd_way(rpms):
     assert "$1 -eq 1" in scripts["POSTIN"]
     assert "$1 -eq 0" in scripts["PREUN"]
     assert "$1 -ge 1" in scripts["POSTUN"]
-    assert rp.query(rpms["engine"], "--qf", "%{POSTIN}%{PREUN}%{POSTUN}") == "(none)(none)(none)"
+    engine = {tag: rp.query(rpms["engine"], "--qf", "%%{%s}" % tag) for tag in ("POSTIN", "PREUN", "POSTUN")}
+    for tag, text in engine.items():
+        assert rp.WATCH_UNIT in text and rp.UNIT not in text, "engine %s: %r" % (tag, text)
+    assert "$1 -eq 1" in engine["POSTIN"] and "firewall-cmd" not in "".join(engine.values())
+    assert "$1 -eq 0" in engine["PREUN"]
+    assert "$1 -ge 1" in engine["POSTUN"]
 
 
 FW_RELOAD = "firewall-cmd --reload"

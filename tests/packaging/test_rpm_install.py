@@ -42,6 +42,23 @@ def test_installed_rpms_should_put_hooks_unit_and_config_where_vdsm_and_systemd_
         assert os.access(_at(rpm_root, "/usr/bin/" + script), os.X_OK), script
 
 
+def test_installed_watch_unit_should_run_sriov_engine_watch_with_its_env_and_password(rpm_root):
+    with open(_at(rpm_root, rp.RPM_WATCH_UNIT), encoding="utf-8") as f:
+        text = f.read()
+    exec_start = [line for line in text.splitlines() if line.startswith("ExecStart=")]
+    assert len(exec_start) == 1
+    argv = exec_start[0][len("ExecStart="):].split()
+    assert argv[:2] == ["/usr/bin/sriov-engine", "watch"]
+    assert os.access(_at(rpm_root, argv[0]), os.X_OK)
+    assert "--password-file" in argv and "--password" not in argv
+    assert "EnvironmentFile=%s" % rp.WATCH_ENV in text.splitlines()
+    assert os.path.isfile(_at(rpm_root, rp.WATCH_ENV))
+    if shutil.which("systemd-analyze"):
+        r = subprocess.run(["systemd-analyze", "verify", "--root", rpm_root, rp.RPM_WATCH_UNIT],
+                           capture_output=True, text=True)
+        assert "Unknown key" not in r.stderr and "Unknown section" not in r.stderr, r.stderr
+
+
 def test_installed_firewalld_service_should_be_where_firewalld_looks_and_parse(rpm_root, tmp_path):
     """firewalld reads packaged services from /usr/lib/firewalld/services; its own parser
     (firewall-offline-cmd, on a scratch config) accepts the RPM's file."""
