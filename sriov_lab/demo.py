@@ -34,7 +34,7 @@ from sriov_host import config, domxml, inventory, libvirtconn, metadata, netlink
 from sriov_host.ledger import Ledger
 from sriov_host.vfsettings import VfSettings
 
-from . import datapath, domains, traffic
+from . import datapath, domains, realvf_checks, traffic
 from . import demo_report as report
 from . import inventory as lab_inventory
 from .errors import LabError
@@ -458,6 +458,9 @@ def _migrated(st: Stage, spec, before, slots, on_a, rc, job, settings) -> None:
     st.check(True, "the guest sees both MACs again on %s" % st.names[1])
     if st.real_vf:
         _check_guest_vfs(st, 1, spec, plugged_at)
+        if record:  # the announcement's signal, read as the service's user can (issue 20 item 8)
+            for ok, what in realvf_checks.taken_up_as_vdsm([r.vf_address for r in record.vnics]):
+                st.check(ok, what)
 
 
 def _raw_migrate_back(st: Stage, spec) -> float:
