@@ -15,7 +15,7 @@ from typing import Optional
 from sriov_host.policy import parse_bool
 
 from .errors import AdapterError, EngineFault
-from .model import LookupFailed, Profile, Vnic, looks_like_id, pick_profile, updated_custom
+from .model import HostDevice, LookupFailed, Profile, Vnic, looks_like_id, pick_profile, updated_custom
 from .session import EngineOptions, connect, sdk_failure
 
 log = logging.getLogger("sriov-engine")
@@ -175,6 +175,13 @@ class Engine:
                 plugged=_bool(nic.plugged),
             ))
         return out
+
+    def host_devices(self, vm: Vm) -> list:
+        """Host devices attached to the VM itself; none where the engine lists none (404)."""
+        service = self._system.vms_service().vm_service(vm.id).host_devices_service()
+        found = self._get_or_none("list host devices of VM %s" % vm.name, service.list)
+        return [HostDevice(name=d.name or d.id or "?", capability=_text(d.capability),
+                           vf=d.physical_function is not None) for d in found or ()]
 
     def plug_vnic(self, vm: Vm, vnic: Vnic) -> Optional[bool]:
         """PUT ``plugged=true`` on one vNIC (the engine hot-plugs it); its plugged state after."""

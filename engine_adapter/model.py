@@ -12,7 +12,9 @@ import re
 from dataclasses import dataclass, field
 from typing import Optional, Sequence
 
-from sriov_host.policy import PROPERTY, parse_bool
+from sriov_host.domxml import KIND_HOSTDEV
+from sriov_host.domxml import Vnic as HostVnic
+from sriov_host.policy import NOTHING, PROPERTY, REFUSE, Decision, judge, parse_bool
 
 UUID_RE = re.compile(r"^[0-9a-fA-F]{8}-([0-9a-fA-F]{4}-){3}[0-9a-fA-F]{12}$")
 DEFAULT_SERVICE_PORT = 54325
@@ -68,6 +70,24 @@ class Vnic:
 
 
 @dataclass(frozen=True)
+class HostDevice:
+    """A host device attached to the VM itself (``/vms/{id}/hostdevices``), not a vNIC."""
+
+    name: str  # the engine's (libvirt's nodedev) name, e.g. pci_0000_05_10_2
+    capability: Optional[str] = None  # pci, usb_device, scsi...
+    vf: bool = False  # it has a physical function: a VF passed through without a vNIC
+
+    @property
+    def pci_address(self) -> Optional[str]:
+        """``pci_0000_05_10_2`` -> ``0000:05:10.2``; None for anything else."""
+        m = NODEDEV_PCI_RE.match(self.name or "")
+        return "%s:%s:%s.%s" % m.groups() if m else None
+
+
+NODEDEV_PCI_RE = re.compile(r"^pci_([0-9a-f]{4})_([0-9a-f]{2})_([0-9a-f]{2})_([0-7])$")
+
+
+@dataclass(frozen=True)
 class Verdict:
     migratable: bool
     reason: str
@@ -75,16 +95,37 @@ class Verdict:
     blockers: tuple = ()
 
 
-def decide_vm(vnics: Sequence[Vnic]) -> Verdict:
-    """The feature page's rule: every passthrough vNIC must be migratable."""
-    sriov = tuple(v for v in vnics if v.passthrough)
-    if not sriov:
-        return Verdict(True, "no passthrough vNICs", sriov)
+def decide_vm(vnics: Sequence[Vnic], host_devices: Sequence[HostDevice] = ()) -> Verdict:
+    """The hosts' policy (:func:`sriov_host.policy.judge`) on the engine's view of the VM.
+
+    The engine's migratable flag of each plugged passthrough vNIC's profile
+    stands where a host reads ``sriov_migratable``; a VF attached as a plain
+    host device has no MAC, and any other host device cannot migrate: the
+    same rules, so check-vm never says yes where a host says no.
+    """
+    sriov = tuple(v for v in vnics if v.passthrough and v.plugged is not False)
+    vfs = [d for d in host_devices if d.vf]
+    host_vnics = [_host_vnic(v) for v in sriov] + [_host_vf(d) for d in vfs]
+    decisions = [Decision(v.migratable, "profile flag migratable=%s" % str(v.migratable).lower())
+                 for v in sriov] + [Decision(True, "no profile: refused for its missing MAC") for _ in vfs]
+    foreign = ["%s host device %s" % (d.capability or "?", d.name) for d in host_devices if not d.vf]
+    plan = judge("", host_vnics, decisions, foreign, vfs_known=False)
     blockers = tuple(v for v in sriov if not v.migratable)
-    if blockers:
-        names = ", ".join("%s (profile %s)" % (v.name, _profile_name(v)) for v in blockers)
-        return Verdict(False, "not migratable: %s" % names, sriov, blockers)
+    if plan.verdict == NOTHING:
+        return Verdict(True, "no passthrough vNICs", sriov)
+    if plan.verdict == REFUSE:
+        return Verdict(False, plan.reason, sriov, blockers)
     return Verdict(True, "all %d passthrough vNIC(s) migratable" % len(sriov), sriov)
+
+
+def _host_vnic(vnic: Vnic) -> HostVnic:
+    return HostVnic(alias=vnic.alias, mac=vnic.mac,
+                    extra={"label": "%s (profile %s)" % (vnic.name, _profile_name(vnic))})
+
+
+def _host_vf(device: HostDevice) -> HostVnic:
+    return HostVnic(alias=None, mac=None, kind=KIND_HOSTDEV, vf_address=device.pci_address,
+                    extra={"label": "host device %s" % device.name})
 
 
 def _profile_name(vnic: Vnic) -> str:

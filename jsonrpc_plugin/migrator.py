@@ -177,13 +177,8 @@ class Migrations:
                                       {"vmID": vm_id})
         root = domxml.parse_domain(libvirtconn.live_xml(dom))
         plan = unplug.build_plan(vm_id, root, self.cfg, lambda: self.host.inventory().addresses)
-        if plan.verdict == policy.REFUSE:
+        if plan.verdict == policy.REFUSE:  # the hooks' dry-run gives this same plan
             raise NotMigratable("VM %s: %s" % (vm_id, plan.reason), {"vmID": vm_id})
-        macless = [v.key for v in plan.vnics if not v.mac]
-        if macless:
-            raise NotMigratable("VM %s: VF(s) %s have no MAC (plain <hostdev>); only SR-IOV vNICs "
-                                "with a MAC can be re-created on the destination"
-                                % (vm_id, ", ".join(macless)), {"vmID": vm_id})
         _check_pinning(vm_id, numa.cpu_pinning(root), params)
         return plan, _numa_hints(vm_id, root)
 

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from typing import Any, Callable, Optional
 
 from sriov_host import migration_policy, numa, vfsettings
-from sriov_host.errors import InvalidParams
+from sriov_host.errors import InvalidParams, clip, shown
 
 UUID_RE = re.compile(r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$")
 MAC_RE = re.compile(r"^[0-9a-fA-F]{2}(:[0-9a-fA-F]{2}){5}$")
@@ -32,8 +32,7 @@ def _fail(field: str, why: str, value: Any = _MISSING) -> InvalidParams:
 
 
 def _short(value: Any) -> str:
-    text = repr(value)
-    return text if len(text) <= 60 else text[:57] + "..."
+    return shown(value)
 
 
 def _string(field: str, value, pattern=None, what="a string", max_len=256) -> str:
@@ -101,7 +100,7 @@ def nic(field: str, value) -> dict:
         raise _fail(field, "must be an object", value)
     for key in value:
         if key not in _NIC_FIELDS:
-            raise _fail("%s.%s" % (field, str(key)[:64]), "unknown key (known: %s)" % ", ".join(NIC_KEYS))
+            raise _fail("%s.%s" % (field, clip(key)), "unknown key (known: %s)" % ", ".join(NIC_KEYS))
     if "mac" not in value:
         raise _fail("%s.mac" % field, "is required")
     return {key: check("%s.%s" % (field, key), value[key]) for key, check in _NIC_FIELDS.items()
@@ -164,7 +163,7 @@ def bind(verb: str, spec: tuple, args: tuple, kwargs: dict, defaults: Optional[d
     names = {p.name for p in spec}
     for key in given:
         if key not in names:
-            raise _fail(str(key)[:64], "unknown param (known: %s)"
+            raise _fail(clip(key), "unknown param (known: %s)"
                         % (", ".join(p.name for p in spec) or "none"))
     out = {}
     for p in spec:
@@ -286,7 +285,7 @@ def migrate_params(field: str, value) -> Optional[dict]:
         raise _fail(field, "must be an object of VDSM MigrateParams", value)
     for key in value:
         if key not in MIGRATE_PARAMS:
-            raise _fail("%s.%s" % (field, str(key)[:64]), "unknown key (known: %s)"
+            raise _fail("%s.%s" % (field, clip(key)), "unknown key (known: %s)"
                         % ", ".join(sorted(MIGRATE_PARAMS)))
     return {key: MIGRATE_PARAMS[key]("%s.%s" % (field, key), v) for key, v in value.items()}
 

@@ -18,7 +18,14 @@ from jsonrpclib import Fault
 
 import sriov_host
 from sriov_host import allocation, metadata, plug, rollback, vfclean, vfsettings, vfstate
-from sriov_host.errors import LibvirtFailure, MigrationInProgress, NoSuchVm, NotMigratable, SriovError
+from sriov_host.errors import (
+    LibvirtFailure,
+    MigrationInProgress,
+    NoSuchVm,
+    NotMigratable,
+    SriovError,
+    one_line,
+)
 from sriov_host.ledger import RESERVED, STATES
 
 from . import params
@@ -42,9 +49,10 @@ def rpc_verb(func):
             bound = params.bind(verb, spec, args, kwargs, self.defaults())
             result = func(self, **bound)
         except SriovError as e:
-            _log_call(verb, vm, start, "error %d: %s" % (e.code, e.message),
+            message = one_line(e.message)  # an echoed value never makes a 1 MB answer or log line
+            _log_call(verb, vm, start, "error %d: %s" % (e.code, message),
                       logging.INFO if e.expected else logging.ERROR)
-            return Fault(e.code, e.message, data=e.data or None)
+            return Fault(e.code, message, data=e.data or None)
         except Exception:
             log.exception("%s.%s vmID=%s failed unexpectedly", NAMESPACE, verb, vm)
             _log_call(verb, vm, start, "internal error", logging.ERROR)

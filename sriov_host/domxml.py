@@ -14,7 +14,7 @@ from typing import Iterable, Optional
 from lxml import etree
 
 from . import metadata
-from .errors import BadDomainXml
+from .errors import BadDomainXml, clip, shown
 from .pci import PciAddress
 from .xmlsafe import parse_xml
 
@@ -61,7 +61,7 @@ def vnic_from_record(rec) -> Vnic:
 def parse_domain(data) -> etree._Element:
     root = parse_xml(data, "domain XML")
     if root.tag != "domain":
-        raise BadDomainXml("domain XML root is <%s>, expected <domain>" % root.tag)
+        raise BadDomainXml("domain XML root is <%s>, expected <domain>" % clip(root.tag))
     return root
 
 
@@ -72,7 +72,7 @@ def domain_uuid(root) -> Optional[str]:
 def normalize_mac(text) -> str:
     mac = (text or "").strip().lower()
     if not MAC_RE.match(mac):
-        raise BadDomainXml("bad MAC address %r in domain XML" % (text,))
+        raise BadDomainXml("bad MAC address %s in domain XML" % shown(text))
     return mac
 
 
@@ -107,10 +107,13 @@ def _vlan(elem) -> Optional[int]:
     tag = elem.find("vlan/tag")
     if tag is None:
         return None
+    raw = tag.get("id", "")
     try:
-        vlan = int(tag.get("id", ""))
+        vlan = int(raw) if len(raw) <= 8 else None  # no quadratic int() of a 1 MB attribute
     except ValueError:
-        raise BadDomainXml("bad VLAN tag %r in domain XML" % tag.get("id")) from None
+        vlan = None
+    if vlan is None:
+        raise BadDomainXml("bad VLAN tag %s in domain XML" % shown(raw))
     if not 0 <= vlan <= 4094:
         raise BadDomainXml("VLAN tag %d out of range 0..4094" % vlan)
     return vlan
@@ -153,12 +156,17 @@ def _hostdev_interfaces(root, networks) -> list:
 
 
 def _plain_hostdevs(root, vf_addresses) -> list:
+    """VFs attached as a plain ``<hostdev>``: a known VF, or one in a failover pair.
+
+    They have no MAC, so the policy refuses them; they are found all the
+    same, so no door mistakes them for a device it may ignore.
+    """
     vnics = []
     for elem in root.iterfind("devices/hostdev[@mode='subsystem'][@type='pci']"):
-        addr = source_address(elem)
-        if addr is not None and addr in vf_addresses:
+        addr, teaming = source_address(elem), _teaming_peer(elem)
+        if addr is not None and (addr in vf_addresses or teaming):
             vnics.append(Vnic(alias=_alias(elem), mac=None, kind=KIND_HOSTDEV, vf_address=addr,
-                              guest_address=_guest_address(elem)))
+                              teaming=teaming, guest_address=_guest_address(elem)))
     return vnics
 
 
@@ -258,19 +266,29 @@ def foreign_hostdevs(root, vnics) -> list:
 
     No migration can carry them, so a VM that has them must not lose its
     SR-IOV vNICs to an unplug that libvirt will follow with a refusal.
+    Each is named for what it is (``PCI host device 0000:65:00.0 (ua-gpu)``),
+    never as a VF.
     """
-    mine = {v.key for v in vnics} | {"vf:%s" % v.vf_address for v in vnics if v.vf_address}
+    mine = {v.vf_address for v in vnics if v.vf_address} | {v.alias for v in vnics if v.alias}
     out = []
     for elem in root.iterfind("devices/hostdev"):
-        if elem.get("type") != "pci":
-            mdev = elem.find("source/address[@uuid]")
-            out.append(_alias(elem) or "%s:%s" % (elem.get("type"), mdev.get("uuid") if mdev is not None
-                                                 else "?"))
+        kind = elem.get("type") or "?"
+        addr = source_address(elem) if kind == "pci" else None
+        if addr in mine or _alias(elem) in mine:
             continue
-        key = _element_key(elem)
-        if key not in mine and "vf:%s" % source_address(elem) not in mine:
-            out.append(key or "pci")
+        out.append(_describe_hostdev(elem, kind, addr))
     return out
+
+
+def _describe_hostdev(elem, kind: str, addr: Optional[str]) -> str:
+    """``PCI host device ADDR (alias)``, ``mdev UUID``, ``usb host device``: for a message."""
+    if kind == "mdev":
+        found = elem.find("source/address[@uuid]")
+        what = "mdev %s" % clip(found.get("uuid") if found is not None else "?")
+    else:
+        what = "%s host device%s" % ("PCI" if kind == "pci" else clip(kind), " " + addr if addr else "")
+    alias = _alias(elem)
+    return "%s (%s)" % (what, clip(alias)) if alias else what
 
 
 def holds(root, key: str, vf_address: Optional[str]) -> bool:

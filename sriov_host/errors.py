@@ -12,6 +12,28 @@ NO_SUCH_VM = 2002
 LIBVIRT_FAILURE = 2003
 RESERVATION_EXPIRED = 2004
 
+SHOWN_CHARS = 64  # of a value echoed from untrusted input
+LINE_CHARS = 1000  # of a whole message line (stderr, vdsm.log, a JSON-RPC error)
+
+
+def clip(text, limit: int = SHOWN_CHARS) -> str:
+    """*text* cut to *limit* characters, saying how long it was: names inside a message."""
+    text = str(text)
+    return text if len(text) <= limit else "%s...(%d chars)" % (text[:limit], len(text))
+
+
+def shown(value, limit: int = SHOWN_CHARS) -> str:
+    """An echoed value as repr, cut to *limit* characters: a 1 MB attribute stays short."""
+    if isinstance(value, str) and len(value) > limit:
+        return "%r...(%d chars)" % (value[:limit], len(value))
+    return clip(repr(value), limit)
+
+
+def one_line(text, limit: int = LINE_CHARS) -> str:
+    """*text* as one line of at most about *limit* characters, for logs an admin reads."""
+    line = " ".join(str(text).split())
+    return line if len(line) <= limit else "%s...(%d chars)" % (line[:limit], len(line))
+
 
 class SriovError(Exception):
     code = 2000

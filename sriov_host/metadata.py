@@ -7,12 +7,13 @@ the rollback read it back with no side channel.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field, replace
 from typing import Optional
 
 from lxml import etree
 
-from .errors import BadDomainXml
+from .errors import BadDomainXml, clip, shown
 
 NS = "http://ovirt.org/vdsm-sriov-migration/1.0"
 PREFIX = "sriov"
@@ -24,6 +25,7 @@ UNPLUGGED = "unplugged-for-migration"
 FAILED = "failed"
 STATES = (PLUGGED, UNPLUGGED, FAILED)
 
+_MAC_RE = re.compile(r"^[0-9a-fA-F]{2}(:[0-9a-fA-F]{2}){5}$")
 _INT_FIELDS = ("vlan",)
 _MS_FIELDS = ("unplug_ms", "plug_ms", "rollback_ms")
 _STR_FIELDS = ("alias", "mac", "kind", "vf_address", "pf", "teaming", "network", "state", "error",
@@ -126,16 +128,19 @@ class RecordError(BadDomainXml):
 
 
 def from_element(elem) -> MigrationRecord:
+    raw = elem.get("version", "0")
     try:
-        version = int(elem.get("version", "0"))
+        version = int(raw) if len(raw) <= 8 else None
     except ValueError:
-        raise RecordError("metadata record has a bad version") from None
+        version = None
+    if version is None:
+        raise RecordError("metadata record has a bad version %s" % shown(raw))
     if version != VERSION:
         raise RecordError("metadata record version %s is not supported (want %d)"
-                          % (elem.get("version"), VERSION))
+                          % (clip(elem.get("version")), VERSION))
     vnics = tuple(_vnic_from(child) for child in elem.iterfind(_Q + "vnic"))
     try:
-        updated = float(elem.get("updated", "0"))
+        updated = float(elem.get("updated", "0")[:32])
     except ValueError:
         updated = 0.0
     return MigrationRecord(vnics=vnics, host=elem.get("host"),
@@ -144,20 +149,25 @@ def from_element(elem) -> MigrationRecord:
 
 def _vnic_from(child) -> VnicRecord:
     kw = {"alias": None, "mac": None}  # a plain <hostdev> vNIC has no MAC
+    bad = None
     try:
         for name in _STR_FIELDS:
             if child.get(name) is not None:
                 kw[name] = child.get(name)
-        for name in _INT_FIELDS:
-            if child.get(name) is not None:
-                kw[name] = int(child.get(name))
-        for name in _MS_FIELDS:
-            if child.get(name) is not None:
-                kw[name] = float(child.get(name))
-    except ValueError as e:
-        raise RecordError("metadata record has a bad vNIC field: %s" % e) from None
+        for name in _INT_FIELDS + _MS_FIELDS:
+            raw = child.get(name)
+            if raw is not None:
+                bad = name
+                if len(raw) > 32:  # no quadratic int() of a 1 MB attribute
+                    raise ValueError(raw)
+                kw[name] = int(raw) if name in _INT_FIELDS else float(raw)
+    except ValueError:
+        raise RecordError("metadata record has a bad vNIC field %s=%s"
+                          % (bad, shown(child.get(bad)))) from None
+    if kw["mac"] is not None and not _MAC_RE.match(kw["mac"]):
+        raise RecordError("metadata record has a bad vNIC field mac=%s" % shown(kw["mac"]))
     if kw.get("state", PLUGGED) not in STATES:
-        raise RecordError("metadata record has unknown vNIC state %r" % kw["state"])
+        raise RecordError("metadata record has unknown vNIC state %s" % shown(kw["state"]))
     return VnicRecord(**kw)
 
 

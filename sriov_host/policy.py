@@ -10,6 +10,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Optional
 
+from .errors import clip, shown
+
 PROPERTY = "sriov_migratable"
 
 _TRUE = ("true", "yes", "1")
@@ -51,7 +53,7 @@ def decide(vnic, device_custom: dict, vm_custom: Optional[str], default: bool) -
 def _from_raw(raw: str, where: str) -> Decision:
     value = parse_bool(raw)
     if value is None:
-        return Decision(False, "%s %s=%r is not a boolean" % (where, PROPERTY, raw))
+        return Decision(False, "%s %s=%s is not a boolean" % (where, PROPERTY, shown(raw)))
     return Decision(value, "%s %s=%s" % (where, PROPERTY, raw))
 
 
@@ -76,40 +78,98 @@ class Plan:
         }
 
 
-def _same_mac(vnics):
-    """(MAC, [keys]) of the first MAC two vNICs share, or None."""
+def _name(vnic) -> str:
+    """How a message names a vNIC: the door's label, its MAC, else its alias, else its VF."""
+    label = vnic.extra.get("label") if vnic.extra else None
+    return clip(label or vnic.mac or vnic.alias or "VF %s" % vnic.vf_address)
+
+
+def _macless(vnics) -> Optional[str]:
+    """A VF without a MAC (a plain ``<hostdev>``) cannot be re-created on the destination."""
+    found = [v for v in vnics if not v.mac]
+    if not found:
+        return None
+    names = ", ".join(_macless_name(v) for v in found)
+    plain = " (a VF attached as a plain <hostdev>, not as an SR-IOV vNIC)" if any(
+        v.kind == "hostdev" for v in found) else ""
+    return ("%s %s no MAC%s; only vNICs with a MAC can be re-created on the destination"
+            % (names, "has" if len(found) == 1 else "have", plain))
+
+
+def _macless_name(vnic) -> str:
+    if vnic.extra and vnic.extra.get("label"):
+        return clip(vnic.extra["label"])
+    return "VF %s%s" % (vnic.vf_address or "?", " (%s)" % clip(vnic.alias) if vnic.alias else "")
+
+
+def _sourceless(vnics) -> Optional[str]:
+    """A vNIC whose VF is not named cannot be recorded, reserved for, or given back."""
+    found = [_name(v) for v in vnics if v.mac and not v.vf_address]
+    if not found:
+        return None
+    return ("SR-IOV vNIC(s) %s %s no source VF address (<source><address>), so no VF can be "
+            "reserved or given back" % (", ".join(found), "has" if len(found) == 1 else "have"))
+
+
+def _same_mac(vnics) -> Optional[str]:
+    """Two vNICs sharing a MAC could not each be re-created by MAC on the destination."""
     seen = {}
     for v in vnics:
         if v.mac:
-            seen.setdefault(v.mac.lower(), []).append(v.key)
-    return next(((mac, keys) for mac, keys in seen.items() if len(keys) > 1), None)
+            seen.setdefault(v.mac.lower(), []).append(clip(v.key))
+    twice = next(((mac, keys) for mac, keys in seen.items() if len(keys) > 1), None)
+    if twice is None:
+        return None
+    return ("SR-IOV vNICs %s share MAC %s; each must have its own MAC to be re-created on the "
+            "destination" % (", ".join(twice[1]), twice[0]))
+
+
+def _blocked(vnics, decisions) -> Optional[str]:
+    """Unmarked vNICs; one without a MAC is refused for that already."""
+    found = [(v, d) for v, d in zip(vnics, decisions) if not d.migratable and v.mac]
+    if not found:
+        return None
+    names = ", ".join("%s (%s)" % (_name(v), d.why) for v, d in found)
+    return ("not migratable: %s; mark the vNIC profile migratable "
+            "(sriov-engine set-migratable PROFILE, or custom property %s=true)" % (names, PROPERTY))
+
+
+def _foreign(foreign) -> Optional[str]:
+    if not foreign:
+        return None
+    return ("the VM also has %s, which no live migration can carry; its SR-IOV vNICs are left "
+            "alone" % ", ".join(foreign))
+
+
+def judge(vm_id: str, vnics, decisions, foreign=(), vfs_known: bool = True) -> Plan:
+    """The one verdict every door gives (hooks, ``SRIOV.migrate``, ``sriov-engine check-vm``).
+
+    The doors differ only in how they gather *vnics* and *decisions*.
+    Without an SR-IOV vNIC there is nothing to do, whatever other host
+    devices the VM has. Otherwise every problem found is named, in one line.
+    *vfs_known* is False for the engine's view, where a vNIC's VF is picked
+    only when it is plugged.
+    """
+    vnics, decisions = tuple(vnics), tuple(decisions)
+    if not vnics:
+        return Plan(vm_id, NOTHING, "no SR-IOV vNIC")
+    problems = [p for p in (_macless(vnics), vfs_known and _sourceless(vnics), _same_mac(vnics),
+                            _blocked(vnics, decisions), _foreign(foreign)) if p]
+    if problems:
+        return Plan(vm_id, REFUSE, "; ".join(problems), vnics, decisions)
+    return Plan(vm_id, MIGRATE, "%d SR-IOV vNIC(s) migratable" % len(vnics), vnics, decisions)
 
 
 def with_foreign_devices(plan: Plan, foreign) -> Plan:
     """Refuse a migration that would unplug vNICs of a VM no migration can carry."""
-    if plan.verdict != MIGRATE or not foreign:
+    if not plan.vnics or not foreign:
         return plan
-    return Plan(plan.vm_id, REFUSE, "the VM also has host device(s) %s that no live migration can "
-                "carry; its SR-IOV vNICs are left alone" % ", ".join(foreign), plan.vnics,
-                plan.decisions)
+    return judge(plan.vm_id, plan.vnics, plan.decisions, foreign)
 
 
 def make_plan(vm_id: str, vnics, device_custom: dict, vm_custom: Optional[str],
-              default: bool) -> Plan:
+              default: bool, foreign=()) -> Plan:
     """The verdict for a migration of this VM's currently attached vNICs."""
     vnics = tuple(vnics)
-    if not vnics:
-        return Plan(vm_id, NOTHING, "no SR-IOV vNIC")
     decisions = tuple(decide(v, device_custom, vm_custom, default) for v in vnics)
-    twice = _same_mac(vnics)
-    if twice:
-        return Plan(vm_id, REFUSE, "SR-IOV vNICs %s share MAC %s; each must have its own MAC to be "
-                    "re-created on the destination" % (", ".join(twice[1]), twice[0]), vnics, decisions)
-    blocked = [(v, d) for v, d in zip(vnics, decisions) if not d.migratable]
-    if blocked:
-        names = ", ".join("%s (%s)" % (v.mac or v.alias or v.vf_address, d.why) for v, d in blocked)
-        reason = ("not migratable: %s; mark the vNIC profile migratable "
-                  "(sriov-engine set-migratable PROFILE, or custom property %s=true)"
-                  % (names, PROPERTY))
-        return Plan(vm_id, REFUSE, reason, vnics, decisions)
-    return Plan(vm_id, MIGRATE, "%d SR-IOV vNIC(s) migratable" % len(vnics), vnics, decisions)
+    return judge(vm_id, vnics, decisions, foreign)

@@ -46,7 +46,7 @@ class Unresolved(SriovError):
 
 
 def build_plan(vm_id, root, cfg, inventory_addresses, vm_custom=None) -> policy.Plan:
-    """The policy verdict for the vNICs attached in *root*.
+    """The policy verdict for the vNICs attached in *root*: what every source door answers.
 
     *vm_custom* is the VM custom property from the hook environment; when
     absent the VM's own metadata decides.
@@ -57,9 +57,8 @@ def build_plan(vm_id, root, cfg, inventory_addresses, vm_custom=None) -> policy.
     vnics = domxml.find_vnics(root, cfg.vf_device, addresses)
     if vm_custom is None:
         vm_custom = domxml.vdsm_vm_custom(root).get(policy.PROPERTY)
-    plan = policy.make_plan(vm_id, vnics, domxml.vdsm_device_custom(root), vm_custom,
-                            cfg.migratable_by_default)
-    return policy.with_foreign_devices(plan, domxml.foreign_hostdevs(root, vnics))
+    return policy.make_plan(vm_id, vnics, domxml.vdsm_device_custom(root), vm_custom,
+                            cfg.migratable_by_default, domxml.foreign_hostdevs(root, vnics))
 
 
 def _pf_of(ctx, vnic):

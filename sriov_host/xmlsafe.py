@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from lxml import etree
 
-from .errors import BadDomainXml
+from .errors import SHOWN_CHARS, BadDomainXml, one_line
 
 MAX_XML_BYTES = 16 * 1024 * 1024
 
@@ -42,11 +42,13 @@ def parse_xml(data, what: str = "domain XML", error=BadDomainXml) -> etree._Elem
     try:
         root = etree.fromstring(data, parser)
     except etree.XMLSyntaxError as e:
-        raise error("%s is malformed: %s" % (what, _one_line(str(e)))) from e
+        raise error("%s is malformed: %s" % (what, one_line(str(e), SHOWN_CHARS * 4))) from e
     except ValueError as e:  # e.g. an encoding declaration on a str
-        raise error("%s is malformed: %s" % (what, _one_line(str(e)))) from e
+        raise error("%s is malformed: %s" % (what, one_line(str(e), SHOWN_CHARS * 4))) from e
     if root is None:
         raise error("%s has no root element" % what)
+    if root.getroottree().docinfo.doctype:  # a DTD the byte check could not see (UTF-16...)
+        raise error("%s carries a DTD or entity declaration, which is not allowed" % what)
     return root
 
 
@@ -57,6 +59,3 @@ def to_bytes(root) -> bytes:
 def to_text(root) -> str:
     return etree.tostring(root, encoding="unicode")
 
-
-def _one_line(text: str) -> str:
-    return " ".join(text.split())

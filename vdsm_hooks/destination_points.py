@@ -11,8 +11,10 @@ attached through libvirt here would leave a NIC VDSM never learns of.
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 from sriov_host import allocation, domxml, numa, plug, policy
-from sriov_host.errors import BadDomainXml, NoSuchVm, ReservationExpired, SriovError
+from sriov_host.errors import BadDomainXml, NoSuchVm, ReservationExpired, SriovError, clip
 
 from .hook import FAIL, OK
 from .outcome import Result, record_plan
@@ -40,7 +42,7 @@ def before_migrate_destination(ctx, root, dry_run) -> Result:
     record, pending = plug.pending(root)
     attached = _still_attached(ctx, root, record)
     if attached:
-        macs = ", ".join(v.mac or v.key for v in attached)
+        macs = ", ".join(v.mac or clip(v.key) for v in attached)
         plan = record_plan(ctx.vm_id, (), policy.REFUSE, "SR-IOV vNIC(s) still attached: %s" % macs)
         return Result(FAIL, plan, [
             "mac=%s: the incoming domain XML still holds the source's SR-IOV vNIC(s); they must "
@@ -48,8 +50,9 @@ def before_migrate_destination(ctx, root, dry_run) -> Result:
             "source, or an oVirt engine >= 4.1)" % macs])
     if not pending:
         return Result(OK, record_plan(ctx.vm_id, (), policy.NOTHING, "no SR-IOV vNIC recorded"))
-    plan = record_plan(ctx.vm_id, pending, policy.MIGRATE,
-                       "%d vNIC(s) to plug on arrival" % len(pending))
+    plan = arrival_plan(ctx, root, pending)
+    if plan.verdict == policy.REFUSE:
+        return Result(FAIL, plan, ["migration refused: %s" % plan.reason])
     if dry_run:
         return Result(OK, plan)
     try:
@@ -61,6 +64,23 @@ def before_migrate_destination(ctx, root, dry_run) -> Result:
     domxml.strip_vnics(root, domxml.find_vnics(root))
     return Result(OK, plan, ["VFs for %d vNIC(s) ready (%s)" % (len(pending), how)],
                   rewritten=True)
+
+
+def arrival_plan(ctx, root, pending) -> policy.Plan:
+    """The source's policy again, on what the source recorded: no door may say yes to a no.
+
+    The profile and VM custom properties travel in the domain XML, so the
+    verdict matches the source's as long as both hosts share ``[policy]``.
+    """
+    vm_custom = ctx.env.get(policy.PROPERTY)
+    if vm_custom is None:
+        vm_custom = domxml.vdsm_vm_custom(root).get(policy.PROPERTY)
+    plan = policy.make_plan(ctx.vm_id, [domxml.vnic_from_record(r) for r in pending],
+                            domxml.vdsm_device_custom(root), vm_custom,
+                            ctx.cfg.migratable_by_default, domxml.foreign_hostdevs(root, ()))
+    if plan.verdict != policy.MIGRATE:
+        return plan
+    return replace(plan, reason="%d vNIC(s) to plug on arrival" % len(pending))
 
 
 def _reserve(ctx, root, pending) -> str:
@@ -87,4 +107,4 @@ def after_migrate_destination(ctx, root, dry_run) -> Result:
         return Result(OK, plan)
     return Result(OK, plan, ["mac=%s: left to sriov-migrationd, which plugs them through VDSM's "
                              "hotplugNic once VDSM reports the VM Up"
-                             % ", ".join(r.mac or r.key for r in todo)])
+                             % ", ".join(r.mac or clip(r.key) for r in todo)])

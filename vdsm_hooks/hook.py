@@ -30,6 +30,7 @@ OK, ERROR, FAIL = 0, 1, 2
 # fast path need not import the package that defines it.
 _RECORD_MARK = b"http://ovirt.org/vdsm-sriov-migration/1.0"
 _HOSTDEV_MARK = b"hostdev"
+_PLAIN_ENCODINGS = (b"utf-8", b"utf8", b"us-ascii", b"ascii")
 
 USAGE = ("usage: sriov-migration-hook [--point POINT] [--dry-run]\n"
          "  POINT is one of: %s\n"
@@ -46,9 +47,10 @@ def failure_rc(point):
 
 
 def say(message, stream=None):
-    """One stderr line, which VDSM logs."""
-    line = " ".join(str(message).split())
-    (stream or sys.stderr).write("sriov-migration: %s\n" % line)
+    """One stderr line, which VDSM logs, capped so an echoed 1 MB value cannot flood it."""
+    from sriov_host.errors import one_line
+
+    (stream or sys.stderr).write("sriov-migration: %s\n" % one_line(message))
 
 
 def parse_args(argv, prog_path):
@@ -89,8 +91,47 @@ def read_domxml(env):
 
 
 def may_hold_sriov(data):
-    """False when the raw bytes cannot hold an SR-IOV vNIC or our record."""
-    return _HOSTDEV_MARK in data or _RECORD_MARK in data
+    """False only when the raw bytes cannot hold an SR-IOV vNIC or our record.
+
+    Bytes say so only for a plain ASCII/UTF-8 document with no DTD (whose
+    entities could spell ``hostdev``) and no character reference (``&#104;``
+    is an ``h``); anything else goes to the full parser, which decodes it
+    or refuses it.
+    """
+    if _HOSTDEV_MARK in data or _RECORD_MARK in data:
+        return True
+    return not _plain_utf8(data) or b"&#" in data or b"<!DOCTYPE" in data
+
+
+def _plain_utf8(data):
+    """True for a document in ASCII/UTF-8: no NUL, no BOM but UTF-8's, no other encoding declared."""
+    if b"\x00" in data:
+        return False  # UTF-16/32: XML never holds U+0000
+    head = data[3:515] if data.startswith(b"\xef\xbb\xbf") else data[:512]
+    head = head.lstrip(b" \t\r\n")
+    if not head.startswith(b"<"):
+        return False  # another BOM, EBCDIC, or no XML at all
+    if not head.startswith(b"<?xml"):
+        return True
+    decl = head[:head.find(b"?>")]
+    at = decl.find(b"encoding")
+    if at < 0:
+        return True
+    value = decl[at + 8:].lstrip(b" \t\r\n=").strip(b" \t\r\n")
+    return value[1:].split(value[:1] or b"'")[0].lower() in _PLAIN_ENCODINGS
+
+
+def _uuid_of(data):
+    """The domain's ``<uuid>`` read from the raw bytes: the VM id when VDSM gives no ``vmId``."""
+    start = data.find(b"<uuid>")
+    end = data.find(b"</uuid>", start)
+    if start < 0 or end < 0 or end - start > 64:
+        return ""
+    return data[start + 6:end].strip().decode("ascii", "replace")
+
+
+def _empty(data):
+    return not data or data.isspace()
 
 
 def _nothing_plan(vm_id):
@@ -108,10 +149,11 @@ def main(argv=None, env=None, prog=None, **deps):
     try:
         point, dry_run = parse_args(argv, prog or sys.argv[0])
         path, data = read_domxml(env)
-        vm_id = env.get("vmId", "")
+        if _empty(data):
+            raise UsageError("domain XML %s is empty" % path)
         if not may_hold_sriov(data):
             if dry_run:
-                sys.stdout.write(_nothing_plan(vm_id) + "\n")
+                sys.stdout.write(_nothing_plan(env.get("vmId") or _uuid_of(data)) + "\n")
             return OK
         from . import points
 

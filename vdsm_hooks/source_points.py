@@ -11,6 +11,7 @@ it asks VDSM to migrate; by then this hook finds nothing to refuse.
 from __future__ import annotations
 
 from sriov_host import policy, unplug
+from sriov_host.errors import clip
 from sriov_host.ledger import IN_USE, UNPLUGGED
 
 from .hook import FAIL, OK
@@ -26,7 +27,7 @@ def build_plan(ctx, root) -> policy.Plan:
 
 def guard_message(plan) -> str:
     """One line: which vNICs are attached, why that stops VDSM, and what to do."""
-    macs = ", ".join(v.mac or v.key for v in plan.vnics)
+    macs = ", ".join(v.mac or clip(v.key) for v in plan.vnics)
     if plan.verdict == policy.REFUSE:
         return "migration refused: %s" % plan.reason
     return ("migration refused: SR-IOV vNIC(s) %s still attached; VDSM sends the destination "

@@ -6,6 +6,7 @@ import pytest
 
 from engine_adapter import report
 from engine_adapter.model import (
+    HostDevice,
     LookupFailed,
     Profile,
     Vnic,
@@ -46,6 +47,56 @@ def test_decide_vm_should_count_a_pci_passthrough_nic_without_profile_as_blockin
 
 def test_decide_vm_should_allow_when_every_passthrough_vnic_is_migratable():
     assert decide_vm([vnic("a", READY), vnic("b", VIRTIO)]).migratable
+
+
+def test_decide_vm_should_refuse_what_the_hosts_refuse():
+    """The hosts' policy on the engine's model: no MAC, one MAC twice, other host devices."""
+    no_mac = decide_vm([vnic("a", READY, mac=None)])
+    assert not no_mac.migratable and "nic-a (profile ready) has no MAC" in no_mac.reason
+    twins = decide_vm([vnic("a", READY), vnic("b", READY)])
+    assert not twins.migratable and "share MAC 56:6f:00:00:00:01" in twins.reason
+    gpu = HostDevice("pci_0000_65_00_0", "pci")
+    with_gpu = decide_vm([vnic("a", READY)], [gpu])
+    assert not with_gpu.migratable and "pci host device pci_0000_65_00_0" in with_gpu.reason
+    assert decide_vm([vnic("a", VIRTIO)], [gpu]).migratable  # no passthrough vNIC: nothing to do
+
+
+def test_decide_vm_should_refuse_a_vf_attached_as_a_host_device():
+    vf = HostDevice("pci_0000_05_10_2", "pci", vf=True)
+    assert vf.pci_address == "0000:05:10.2"
+    verdict = decide_vm([vnic("a", VIRTIO)], [vf])
+    assert not verdict.migratable
+    assert "host device pci_0000_05_10_2 has no MAC (a VF attached as a plain <hostdev>" in verdict.reason
+
+
+def test_decide_vm_should_leave_an_unplugged_vnic_out():
+    """Unplugged, it holds no VF: the hosts never see it in the domain XML."""
+    unplugged = Vnic("b", "nic-b", "56:6f:00:00:00:02", None, SRIOV, plugged=False)
+    verdict = decide_vm([vnic("a", READY), unplugged])
+    assert verdict.migratable and [v.id for v in verdict.vnics] == ["a"]
+
+
+def test_host_devices_should_map_the_sdk_view_and_tolerate_an_engine_without_them():
+    from types import SimpleNamespace as NS
+
+    from engine_adapter.engine import Engine
+    from engine_adapter.errors import EngineFault
+
+    found = [NS(name="pci_0000_05_10_2", id="x", capability="pci", physical_function=NS(id="pf")),
+             NS(name="pci_0000_65_00_0", id="y", capability="pci", physical_function=None)]
+
+    def conn(listing):
+        hostdevs = NS(list=listing)
+        vm = NS(host_devices_service=lambda: hostdevs)
+        return NS(system_service=lambda: NS(vms_service=lambda: NS(vm_service=lambda vm_id: vm)))
+
+    def missing():
+        raise EngineFault("list host devices", "Not Found", "", 404)
+
+    vm = NS(id="vm1", name="web01")
+    assert Engine(None, conn(lambda: found)).host_devices(vm) == [
+        HostDevice("pci_0000_05_10_2", "pci", vf=True), HostDevice("pci_0000_65_00_0", "pci")]
+    assert Engine(None, conn(missing)).host_devices(vm) == []
 
 
 def test_reservation_nics_should_carry_mac_alias_vlan_and_network_of_passthrough_vnics_only():

@@ -28,12 +28,20 @@ SECOND = (b'<sriov:vnic alias="ua-a3f1e2d4-7b6c-4d5e-8f90-1a2b3c4d5e62" mac="56:
           b' kind="interface" vf_address="0000:05:10.3" state="unplugged-for-migration"/>')
 
 
-def incoming_xml(extra=b"") -> bytes:
+# The profile of the SECOND vNIC, marked migratable as the source saw it.
+SECOND_MARK = (b'<ovirt-vm:device mac_address="56:6f:1a:2b:00:02"><ovirt-vm:custom>'
+               b'<ovirt-vm:sriov_migratable>true</ovirt-vm:sriov_migratable></ovirt-vm:custom>'
+               b'</ovirt-vm:device></ovirt-vm:vm>')
+
+
+def incoming_xml(extra=b"", marked=True) -> bytes:
     """The XML a destination sees: VFs stripped by the source, our record added."""
     xml = read_domain("one_vf_vlan")
     start = xml.index(b'<interface type="hostdev"')
     end = xml.index(b"</interface>", start) + len(b"</interface>")
     xml = xml[:start] + xml[end:]
+    if extra and marked:
+        xml = xml.replace(b"</ovirt-vm:vm>", SECOND_MARK)
     return xml.replace(b"</metadata>", RECORD % extra + b"</metadata>")
 
 
@@ -152,6 +160,15 @@ def test_destination_should_reserve_a_vf_per_recorded_vnic(host, hook_env, capsy
     assert {c.state for c in claims} == {"reserved"}
     assert len({c.vf_address for c in claims}) == 2
     assert b'type="hostdev"' not in path.read_bytes()
+
+
+def test_destination_should_refuse_a_recorded_vnic_its_policy_refuses(host, hook_env, capsys):
+    """The destination applies the source's policy again; a record is no way around it."""
+    env, path = hook_env(incoming_xml(SECOND, marked=False))
+    rc, _, err = run(env, "before_vm_migrate_destination", capsys=capsys)
+    assert rc == 2 and err.count("\n") == 1
+    assert "migration refused: not migratable: 56:6f:1a:2b:00:02 (host default" in err
+    assert host.claims(VM) == []
 
 
 def test_destination_should_reuse_an_earlier_reservation(host, hook_env, capsys):

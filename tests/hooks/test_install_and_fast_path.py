@@ -101,3 +101,20 @@ def test_every_corpus_xml_should_give_a_plan_or_one_line(host, hook_env, capsys,
         assert json.loads(out)["verdict"] in ("migrate", "refuse", "nothing")
     else:
         assert rc == 2 and err.count("\n") == 1
+
+
+@pytest.mark.parametrize("data, fast", [
+    pytest.param(read_domain("no_sriov"), True, id="utf-8"),
+    pytest.param(b"\xef\xbb\xbf" + read_domain("no_sriov"), True, id="utf-8-bom"),
+    pytest.param(read_domain("no_sriov").replace(b"'utf-8'", b'"US-ASCII"'), True, id="us-ascii"),
+    pytest.param(read_domain("no_sriov").replace(b"'utf-8'", b"'utf-16'"), False, id="other-decl"),
+    pytest.param(read_domain("no_sriov").decode().encode("utf-16"), False, id="utf-16"),
+    pytest.param(read_domain("no_sriov").replace(b"<name>", b"<name>&#104;"), False, id="charref"),
+    pytest.param(b"<!DOCTYPE d>" + read_domain("no_sriov"), False, id="doctype"),
+    pytest.param(b"garbage" + read_domain("no_sriov"), False, id="not-xml"),
+])
+def test_fast_path_should_judge_only_plain_utf8_from_bytes(data, fast):
+    """A document the bytes cannot vouch for goes to the full parser, never to 'nothing'."""
+    from vdsm_hooks.hook import may_hold_sriov
+
+    assert may_hold_sriov(data) is not fast

@@ -69,11 +69,13 @@ def test_make_plan_should_decide_on_corpus(name, default, verdict, migratable):
     assert [v["migratable"] for v in plan.to_json()["vnics"]] == migratable
 
 
-def test_make_plan_should_refuse_plain_hostdev_without_property():
-    plan = _plan("plain_hostdev", vm_custom="no", vf_addresses=["0000:05:10.3"])
+@pytest.mark.parametrize("vm_custom", ["no", None, "true"])
+def test_make_plan_should_refuse_a_plain_hostdev_vf_whatever_its_marker(vm_custom):
+    """A VF without a MAC cannot be re-created on the destination: migratable or not."""
+    plan = _plan("plain_hostdev", vm_custom=vm_custom, vf_addresses=["0000:05:10.3"])
     assert plan.verdict == policy.REFUSE
-    assert "ua-33333333-aaaa-4bbb-8ccc-000000000001" in plan.reason
-    assert _plan("plain_hostdev", vf_addresses=["0000:05:10.3"]).verdict == policy.MIGRATE
+    assert "VF 0000:05:10.3 (ua-33333333-aaaa-4bbb-8ccc-000000000001) has no MAC" in plan.reason
+    assert "\n" not in plan.reason
 
 
 def test_make_plan_should_name_blocked_vnic_and_the_fix():
@@ -125,13 +127,23 @@ def test_plan_should_refuse_a_vm_with_a_device_no_migration_can_carry():
     vnics = domxml.find_vnics(root)
     assert len(vnics) == 1
     foreign = domxml.foreign_hostdevs(root, vnics)
-    assert foreign == ["ua-gpu", "mdev:c2177883-f1bb-47f0-914d-32a22e3a8804"]
-    plan = policy.with_foreign_devices(policy.make_plan("vm", vnics, {}, "true", False), foreign)
+    assert foreign == ["PCI host device 0000:65:00.0 (ua-gpu)",
+                       "mdev c2177883-f1bb-47f0-914d-32a22e3a8804"]
+    plan = policy.make_plan("vm", vnics, {}, "true", False, foreign)
     assert plan.verdict == policy.REFUSE and "ua-gpu" in plan.reason and "no live migration" in plan.reason
+    assert policy.with_foreign_devices(policy.make_plan("vm", vnics, {}, "true", False),
+                                       foreign) == plan
 
 
 def test_foreign_hostdevs_should_name_the_non_vf_hostdev_and_not_the_vf():
     root = domxml.parse_domain(read_domain("plain_hostdev"))
     vnics = domxml.find_vnics(root, domxml.MODE_HOSTDEV, ["0000:05:10.3"])
     assert [v.vf_address for v in vnics] == ["0000:05:10.3"]
-    assert domxml.foreign_hostdevs(root, vnics) == ["ua-33333333-aaaa-4bbb-8ccc-000000000002"]
+    assert domxml.foreign_hostdevs(root, vnics) == [
+        "PCI host device 0000:3b:00.0 (ua-33333333-aaaa-4bbb-8ccc-000000000002)"]
+
+
+def test_foreign_hostdevs_should_never_call_a_pci_device_a_vf():
+    """A GPU without an alias is named by its address, as a PCI device, not as ``vf:``."""
+    root = domxml.parse_domain(read_domain("libvirt_hostdev_pci_address"))
+    assert domxml.foreign_hostdevs(root, ()) == ["PCI host device 0000:06:12.5"]
