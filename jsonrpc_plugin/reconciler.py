@@ -26,6 +26,7 @@ log = logging.getLogger("sriov-migrationd.reconciler")
 
 VIR_CONNECT_LIST_DOMAINS_ACTIVE = 1
 STATUS_UP = "Up"  # VDSM's vmstatus.UP, set once an incoming migration is complete
+STATUS_MIGRATION_DESTINATION = "Migration Destination"  # vmstatus.MIGRATION_DESTINATION
 ARRIVAL_POLL = 0.05  # s between looks at VDSM's status of an arriving VM
 VIR_DOMAIN_RUNNING = 1
 
@@ -134,8 +135,10 @@ class Reconciler:
         status = self.vdsm_status(uuid)
         if status is None:
             return self._when_quiet(dom, uuid, record, now, self._finish_arrival)
-        if status != STATUS_UP:
+        if status == STATUS_MIGRATION_DESTINATION:
             return now + ARRIVAL_POLL  # VDSM is still completing the incoming migration
+        if status != STATUS_UP:
+            return now + self.cfg.reconcile_interval  # paused, say: look again, not in a tight loop
         lock = self.host.vm_lock(uuid)
         if not lock.acquire(blocking=False):
             return now + ARRIVAL_POLL

@@ -308,3 +308,10 @@ def test_reconciler_should_plug_an_arrived_vm_at_once_when_vdsm_says_up():
     rec.vdsm_status = lambda uuid: "Up"
     rec.run_once()  # no grace: nothing else will plug it
     assert [alias for alias, _ in devices.calls] == ["ua-n1"] and dom.record.phase == "migrated"
+
+
+def test_reconciler_should_not_poll_fast_an_arrived_vm_vdsm_reports_paused():
+    rec, _dom, devices, _ledger, clock = setup_arrival()
+    rec.vdsm_status = lambda uuid: "Paused"
+    due = rec.run_once()
+    assert devices.calls == [] and due - clock.now >= rec.cfg.reconcile_interval
