@@ -16,6 +16,7 @@ from dataclasses import replace
 from sriov_host import allocation, domxml, numa, plug, policy
 from sriov_host.errors import BadDomainXml, NoSuchVm, ReservationExpired, SriovError, clip
 
+from . import arrival_point
 from .hook import FAIL, OK
 from .outcome import Result, record_plan
 
@@ -105,6 +106,4 @@ def after_migrate_destination(ctx, root, dry_run) -> Result:
     plan = record_plan(ctx.vm_id, todo, verdict, "vNICs to plug")
     if dry_run or not todo:
         return Result(OK, plan)
-    return Result(OK, plan, ["mac=%s: left to sriov-migrationd, which plugs them through VDSM's "
-                             "hotplugNic once VDSM reports the VM Up"
-                             % ", ".join(r.mac or clip(r.key) for r in todo)])
+    return Result(OK, plan, [arrival_point.left_to_service(r.mac or clip(r.key) for r in todo)])

@@ -155,6 +155,10 @@ def main(argv=None, env=None, prog=None, **deps):
             if dry_run:
                 sys.stdout.write(_nothing_plan(env.get("vmId") or _uuid_of(data)) + "\n")
             return OK
+        if point == "after_vm_migrate_destination" and not dry_run and not deps:
+            from . import arrival_point  # light: VDSM reports the VM Up only after it
+
+            return arrival_point.run(data, env)
         from . import points
 
         return points.run(point, dry_run, path, data, env, **deps)

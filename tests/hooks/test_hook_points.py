@@ -300,3 +300,19 @@ def test_destination_should_reserve_without_preference_when_a_nodeset_is_bad(hos
     rc, _, err = run(env, "before_vm_migrate_destination", capsys=capsys)
     assert rc == 0 and "no NUMA preference: numatune memory nodeset" in err
     assert len(host.claims(VM)) == 2
+
+
+def test_after_migrate_destination_should_name_what_the_service_plugs_and_touch_nothing(
+        host, hook_env, capsys):
+    """VDSM reports the VM Up (and the service plugs) only after this point: it attaches nothing."""
+    xml = read_domain("no_sriov").replace(b"</metadata>", RECORD % SECOND + b"</metadata>")
+    env, path = hook_env(xml)
+    rc, out, err = run(env, "after_vm_migrate_destination", capsys=capsys)
+    assert rc == 0 and out == "" and len(err.splitlines()) == 1
+    assert "56:6f:1a:2b:00:01, 56:6f:1a:2b:00:02" in err and "left to sriov-migrationd" in err
+    assert path.read_bytes() == xml
+
+
+def test_after_migrate_destination_should_say_nothing_without_vnics_to_plug(host, hook_env, capsys):
+    env, _ = hook_env(read_domain("several_vfs"))
+    assert run(env, "after_vm_migrate_destination", capsys=capsys) == (0, "", "")
