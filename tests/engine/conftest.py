@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import logging
 from dataclasses import dataclass
 
 import pytest
@@ -10,6 +11,16 @@ from engine_fakes import MAC1, MAC2, MAC3, PASSWORD, USER, Seed
 
 from engine_adapter import cli
 from sriov_lab.engine_sim import EngineSimulator
+
+
+@pytest.fixture(autouse=True)
+def engine_logger_restored():
+    """``sriov-engine``'s main() gives its logger its own handler and stops propagation;
+    put it back after each test, or a later test's caplog sees none of its records."""
+    logger = logging.getLogger(cli.PROG)
+    saved = (list(logger.handlers), logger.level, logger.propagate)
+    yield
+    logger.handlers[:], logger.level, logger.propagate = saved
 
 
 @pytest.fixture
