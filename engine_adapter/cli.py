@@ -57,7 +57,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog=PROG, allow_abbrev=False,
         description="Mark SR-IOV passthrough vNIC profiles migratable and run checked migrations.",
-        epilog="exit codes: 0 done/migratable, 1 VM not migratable, 2 error, 130 interrupted")
+        epilog="example: sriov-engine --password-file ~/.ovirt-pw check-vm web01; "
+               "exit codes: 0 done/migratable, 1 VM not migratable, 2 error, 130 interrupted")
     _connection_args(parser, suppress=False)
     common = argparse.ArgumentParser(add_help=False, allow_abbrev=False)
     _connection_args(common, suppress=True)

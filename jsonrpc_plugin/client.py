@@ -170,9 +170,7 @@ def _one_line(e) -> str:
 def _parse_args(argv):
     p = argparse.ArgumentParser(
         prog="sriov-client", description="Call the SR-IOV migration service (vdsm-client syntax).",
-        epilog="example: sriov-client -a dst.example.com SRIOV getReservation vmID=UUID; "
-               "echo '{\"vmID\": \"UUID\", \"nics\": [{\"mac\": \"00:1a:4a:16:01:51\"}]}' | "
-               "sriov-client -f - SRIOV reserveVfs")
+        epilog="example: sriov-client SRIOV migrate vmID=UUID dst=host2.example.com")
     p.add_argument("-a", "--host", default=None,
                    help="service host (default: this host, checked against the name in its own "
                         "certificate, as VDSM's certificate names the FQDN)")

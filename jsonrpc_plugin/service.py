@@ -147,7 +147,10 @@ class Service:
 
 def _parse_args(argv):
     p = argparse.ArgumentParser(prog="sriov-migrationd",
-                                description="SR-IOV live migration: per-host VF reservation service")
+                                description="The per-host SR-IOV migration service: VF reservations, "
+                                            "SRIOV.migrate, rollback.",
+                                epilog="example: sriov-migrationd -c /etc/vdsm/sriov-migration.conf "
+                                       "(systemd runs it as sriov-migrationd.service)")
     p.add_argument("-c", "--config", help="config file (default $SRIOV_MIGRATION_CONF or %s)"
                    % config_mod.DEFAULT_PATH)
     p.add_argument("--insecure", action="store_true",

@@ -6,7 +6,8 @@ cd "$(dirname "$0")/.."
 
 APT_PKGS="libvirt-dev pkg-config gcc python3-dev python3-venv libxml2-dev openssl
   libvirt-daemon-system qemu-system-x86 busybox-static cpio util-linux
-  rpm rpmlint iproute2 firewalld sasl2-bin libsasl2-modules"
+  rpm rpmlint iproute2 firewalld sasl2-bin libsasl2-modules groff-base"
+# groff-base: the man pages' markup check (tests/packaging/test_man_pages.py).
 # rpm (for rpmbuild) and rpmlint: scripts/rpm-check and tests/packaging
 # build the EL9 RPM with Debian's rpmbuild and lint it. iproute2 (ip):
 # the lab's wire (bridges, veth pairs, the sender's network namespace).

@@ -107,7 +107,9 @@ COMMANDS = [
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="sriov-lab", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(
+        prog="sriov-lab", description="Run the lab's real libvirtd + QEMU hosts by hand: up, down, demo.",
+        epilog="example: sriov-lab demo --scenario all")
     parser.add_argument("-v", "--verbose", action="store_true", help="log at debug level")
     sub = parser.add_subparsers(dest="command", required=True)
     for name, help_text, add_args, run in COMMANDS:

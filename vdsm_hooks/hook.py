@@ -33,8 +33,11 @@ _HOSTDEV_MARK = b"hostdev"
 _PLAIN_ENCODINGS = (b"utf-8", b"utf8", b"us-ascii", b"ascii")
 
 USAGE = ("usage: sriov-migration-hook [--point POINT] [--dry-run]\n"
+         "The SR-IOV migration VDSM hook: VDSM runs it at each migration point; --dry-run judges a VM.\n"
          "  POINT is one of: %s\n"
-         "  (default: the name of the directory the executable is installed in)" % ", ".join(POINTS))
+         "  (default: the name of the directory the executable is installed in)\n"
+         "example: _hook_domxml=/tmp/vm.xml vmId=UUID sriov-migration-hook "
+         "--point before_vm_migrate_source --dry-run" % ", ".join(POINTS))
 
 
 class UsageError(Exception):

@@ -224,7 +224,9 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(
         prog="sriov-migration-install",
         description="Install the SR-IOV migration VDSM hooks, systemd unit, default config "
-                    "and firewalld service.")
+                    "and firewalld service.",
+        epilog="example: sriov-migration-install && systemctl daemon-reload && "
+               "systemctl enable --now sriov-migrationd")
     parser.add_argument("--hooks-dir", default=DEFAULT_HOOKS_DIR,
                         help="VDSM hooks directory (default %(default)s)")
     parser.add_argument("--root", default="", help="install under this root (for packaging and tests)")

@@ -39,6 +39,7 @@ MAIN_PACKAGES = ("sriov_host", "vdsm_hooks", "jsonrpc_plugin")
 ENGINE_PACKAGES = ("engine_adapter",)
 MAIN_SCRIPTS = ("sriov-client", "sriov-migration-hook", "sriov-migrationd")
 ENGINE_SCRIPTS = ("sriov-engine",)
+MAN_DIR = "/usr/share/man/man8/"  # one page per command, gzipped by rpmbuild where brp-compress runs
 # In setup.cfg but in neither package: the lab, and the pip-only installer
 # (the RPM's files belong to rpm, which installs and removes them).
 NOT_PACKAGED_SCRIPTS = ("sriov-lab", "sriov-migration-install")

@@ -22,14 +22,20 @@ def _sitelib_prefix(table):
     return dirs.pop()
 
 
+def _man_pages(table):
+    """The commands with a section 8 page in *table* (plain or compressed)."""
+    return {p[len(rp.MAN_DIR):].split(".8")[0] for p in table if p.startswith(rp.MAN_DIR)}
+
+
 def test_main_rpm_should_hold_hooks_unit_config_firewalld_service_clis_and_host_packages(rpms):
     table = rp.file_table(rpms["main"])
     sitelib = _sitelib_prefix(table)
     assert sitelib.startswith("/usr/lib/python3")
-    outside = {p for p in table if not p.startswith(sitelib) and not p.startswith("/usr/share/doc/")}
+    outside = {p for p in table if not p.startswith((sitelib, "/usr/share/doc/", rp.MAN_DIR))}
     expected = set(rp.HOOKS) | {rp.RPM_UNIT, rp.CONFIG, rp.FIREWALLD_SERVICE} | {
         "/usr/bin/" + s for s in rp.MAIN_SCRIPTS}
     assert outside == expected
+    assert _man_pages(table) == set(rp.MAIN_SCRIPTS)
     version = rp.spec_tag("Version")
     assert _top_level(table, sitelib) == set(rp.MAIN_PACKAGES) | {
         "vdsm_sriov_migration-%s.dist-info" % version}
@@ -38,8 +44,9 @@ def test_main_rpm_should_hold_hooks_unit_config_firewalld_service_clis_and_host_
 def test_engine_rpm_should_hold_the_adapter_and_the_watch_unit_only(rpms):
     table = rp.file_table(rpms["engine"])
     sitelib = _sitelib_prefix(table)
-    assert {p for p in table if not p.startswith(sitelib)} == {"/usr/bin/" + s for s in rp.ENGINE_SCRIPTS} | {
-        rp.RPM_WATCH_UNIT, rp.WATCH_ENV, "/etc/sriov-engine"}
+    assert {p for p in table if not p.startswith((sitelib, rp.MAN_DIR))} == {
+        "/usr/bin/" + s for s in rp.ENGINE_SCRIPTS} | {rp.RPM_WATCH_UNIT, rp.WATCH_ENV, "/etc/sriov-engine"}
+    assert _man_pages(table) == set(rp.ENGINE_SCRIPTS)
     assert _top_level(table, sitelib) == set(rp.ENGINE_PACKAGES)
     assert table[rp.RPM_WATCH_UNIT][0] & 0o7777 == 0o644
     mode, flags = table[rp.WATCH_ENV]

@@ -57,7 +57,8 @@ def test_pip_and_rpm_installs_should_lay_out_the_same_host(rpm_root, tmp_path):
     _pip_install(pip_root)
     sitelib = "/" + os.path.relpath(rp.sitelib(rpm_root), rpm_root)
     pip = _host_view(pip_root)
-    rpm = _host_view(rpm_root, skip=(sitelib + "/", "/usr/bin/", "/usr/share/doc/", "/var/lib/rpm/"))
+    rpm = _host_view(rpm_root, skip=(sitelib + "/", "/usr/bin/", "/usr/share/doc/", "/usr/share/man/",
+                                     "/var/lib/rpm/"))
     # The engine side's watcher (-engine) runs beside the engine, never on a host.
     for engine_side in ("systemd:" + rp.WATCH_UNIT, rp.WATCH_ENV):
         assert rpm.pop(engine_side, None) is not None, engine_side
