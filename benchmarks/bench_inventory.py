@@ -33,7 +33,7 @@ from helpers import nodedev  # noqa: E402
 from lxml import etree  # noqa: E402
 from report import print_rows, row  # noqa: E402
 
-from sriov_host import config, hostuse, inventory, netlink  # noqa: E402
+from sriov_host import config, hostinventory, hostuse, inventory, netlink  # noqa: E402
 
 TARGET_MS = 100.0
 
@@ -83,7 +83,7 @@ def _timings(pfs: int, vfs: int, reps: int) -> dict:
 
         def with_host_use():
             probe = hostuse.SysfsProbe(root, addresses=netlink.interface_addresses)
-            return inventory.load(cfg, probe=probe)
+            return hostinventory.load(cfg, probe=probe)
 
         try:
             assert len(with_host_use().vfs) == pfs * vfs

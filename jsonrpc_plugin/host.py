@@ -15,8 +15,7 @@ import threading
 import time
 from typing import Callable, Optional
 
-from sriov_host import inventory as inventory_mod
-from sriov_host import libvirtconn, topology, vfstate
+from sriov_host import hostinventory, libvirtconn, topology, vfstate
 from sriov_host.errors import LibvirtFailure
 
 log = logging.getLogger(__name__)
@@ -107,7 +106,7 @@ class HostContext:
         key = self._inventory_cache_key()
         with self._inventory_lock:
             if self._inventory is None or key != self._inventory_key:
-                self._inventory = inventory_mod.load(self.cfg, None if self.cfg.nodedev_xml_path
+                self._inventory = hostinventory.load(self.cfg, None if self.cfg.nodedev_xml_path
                                                      else self.conn())
                 self._inventory_key = key
             return self._inventory

@@ -7,8 +7,8 @@ that this machine does not have) only fetch the XML.
 Only network VFs are offered: every PF with ``virt_functions`` has VFs,
 crypto and storage ones too, so a VF whose PCI class is not 0x02xxxx is
 listed as excluded. Where VFs are real (``[vf] device = hostdev``),
-:func:`load` also excludes the VFs the host itself uses (see
-:mod:`sriov_host.hostuse`).
+:func:`sriov_host.hostinventory.load` also excludes the VFs the host
+itself uses (see :mod:`sriov_host.hostuse`).
 """
 
 from __future__ import annotations
@@ -200,24 +200,3 @@ def load_from_libvirt(conn) -> Inventory:
         raise InventoryError("libvirt cannot list node devices: %s" % e) from e
     parser = etree.XMLParser(resolve_entities=False, no_network=True, load_dtd=False)
     return parse_devices(etree.fromstring(d.encode(), parser) for d in docs)
-
-
-def load(cfg, conn=None, probe=None) -> Inventory:
-    """The inventory the config names; *conn* is needed only for ``libvirt``.
-
-    With real VFs (``[vf] device = hostdev``) the VFs the host uses are
-    excluded too, as *probe* (default: this host's sysfs) tells; a VF
-    with no sysfs entry, as in the lab, has no host use known.
-    """
-    path = cfg.nodedev_xml_path
-    if path:
-        inv = load_nodedev_file(path)
-    elif conn is None:
-        raise InventoryError("inventory source 'libvirt' needs a libvirt connection")
-    else:
-        inv = load_from_libvirt(conn)
-    if cfg.vf_device != "hostdev":
-        return inv
-    from . import hostuse
-
-    return hostuse.exclude_host_used(inv, probe if probe is not None else hostuse.SysfsProbe())

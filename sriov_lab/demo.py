@@ -30,7 +30,7 @@ from typing import Optional
 
 from lxml import etree
 
-from sriov_host import config, domxml, inventory, libvirtconn, metadata, netlink
+from sriov_host import config, domxml, hostinventory, inventory, libvirtconn, metadata, netlink
 from sriov_host.ledger import Ledger
 from sriov_host.vfsettings import VfSettings
 
@@ -91,7 +91,7 @@ def _host_vfs(st: Stage, index: int) -> list:
     if not st.real_vf:
         by_address = inventory.load_nodedev_file(host.extra["inventory"]).by_address()
         return [by_address[a] for a in host.vf_addresses()]
-    inv = inventory.load(config.load(host.config_path), st.conns[index])
+    inv = hostinventory.load(config.load(host.config_path), st.conns[index])
     return [vf for vf in inv.vfs if vf.pf == host.extra["real_pf"]]
 
 

@@ -428,11 +428,11 @@ def _vf_node_devices(conn, cfg) -> Callable[[str], bool]:
     """Whether the host has a node device of a name, as ``nodeDeviceLookupByName`` says."""
     import libvirt
 
-    from sriov_host import inventory
+    from sriov_host import hostinventory
     from sriov_host.errors import InventoryError
 
     try:
-        names = {vf.name for vf in inventory.load(cfg, conn).vfs}
+        names = {vf.name for vf in hostinventory.load(cfg, conn).vfs}
     except InventoryError as e:
         raise VdsmError(MIGRATE_ERR, "cannot read the node devices: %s" % e.message, CREATE) from e
 

@@ -18,7 +18,7 @@ import subprocess
 import sys
 import time
 
-from sriov_host import config, devices, domxml, inventory, libvirtconn, netlink
+from sriov_host import config, devices, domxml, hostinventory, libvirtconn, netlink
 
 from .realvf import parse_vf_lines
 
@@ -69,7 +69,7 @@ def _igbvf_agrees(inv) -> list:
 def main() -> int:
     cfg = config.loads(CONFIG)
     conn = libvirtconn.open_connection(cfg, use_vdsm=False)
-    inv = inventory.load(cfg, conn)
+    inv = hostinventory.load(cfg, conn)
     vf = inv.vfs[0]
     report = {"inventory": [v.address for v in inv.vfs], "mac": MAC, "vlan": VLAN,
               "vf": {"address": vf.address, "pf": vf.pf, "index": vf.index},

@@ -14,7 +14,7 @@ from sriov_host import metadata
 from sriov_host.errors import BadDomainXml, clip
 from sriov_host.xmlsafe import parse_xml
 
-from .hook import ERROR, OK, say
+from .rc import ERROR, OK, say
 
 
 def left_to_service(macs) -> str:

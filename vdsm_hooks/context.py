@@ -11,7 +11,7 @@ import time
 from typing import Optional
 
 from sriov_host import config as config_mod
-from sriov_host import inventory as inventory_mod
+from sriov_host import hostinventory
 from sriov_host.ledger import Ledger
 
 
@@ -68,7 +68,7 @@ class HookContext:
     def inventory(self):
         if self._inventory is None:
             conn = None if self.cfg.nodedev_xml_path else self.conn
-            self._inventory = inventory_mod.load(self.cfg, conn)
+            self._inventory = hostinventory.load(self.cfg, conn)
         return self._inventory
 
     @property

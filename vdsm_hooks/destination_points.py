@@ -17,8 +17,8 @@ from sriov_host import allocation, domxml, numa, plug, policy
 from sriov_host.errors import BadDomainXml, NoSuchVm, ReservationExpired, SriovError, clip
 
 from . import arrival_point
-from .hook import FAIL, OK
 from .outcome import Result, record_plan
+from .rc import FAIL, OK
 
 
 def _covered(ctx, pending) -> bool:

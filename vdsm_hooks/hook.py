@@ -15,16 +15,7 @@ nothing heavy at the top and answers such a VM from the raw bytes.
 import os
 import sys
 
-POINTS = (
-    "before_vm_migrate_source",
-    "before_vm_migrate_destination",
-    "after_vm_migrate_destination",
-    "after_vm_migrate_source",
-    "after_vm_destroy",
-)
-BEFORE_POINTS = ("before_vm_migrate_source", "before_vm_migrate_destination")
-
-OK, ERROR, FAIL = 0, 1, 2
+from .rc import BEFORE_POINTS, ERROR, FAIL, OK, POINTS, failure_rc, say  # noqa: F401 - hook.OK etc.
 
 # Our metadata namespace (sriov_host.metadata.NS), spelled here so the
 # fast path need not import the package that defines it.
@@ -42,18 +33,6 @@ USAGE = ("usage: sriov-migration-hook [--point POINT] [--dry-run]\n"
 
 class UsageError(Exception):
     pass
-
-
-def failure_rc(point):
-    """The rc that reports a failure at *point* the way VDSM expects."""
-    return FAIL if point in BEFORE_POINTS else ERROR
-
-
-def say(message, stream=None):
-    """One stderr line, which VDSM logs, capped so an echoed 1 MB value cannot flood it."""
-    from sriov_host.errors import one_line
-
-    (stream or sys.stderr).write("sriov-migration: %s\n" % one_line(message))
 
 
 def parse_args(argv, prog_path):

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from sriov_host import domxml, policy
 
-from .hook import OK
+from .rc import OK
 
 
 class Result:

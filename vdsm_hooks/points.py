@@ -16,7 +16,7 @@ from sriov_host.xmlsafe import to_bytes
 
 from . import destination_points, source_points
 from .context import HookContext
-from .hook import failure_rc, say
+from .rc import failure_rc, say
 
 HANDLERS = {
     "before_vm_migrate_source": source_points.before_migrate_source,

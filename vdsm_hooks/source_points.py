@@ -14,8 +14,8 @@ from sriov_host import policy, unplug
 from sriov_host.errors import clip
 from sriov_host.ledger import IN_USE, UNPLUGGED
 
-from .hook import FAIL, OK
 from .outcome import Result
+from .rc import FAIL, OK
 
 PROPERTY_ENV = policy.PROPERTY
 

@@ -73,9 +73,9 @@ def source_view(data: bytes, cfg):
 
 
 def vf_addresses(cfg) -> set:
-    from sriov_host import inventory
+    from sriov_host import hostinventory
 
-    return set(inventory.load(cfg, None).addresses)
+    return set(hostinventory.load(cfg, None).addresses)
 
 
 def incoming_xml(root, vnics) -> bytes:

@@ -171,9 +171,9 @@ def test_retried_unplug_should_refuse_while_an_earlier_attempt_left_a_vnic_unplu
 
 
 def ledger_vf(host, address):
-    from sriov_host import config, inventory
+    from sriov_host import config, hostinventory
 
-    return inventory.load(config.load(str(host.conf)), None).by_address()[address]
+    return hostinventory.load(config.load(str(host.conf)), None).by_address()[address]
 
 
 def host8_cfg():

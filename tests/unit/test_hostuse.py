@@ -9,7 +9,7 @@ import struct
 import pytest
 from helpers import nodedev
 
-from sriov_host import config, hostuse, inventory, netlink
+from sriov_host import config, hostinventory, hostuse, inventory, netlink
 from sriov_host.errors import NoFreeVf
 from sriov_host.hostuse import Netdev, SysfsProbe, VfFacts
 from sriov_host.ledger import Ledger
@@ -180,9 +180,9 @@ def test_load_should_exclude_host_used_vfs_only_for_real_vfs(sysfs, tmp_path):
     path = tmp_path / "devices.xml"
     path.write_text(nodedev.devices_xml(1, 8))
     probe = SysfsProbe(root, addresses=lambda: addresses)
-    real = inventory.load(config.loads("[inventory]\nsource = nodedev-xml:%s\n" % path), probe=probe)
+    real = hostinventory.load(config.loads("[inventory]\nsource = nodedev-xml:%s\n" % path), probe=probe)
     assert [vf.index for vf in real.vfs] == [0, 7]
-    emulated = inventory.load(config.loads("[inventory]\nsource = nodedev-xml:%s\n[vf]\n"
+    emulated = hostinventory.load(config.loads("[inventory]\nsource = nodedev-xml:%s\n[vf]\n"
                                            "device = emulated\n" % path), probe=probe)
     assert len(emulated.vfs) == 8 and emulated.excluded == ()
 

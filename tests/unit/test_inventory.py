@@ -7,7 +7,7 @@ from helpers import nodedev
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from sriov_host import config, inventory
+from sriov_host import config, hostinventory, inventory
 from sriov_host.errors import InventoryError
 
 libvirt = pytest.importorskip("libvirt")
@@ -57,11 +57,11 @@ def test_nodedev_file_should_match_libvirt_inventory(big_host):
 
 def test_load_should_follow_config_source(big_host, tmp_path):
     conn, path = big_host
-    by_file = inventory.load(config.loads("[inventory]\nsource = nodedev-xml:%s\n" % path))
-    by_libvirt = inventory.load(config.loads(""), conn)
+    by_file = hostinventory.load(config.loads("[inventory]\nsource = nodedev-xml:%s\n" % path))
+    by_libvirt = hostinventory.load(config.loads(""), conn)
     assert by_file == by_libvirt
     with pytest.raises(InventoryError, match="needs a libvirt connection"):
-        inventory.load(config.loads(""))
+        hostinventory.load(config.loads(""))
 
 
 def test_inventory_should_order_vfs_by_pf_then_index(big_host):
