@@ -36,52 +36,24 @@ import re
 import ssl
 import threading
 import uuid
-from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from dataclasses import dataclass
 from typing import Callable, Optional
-from urllib.parse import parse_qs, urlparse
+from urllib.parse import parse_qs
 
 from sriov_host.errors import SriovError
 from sriov_host.policy import parse_bool
 
+from . import engine_sim_http as web
 from . import engine_sim_xml as ex
 from .engine_sim_events import EventLog, events_xml
+from .engine_sim_http import SSO_TOKEN, Fault, Recorded, fault_reply
+from .engine_sim_migrate import MigrateVmCommand, Migration
 from .pki import TestCa
 
 API = "/ovirt-engine/api"
-SSO_TOKEN = "/ovirt-engine/sso/oauth/token"
 SSO_LOGOUT = "/ovirt-engine/services/sso-logout"
 
 log = logging.getLogger(__name__)
-
-
-@dataclass
-class Recorded:
-    """One request as the simulator saw it (the SSO password is redacted)."""
-
-    method: str
-    path: str
-    query: dict
-    headers: dict
-    body: str
-
-
-@dataclass
-class Migration:
-    """What the migrate callback receives; ``src``/``dst`` are host records."""
-
-    vm_id: str
-    vm_name: str
-    src: dict
-    dst: dict
-    unplugged: list = field(default_factory=list)  # vNIC ids unplugged for it (alias ua-<id>)
-    correlation_id: str = ""
-    tried: list = field(default_factory=list)  # destination host ids, in order (reruns)
-    not_plugged: list = field(default_factory=list)  # vNIC names the destination could not plug
-    cancelled: threading.Event = field(default_factory=threading.Event)
-    done: threading.Event = field(default_factory=threading.Event)
-    ok: Optional[bool] = None
-    error: Optional[str] = None
 
 
 @dataclass
@@ -95,7 +67,7 @@ class _Rule:
     times: int = 1
 
 
-class EngineSimulator:
+class EngineSimulator(MigrateVmCommand):
     """The engine stand-in; ``start()`` it, seed it, point ``sriov-engine`` at ``url``."""
 
     def __init__(self, workdir: str, users: Optional[dict] = None, bind: str = "127.0.0.1",
@@ -124,7 +96,7 @@ class EngineSimulator:
         issued = self.ca.issue("engine-sim", sans=(self._bind[0], "localhost"))
         ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
         ctx.load_cert_chain(issued.cert, issued.key)
-        self._server = _Server(self._bind, _handler(self, ctx))
+        self._server = web.Server(self._bind, web.handler(self, ctx))
         threading.Thread(target=self._server.serve_forever, args=(0.05,), name="engine-sim",
                          daemon=True).start()
         return self
@@ -255,9 +227,9 @@ class EngineSimulator:
         if not path.startswith(API):
             return 404, "text/html", "<html>Not Found</html>"
         if headers.get("authorization", "")[len("Bearer "):] not in self._tokens:
-            return _fault(401, "Unauthorized", "Missing or invalid SSO token")
+            return fault_reply(401, "Unauthorized", "Missing or invalid SSO token")
         if rule is not None:
-            return _fault(rule.status, rule.reason, rule.detail)
+            return fault_reply(rule.status, rule.reason, rule.detail)
         corr = headers.get("correlation-id") or query.get("correlation_id") or uuid.uuid4().hex[:8]
         with self._lock:
             return self._api(method, path[len(API):].rstrip("/"), query, body, corr)
@@ -298,24 +270,24 @@ class EngineSimulator:
             ("GET", "hosts", 2): lambda: ex.host(self._get(self.hosts, parts[1])),
         }.get(route)
         if handler is None:
-            return _fault(404, "Not Found", "the simulator has no %s %s" % (method, path))
+            return fault_reply(404, "Not Found", "the simulator has no %s %s" % (method, path))
         try:
             return 200, "application/xml", handler()
-        except _Fault as f:
-            return _fault(f.status, f.reason, f.detail)
+        except Fault as f:
+            return fault_reply(f.status, f.reason, f.detail)
         except SriovError as e:  # a malformed request body
-            return _fault(400, "Bad Request", e.message)
+            return fault_reply(400, "Bad Request", e.message)
 
     def _events(self, query: dict) -> list:
         try:
             return self.event_log.query(query)
         except ValueError as e:
-            raise _Fault(400, "Operation Failed", str(e)) from None
+            raise Fault(400, "Operation Failed", str(e)) from None
 
     @staticmethod
     def _get(table: dict, rid: str) -> dict:
         if rid not in table:
-            raise _Fault(404, "Operation Failed", "Entity not found: %s" % rid)
+            raise Fault(404, "Operation Failed", "Entity not found: %s" % rid)
         return table[rid]
 
     def _put_profile(self, rid: str, body: str) -> str:
@@ -325,15 +297,15 @@ class EngineSimulator:
         if "custom" in update:
             bad = sorted(set(update["custom"]) - self.allowed_device_properties)
             if bad:
-                raise _Fault(400, "Operation Failed", "[Cannot edit VM network interface profile. "
+                raise Fault(400, "Operation Failed", "[Cannot edit VM network interface profile. "
                              "Invalid custom property: %s]" % ", ".join(bad))
         migratable = update.get("migratable", prof["migratable"])
         if isinstance(migratable, str):
             migratable = parse_bool(migratable)
             if migratable is None:
-                raise _Fault(400, "Invalid value", "migratable must be a boolean")
+                raise Fault(400, "Invalid value", "migratable must be a boolean")
         if prof["failover"] and prof["passthrough"] and not migratable:
-            raise _Fault(409, "Operation Failed", "[Cannot edit VM network interface profile. "
+            raise Fault(409, "Operation Failed", "[Cannot edit VM network interface profile. "
                          "Failover is supported only for migratable passthrough vNIC profiles.]")
         if prof["passthrough"]:  # ignored silently on other profiles, like the engine
             prof["migratable"] = migratable
@@ -346,7 +318,7 @@ class EngineSimulator:
         for nic in vm["nics"]:
             if nic["id"] == nic_id:
                 return vm, nic
-        raise _Fault(404, "Operation Failed", "Entity not found: %s" % nic_id)
+        raise Fault(404, "Operation Failed", "Entity not found: %s" % nic_id)
 
     def _put_nic(self, vm_id: str, nic_id: str, body: str, corr: str = "") -> str:
         """The engine's merge: ``plugged`` hot-plugs or hot-unplugs; not while migrating."""
@@ -354,22 +326,22 @@ class EngineSimulator:
         try:
             update = ex.parse_nic_update(body)
         except ValueError as e:
-            raise _Fault(400, "Bad Request", str(e)) from None
+            raise Fault(400, "Bad Request", str(e)) from None
         if "plugged" not in update:
             return ex.nic(vm, nic)
         plugged = parse_bool(update["plugged"])
         if plugged is None:
-            raise _Fault(400, "Invalid value", "plugged must be a boolean, got %r" % update["plugged"])
+            raise Fault(400, "Invalid value", "plugged must be a boolean, got %r" % update["plugged"])
         if plugged != nic["plugged"] and vm["status"] == "migrating":
-            raise _Fault(409, "Operation Failed", "[Cannot %s Network Interface. The VM is "
+            raise Fault(409, "Operation Failed", "[Cannot %s Network Interface. The VM is "
                          "migrating.]" % ("hot plug" if plugged else "hot unplug"))
         if plugged and not nic["plugged"] and not self._vf_free(vm["host"], nic):
-            raise _Fault(409, "Operation Failed", "[Cannot hot plug Network Interface. There is no "
+            raise Fault(409, "Operation Failed", "[Cannot hot plug Network Interface. There is no "
                          "available Virtual Function on the host for the vNIC %s.]" % nic["name"])
         if plugged and not nic["plugged"]:
             error = self._host_plug(vm, nic)
             if error is not None:
-                raise _Fault(400, "Operation Failed", "[Cannot hot plug Network Interface. "
+                raise Fault(400, "Operation Failed", "[Cannot hot plug Network Interface. "
                              "Failed to hot-plug: %s]" % error)
         if plugged != nic["plugged"]:
             nic["plugged"] = plugged
@@ -422,166 +394,9 @@ class EngineSimulator:
         with self._lock:
             self._tokens.clear()
 
-    def _migratable_passthrough(self, nic: dict) -> bool:
-        profile = self.profiles.get(nic["profile"])
-        return bool(profile and profile["passthrough"] and profile["migratable"] is True)
-
-    def _unplug_for_migration(self, vm: dict, corr: str) -> list:
-        """``MigrateVmCommand.unplugPassthroughNics``: each one an ``ActivateDeactivateVmNic``
-        logged as 1014 with the migration's correlation id, before the start event."""
-        unplugged = []
-        for nic in vm["nics"]:
-            if nic["plugged"] and self._migratable_passthrough(nic):
-                nic["plugged"] = False
-                unplugged.append(nic["id"])
-                self._log_nic(1014, vm, nic, corr)
-        return unplugged
-
-    def _migrate(self, vm_id: str, body: str, corr: str = "") -> str:
-        vm = self._get(self.vms, vm_id)
-        dst_key = ex.parse_action_host(body)
-        if vm["status"] != "up":
-            raise _Fault(409, "Operation Failed", "[Cannot migrate VM. VM %s is not running.]" % vm["name"])
-        try:
-            dst = self.hosts[self._id(self.hosts, dst_key)] if dst_key else None
-        except KeyError:
-            raise _Fault(404, "Operation Failed", "Entity not found: host %s" % dst_key) from None
-        if dst is None or dst["id"] == vm["host"]:
-            raise _Fault(409, "Operation Failed", "[Cannot migrate VM. The destination host is "
-                         "missing or is the source host.]")
-        mig = Migration(vm_id, vm["name"], dict(self.hosts[vm["host"]]), dict(dst), correlation_id=corr)
-        mig.unplugged = self._unplug_for_migration(vm, corr)
-        self._log_migration(62, vm, mig)
-        vm["status"] = "migrating"
-        self.migrations.append(mig)
-        threading.Thread(target=self._run_migration, args=(vm, mig), daemon=True).start()
-        return ex.action(dst)
-
-    def _run_migration(self, vm: dict, mig: Migration) -> None:
-        """``MigrateVmCommand`` after ``perform``: ``runningSucceded`` plugs on the destination
-        (1013 and 12003 for those it cannot); ``runningFailed`` releases the destination and
-        plugs nothing back; ``rerun`` (128) tries the next of ``rerun_hosts`` with the same
-        command, so the same correlation id, without unplugging again."""
-        while True:
-            mig.tried.append(mig.dst["id"])
-            ok, error = self._attempt(mig)
-            with self._lock:
-                rerun_to = None if ok else self._next_rerun(mig)
-                if rerun_to is None:
-                    self._finish(vm, mig, ok, error)
-                    break
-                self._log_migration(128, vm, mig)
-                mig.dst = dict(rerun_to)
-                self._log_migration(62, vm, mig)
-        mig.done.set()
-
-    def _attempt(self, mig: Migration) -> tuple:
-        try:
-            if self._callback is not None:
-                return self._callback(mig) is not False, None
-            return not mig.cancelled.wait(self.migrate_seconds), None
-        except Exception as e:  # a failed lab migration is an outcome, not a crash
-            return False, "%s: %s" % (type(e).__name__, e)
-
-    def _next_rerun(self, mig: Migration) -> Optional[dict]:
-        if mig.cancelled.is_set():
-            return None
-        for key in self.rerun_hosts:
-            host = self.hosts.get(self._id(self.hosts, key)) if key else None
-            if host and host["id"] != mig.src["id"] and host["id"] not in mig.tried:
-                return host
-        return None
-
-    def _finish(self, vm: dict, mig: Migration, ok: bool, error: Optional[str]) -> None:
-        mig.ok, mig.error = ok, error
-        vm["status"] = "up"
-        vm["host"] = mig.dst["id"] if ok else mig.src["id"]
-        if not ok:  # after a failure the engine leaves them unplugged
-            self._log_migration(65, vm, mig)
-            return
-        for nic in vm["nics"]:
-            if nic["id"] not in mig.unplugged:
-                continue
-            if self._vf_free(vm["host"], nic) and self._host_plug(vm, nic) is None:
-                nic["plugged"] = True
-                self._log_nic(1012, vm, nic, mig.correlation_id)
-            else:
-                mig.not_plugged.append(nic["name"])
-                self._log_nic(1013, vm, nic, mig.correlation_id)
-        if mig.not_plugged:
-            self.event_log.log(12003, vm, self.hosts.get(vm["host"]), mig.correlation_id,
-                               NamesOfNotRepluggedNics=",".join(mig.not_plugged))
-        self._log_migration(63, vm, mig)
-
-    def _log_migration(self, code: int, vm: dict, mig: Migration) -> None:
-        self.event_log.log(code, vm, self.hosts.get(mig.src["id"]), mig.correlation_id,
-                           DestinationVdsName=mig.dst["name"])
-
-    def _cancel(self, vm_id: str) -> str:
-        vm = self._get(self.vms, vm_id)
-        running = [m for m in self.migrations if m.vm_id == vm_id and not m.done.is_set()]
-        if vm["status"] != "migrating" or not running:
-            raise _Fault(409, "Operation Failed", "[Cannot cancel migration for non migrating VM.]")
-        for m in running:
-            m.cancelled.set()
-        return ex.action(None)
-
-
-class _Server(ThreadingHTTPServer):
-    daemon_threads = True
-
-    def handle_error(self, request, client_address):
-        """A client that drops its TLS handshake is no simulator failure."""
-        log.debug("engine-sim: connection from %s failed", client_address, exc_info=True)
-
-
-class _Fault(Exception):
-    def __init__(self, status: int, reason: str, detail: str):
-        super().__init__(reason)
-        self.status, self.reason, self.detail = status, reason, detail
-
-
-def _fault(status: int, reason: str, detail: str) -> tuple:
-    return status, "application/xml", ex.fault(reason, detail)
-
 
 def _search(records, query: dict) -> list:
     try:
         return ex.search(records, query.get("search", ""))
     except ValueError as e:
-        raise _Fault(400, "Operation Failed", str(e)) from None
-
-
-def _handler(sim: EngineSimulator, ctx: ssl.SSLContext):
-    class Handler(BaseHTTPRequestHandler):
-        protocol_version = "HTTP/1.1"
-        timeout = 30
-
-        def setup(self):
-            """TLS handshake here, in the worker, so a silent client stalls no one."""
-            self.request.settimeout(10)
-            self.request = ctx.wrap_socket(self.request, server_side=True)
-            super().setup()
-
-        def log_message(self, *args):
-            pass
-
-        def _serve(self):
-            url = urlparse(self.path)
-            length = int(self.headers.get("Content-Length") or 0)
-            body = self.rfile.read(length).decode("utf-8") if length else ""
-            headers = {k.lower(): v for k, v in self.headers.items()}
-            query = {k: v[0] for k, v in parse_qs(url.query).items()}
-            shown = re.sub(r"(^|&)password=[^&]*", r"\1password=***", body) if url.path == SSO_TOKEN else body
-            sim._record(Recorded(self.command, url.path, query, headers, shown))
-            status, ctype, text = sim.handle(self.command, url.path, query, headers, body)
-            data = text.encode("utf-8")
-            self.send_response(status)
-            self.send_header("Content-Type", ctype + ("; charset=utf-8" if "xml" in ctype else ""))
-            self.send_header("Content-Length", str(len(data)))
-            self.end_headers()
-            self.wfile.write(data)
-
-        do_GET = do_PUT = do_POST = do_DELETE = _serve
-
-    return Handler
+        raise Fault(400, "Operation Failed", str(e)) from None
