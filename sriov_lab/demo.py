@@ -40,10 +40,10 @@ from . import inventory as lab_inventory
 from .errors import LabError
 from .guest import ensure_guest, parse_serial
 from .lab import Lab
+from .realvf import REAL_VF_SCENARIOS
 from .services import LabServices, LabStandIns
 
 SCENARIOS = ("success", "rollback", "unplug-timeout", "no-free-vf", "plain-vdsm-migrate")
-REAL_VF_SCENARIOS = ("success", "rollback", "no-free-vf")
 TIMEOUTS = {"rollback_grace": 5, "reconcile_interval": 0.5, "unplug": 3, "plug": 3}
 # Real VFs in L1, their guest in nested TCG: an unplug takes seconds, the
 # guest minutes to boot.
