@@ -159,7 +159,7 @@ def raw_trial(env: LabBench) -> dict:
     import libvirt
 
     from sriov_lab.inventory import free_port
-    from sriov_lab.migration import _migrate_params
+    from sriov_lab.vdsm.migration import _migrate_params
 
     spec = env.boot()
     aliases = [v.alias for v in spec.vnics]

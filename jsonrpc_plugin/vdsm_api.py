@@ -5,7 +5,7 @@ own order (capture XML, hooks, ``migrationCreate``, libvirt) runs on a
 domain that no longer holds the source's VFs. Two implementations:
 
 * :class:`VdsmClient`: ``vdsm.client`` over VDSM's TLS port, on oVirt hosts;
-* :class:`LabVdsm`: the lab's VDSM stand-in (``sriov_lab.vdsm_standin``),
+* :class:`LabVdsm`: the lab's VDSM stand-in (``sriov_lab.vdsm.api``),
   which speaks the same verbs as plain JSON-RPC over HTTP on loopback.
   It exists only because VDSM cannot run on a lab machine.
 """

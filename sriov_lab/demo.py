@@ -474,7 +474,7 @@ def _raw_migrate_back(st: Stage, spec) -> float:
 
     from . import rawlibvirt
     from .inventory import free_port
-    from .migration import _migrate_params
+    from .vdsm.migration import _migrate_params
 
     st.services.stop()  # no reconciler may act on a VM moved behind its back
     aliases = [v.alias for v in spec.vnics]

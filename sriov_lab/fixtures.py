@@ -27,10 +27,10 @@ from sriov_host import config, libvirtconn
 
 from . import domains, vdsm_user
 from .guest import ensure_guest
-from .hookrunner import HookRunner
 from .hosts import LIBVIRTD, is_alive
 from .lab import Lab
 from .services import LabStandIns
+from .vdsm.hooks import HookRunner
 
 QEMU = "/usr/bin/qemu-system-x86_64"
 

@@ -132,7 +132,7 @@ def config_text(host, inventory_path: Optional[str], ledger_path: str, port: int
     without, they are real VFs from libvirt's nodedev tree, rendered as
     ``hostdev`` (the real-VF lab). ``[networks]`` names the host's own PFs.
     ``[vdsm]`` points ``SRIOV.migrate`` at the host's VDSM stand-in
-    (:mod:`sriov_lab.vdsm_standin`) on the host's own address. *bridge*
+    (:mod:`sriov_lab.vdsm.api`) on the host's own address. *bridge*
     is the host's side of the lab's wire (:mod:`sriov_lab.datapath`).
     ``[libvirt]`` carries the host's SASL credentials (:mod:`sriov_lab.sasl`),
     as VDSM's would be on an oVirt host.

@@ -5,7 +5,7 @@ module), each with its host's config, so hooks and service share one
 ledger exactly as on an oVirt host. The lab CA stands in for VDSM's PKI.
 Each listens on its host's own loopback address, named in its
 certificate. :class:`LabStandIns` runs the hosts' VDSM stand-ins
-(:mod:`sriov_lab.vdsm_standin`), which ``SRIOV.migrate`` drives.
+(:mod:`sriov_lab.vdsm.api`), which ``SRIOV.migrate`` drives.
 
 Each service runs as its systemd unit runs it (:mod:`sriov_lab.vdsm_user`):
 the unit's user and group, exactly its capabilities, the installed
@@ -29,7 +29,7 @@ from sriov_host import config
 from . import vdsm_user
 from .errors import LabError
 from .pki import Issued, TestCa
-from .vdsm_standin import VdsmStandIn
+from .vdsm.api import VdsmStandIn
 
 ADMIN = "lab-admin"
 
@@ -179,7 +179,7 @@ def _reap(proc, timeout: float = 10.0) -> None:
 
 def install_hooks(lab, hooks_root: str) -> list:
     """Install the hooks per host with ``sriov-migration-install``; return runners."""
-    from .hookrunner import HookRunner
+    from .vdsm.hooks import HookRunner
 
     user = getattr(lab, "user", None)
     runners = []

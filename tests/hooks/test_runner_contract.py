@@ -12,7 +12,7 @@ import sys
 import pytest
 from helpers.corpus import read_domain
 
-from sriov_lab.hookrunner import HookRunner
+from sriov_lab.vdsm.hooks import HookRunner
 from vdsm_hooks.hook import BEFORE_POINTS, POINTS
 
 VM = "4f1c3a52-8d6e-4b8e-9a0e-3c2f9d0e7a11"

@@ -28,8 +28,8 @@ from jsonrpc_plugin.client import RpcError
 from sriov_host import config, devices, domxml, metadata
 from sriov_lab import domains
 from sriov_lab.engine_sim import EngineSimulator
-from sriov_lab.migration import migrate
 from sriov_lab.services import LabServices, install_hooks
+from sriov_lab.vdsm.api import migrate
 
 pytestmark = pytest.mark.lab
 

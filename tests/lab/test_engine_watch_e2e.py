@@ -31,8 +31,8 @@ from sriov_lab import hosts as hostmod
 from sriov_lab.engine_sim import EngineSimulator
 from sriov_lab.fixtures import LabVms
 from sriov_lab.lab import Lab
-from sriov_lab.migration import migrate
 from sriov_lab.services import LabServices, install_hooks
+from sriov_lab.vdsm.api import migrate
 
 pytestmark = pytest.mark.lab
 

@@ -6,7 +6,7 @@ import os
 
 import pytest
 
-from sriov_lab import hookrunner as hr
+from sriov_lab.vdsm import hooks as hr
 
 
 def _script(tmp_path, point, name, body, mode=0o755):

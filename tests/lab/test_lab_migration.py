@@ -13,9 +13,9 @@ import os
 import pytest
 
 from sriov_lab import domains
-from sriov_lab import hookrunner as hr
 from sriov_lab.guest import parse_serial
-from sriov_lab.migration import migrate
+from sriov_lab.vdsm import hooks as hr
+from sriov_lab.vdsm.api import migrate
 
 pytestmark = pytest.mark.lab
 

@@ -23,10 +23,10 @@ from sriov_host import config, devices, domxml, libvirtconn, metadata, rollback
 from sriov_host.ledger import Ledger
 from sriov_lab import domains, vdsm_user
 from sriov_lab import fixtures as lab_fixtures
-from sriov_lab import hookrunner as hr
-from sriov_lab.hookrunner import HookRunner
 from sriov_lab.lab import Lab
 from sriov_lab.services import LabStandIns
+from sriov_lab.vdsm import hooks as hr
+from sriov_lab.vdsm.hooks import HookRunner
 
 pytestmark = pytest.mark.lab
 

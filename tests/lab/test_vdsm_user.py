@@ -19,9 +19,9 @@ import subprocess
 
 import pytest
 
-from sriov_lab import hookrunner as hr
 from sriov_lab import vdsm_user
 from sriov_lab.services import LabServices
+from sriov_lab.vdsm import hooks as hr
 
 UNIT_TEXT = """\
 [Unit]

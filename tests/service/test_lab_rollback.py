@@ -23,8 +23,8 @@ from jsonrpc_plugin.client import RpcClient
 from jsonrpc_plugin.service import Service
 from sriov_host import config, devices, domxml, libvirtconn, metadata, rollback
 from sriov_lab import domains
-from sriov_lab import hookrunner as hr
 from sriov_lab.services import LabStandIns
+from sriov_lab.vdsm import hooks as hr
 
 pytestmark = pytest.mark.lab
 

@@ -11,8 +11,8 @@ import libvirt
 import pytest
 
 from sriov_host import config
-from sriov_lab import migration as mig
-from sriov_lab.vdsm_standin import VdsmStandIn
+from sriov_lab.vdsm import migration as mig
+from sriov_lab.vdsm.api import VdsmStandIn
 
 VM = "7a9c0e12-3b4d-4e5f-8a6b-7c8d9e0f1a22"
 

@@ -20,7 +20,7 @@ from typing import Optional
 
 from sriov_host import xmlsafe
 
-from . import migration as mig
+from . import define as mig
 
 log = logging.getLogger(__name__)
 

@@ -9,7 +9,7 @@ point (the action aborts) and is only logged for ``after_*`` points.
 
 Each run returns every script's rc, stderr and monotonic timings. The
 migration order that calls it (VDSM's, exactly) lives in
-:mod:`sriov_lab.migration` and :mod:`sriov_lab.vdsm_standin`.
+:mod:`sriov_lab.vdsm.migration` and :mod:`sriov_lab.vdsm.api`.
 
 Given a *user* (:class:`sriov_lab.vdsm_user.LabUser`), each script runs
 as VDSM runs it: as ``vdsm``, group ``kvm``, with no capabilities, on a

@@ -11,7 +11,7 @@ loopback address, exactly the verbs ``SRIOV.migrate`` calls:
 
 with VDSM's result shapes and error codes (noVM 1, migrateErr 12,
 migCancelErr 47, migInProgress 51, hookError 78). The migration follows
-VDSM's real order (see :mod:`sriov_lab.migration`): it is not kinder
+VDSM's real order (see :mod:`sriov_lab.vdsm.migration`): it is not kinder
 than VDSM, or the lab would prove nothing. Peers (the other hosts'
 stand-ins) live in the same process and are called directly where VDSM
 would call its peer's ``migrationCreate`` over the wire.
@@ -37,9 +37,9 @@ from lxml import etree
 from sriov_host import domxml, libvirtconn, xmlsafe
 from sriov_host.pci import PciAddress
 
-from . import hookrunner as hr
+from . import hooks as hr
 from . import migration as mig
-from . import vdsm_nics
+from . import vm as vdsm_nics
 
 log = logging.getLogger(__name__)
 
@@ -585,3 +585,23 @@ class _Events:
         self._queue.put(None)
         if self._thread.is_alive():
             self._thread.join(5)
+
+
+def migrate(src_conn, dst_conn, vm_id: str, src_hooks: hr.HookRunner,
+            dst_hooks: hr.HookRunner, port: Optional[int] = None,
+            flags: Optional[int] = None,
+            before_migrate: Optional[Callable[[], None]] = None,
+            timeout: float = 600.0) -> mig.MigrationResult:
+    """Migrate VM *vm_id* from *src_conn* to *dst_conn* in VDSM's strict order.
+
+    Two in-process stand-ins (no server, no event subscriptions) play the
+    hosts; this waits for the source thread and for the destination's
+    ``after_vm_migrate_destination``. *before_migrate* runs just before
+    the libvirt migration: the demo makes the migration fail there.
+    """
+    src = VdsmStandIn(src_hooks.host, mig.config_of(src_hooks), src_hooks, conn=src_conn)
+    dst = VdsmStandIn(dst_hooks.host, mig.config_of(dst_hooks), dst_hooks, conn=dst_conn)
+    opts = mig.SourceOptions(port=port, flags=flags, before_migrate=before_migrate)
+    result = src.run_migration(vm_id, dst, opts)
+    result.wait(timeout)
+    return result

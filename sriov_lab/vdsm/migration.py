@@ -21,9 +21,9 @@ suggests, and the lab copies it, order and refusals:
 
 So an unplug done in ``before_vm_migrate_source`` is too late: the
 destination has already acted on the source's VFs. The hosts' side of
-this lives in :mod:`sriov_lab.vdsm_standin`; this module holds the source
-thread, the destination's device resolution, the result record, and
-:func:`migrate`, which drives two in-process stand-ins synchronously.
+this lives in :mod:`sriov_lab.vdsm.api`; this module holds the source
+thread, the destination's device resolution, and the result record
+(:func:`sriov_lab.vdsm.api.migrate` drives two in-process stand-ins synchronously).
 """
 
 from __future__ import annotations
@@ -38,60 +38,33 @@ from sriov_host import domxml
 from sriov_host.errors import BadDomainXml
 from sriov_host.pci import PciAddress
 
-from . import hookrunner as hr
-from .inventory import free_port
+from ..inventory import free_port
+from . import hooks as hr
+from .define import (  # noqa: F401 - mig.DONE etc. for the stand-in
+    CREATE,
+    DONE,
+    DONE_MSG,
+    HOOK_ERROR,
+    IN_PROGRESS_MSG,
+    MAX_INCOMING_MIGRATIONS,
+    MESSAGES,
+    MIG_CANCEL_ERR,
+    MIG_IN_PROGRESS,
+    MIGRATE,
+    MIGRATE_ERR,
+    MIGRATE_LIMIT,
+    MIGRATE_PARAMS,
+    MIGRATION_MAX_BANDWIDTH,
+    MIGRATION_RETRY_TIMEOUT,
+    NO_VM,
+    VM_EXISTS,
+    VdsmError,
+)
 
 log = logging.getLogger(__name__)
 
-# VDSM's error codes (lib/vdsm/common/exception.py, define.errCode)
-DONE = 0
-NO_VM = 1  # noVM
-VM_EXISTS = 4  # exist (clientIF.createVm: the VM id is still in the container)
-MIGRATE_ERR = 12  # migrateErr
-MIG_CANCEL_ERR = 47  # migCancelErr
-MIG_IN_PROGRESS = 51  # migInProgress
-HOOK_ERROR = 78  # hookError
-MESSAGES = {NO_VM: "Virtual machine does not exist", VM_EXISTS: "Virtual machine already exists",
-            MIGRATE_ERR: "Fatal error during migration",
-            MIG_CANCEL_ERR: "Migration not in progress",
-            MIG_IN_PROGRESS: "Command not supported during migration", HOOK_ERROR: "Hook error"}
-MIGRATE_LIMIT = 82  # migrateLimit: the destination is at its incoming limit (vm.py _startUnderlyingVm)
-MESSAGES[MIGRATE_LIMIT] = "Incoming migration limit exceeded"
-IN_PROGRESS_MSG = "Migration in progress"
-DONE_MSG = "Migration done"
-CREATE = "migrationCreate"
-MIGRATE = "migrate"
-
-# VDSM's [vars] defaults (lib/vdsm/common/config.py.in)
-MIGRATION_MAX_BANDWIDTH = 52  # MiB/s, for a VM.migrate without maxBandwidth
-MAX_INCOMING_MIGRATIONS = 2  # migration.incomingMigrations' bound, until an incomingLimit sets it
-MIGRATION_RETRY_TIMEOUT = 10.0  # s between attempts at a destination at its limit
-# VDSM's MigrateParams (lib/vdsm/api/vdsm-api.yml), the legacy downtime and the engine's src
-MIGRATE_PARAMS = frozenset((
-    "vmId", "dst", "dstparams", "mode", "method", "tunneled", "dstqemu", "abortOnError",
-    "consoleAddress", "compressed", "autoConverge", "encrypted", "cpusets", "parallel",
-    "numaNodesets", "zerocopy", "maxBandwidth", "incomingLimit", "outgoingLimit",
-    "convergenceSchedule", "enableGuestEvents", "downtime", "src"))
-
 STEP_LABELS = {hr.BEFORE_SOURCE: "guard", hr.BEFORE_DEST: "reserve", hr.AFTER_DEST: "plug",
                hr.AFTER_SOURCE: "release", hr.AFTER_DESTROY: "destroy"}
-
-
-class VdsmError(Exception):
-    """A VDSM error response: numeric code, message, and where it stopped."""
-
-    def __init__(self, code: int, detail: str = "", stage: Optional[str] = None,
-                 message: Optional[str] = None):
-        if message is None:
-            base = MESSAGES.get(code, "Error")
-            message = "%s: %s" % (base, detail) if detail else base
-        super().__init__(message)
-        self.code = code
-        self.message = message
-        self.stage = stage
-
-    def response(self) -> dict:
-        return {"status": {"code": self.code, "message": self.message}}
 
 
 @dataclass
@@ -394,34 +367,12 @@ def _underlying_migration(dom, dst, result, opts) -> str:
     return domain_xml
 
 
-def _config_of(hooks: hr.HookRunner):
+def config_of(hooks: hr.HookRunner):
     """The host config a hook runner's environment names (defaults without one)."""
     from sriov_host import config
 
     path = hooks.env.get(config.ENV_VAR)
     return config.load(path) if path else config.Config()
-
-
-def migrate(src_conn, dst_conn, vm_id: str, src_hooks: hr.HookRunner,
-            dst_hooks: hr.HookRunner, port: Optional[int] = None,
-            flags: Optional[int] = None,
-            before_migrate: Optional[Callable[[], None]] = None,
-            timeout: float = 600.0) -> MigrationResult:
-    """Migrate VM *vm_id* from *src_conn* to *dst_conn* in VDSM's strict order.
-
-    Two in-process stand-ins (no server, no event subscriptions) play the
-    hosts; this waits for the source thread and for the destination's
-    ``after_vm_migrate_destination``. *before_migrate* runs just before
-    the libvirt migration: the demo makes the migration fail there.
-    """
-    from .vdsm_standin import VdsmStandIn
-
-    src = VdsmStandIn(src_hooks.host, _config_of(src_hooks), src_hooks, conn=src_conn)
-    dst = VdsmStandIn(dst_hooks.host, _config_of(dst_hooks), dst_hooks, conn=dst_conn)
-    opts = SourceOptions(port=port, flags=flags, before_migrate=before_migrate)
-    result = src.run_migration(vm_id, dst, opts)
-    result.wait(timeout)
-    return result
 
 
 def _vf_node_devices(conn, cfg) -> Callable[[str], bool]:

@@ -1,0 +1,11 @@
+"""The lab's VDSM stand-in, laid out after the VDSM modules it copies.
+
+VDSM cannot run here, so these modules copy its order, answers and
+refusals (each names the VDSM file and function it copies):
+
+* :mod:`.api`: ``API.py``/``clientIF.py``: the JSON-RPC verbs and the VM container;
+* :mod:`.vm`: ``virt/vm.py``: ``hotplugNic``/``hotunplugNic`` and the device books;
+* :mod:`.migration`: ``virt/migration.py``: the source thread, ``migrationCreate``'s devices;
+* :mod:`.hooks`: ``common/hooks.py``: ``_runHooksDir``;
+* :mod:`.define`: ``common/define.py``, ``exception.py``, ``config.py.in``: codes and defaults.
+"""
