@@ -52,11 +52,16 @@ def _add_down(p):
 def _run_down(args) -> int:
     """Stop daemons and QEMUs that a killed earlier lab left behind."""
     from .hosts import reap_stale
+    from .lab import reap_networks
     from .paths import runtime_base
 
-    stopped = reap_stale(runtime_base())
+    base = runtime_base()
+    stopped = reap_stale(base)
     print("lab: stopped %d leftover process(es)%s"
           % (len(stopped), (": " + " ".join(map(str, stopped))) if stopped else ""))
+    removed = reap_networks(base)
+    print("lab: removed %d leftover network(s)%s"
+          % (len(removed), (": " + " ".join(removed)) if removed else ""))
     return 0
 
 

@@ -39,7 +39,7 @@ from sriov_host.pci import PciAddress
 
 from . import hookrunner as hr
 from . import migration as mig
-from . import vdsm_nics
+from . import netns, vdsm_nics
 
 log = logging.getLogger(__name__)
 
@@ -376,6 +376,9 @@ class VdsmStandIn:
             raise mig.VdsmError(mig.MIGRATE_ERR, "cannot reach the destination %r: no VDSM there" % dst)
         if peer is self:
             raise mig.VdsmError(mig.MIGRATE_ERR, "the destination %r is this host" % dst)
+        why = netns.unreachable(peer.address, peer.port)  # VDSM's connection to dst's VDSM
+        if why:
+            raise mig.VdsmError(mig.MIGRATE_ERR, "cannot reach the destination's VDSM: %s" % why)
         return peer
 
     def host_uuid(self) -> Optional[str]:
