@@ -174,14 +174,13 @@ class Lab:
         if errors:
             raise LabError("lab: stop failed: %s" % "; ".join(errors))
 
-    def set_firewall(self, project_firewall: bool) -> None:
-        """Put the hosts' firewalls back with (or without) the project's firewalld service."""
+    def set_firewall(self, project_firewall: bool, hosts: Optional[list] = None) -> None:
+        """Rewrite the firewall of *hosts* (indexes; default all) with or without the project's service."""
         if self.network is None:
             raise LabError("lab: no firewall to change (SRIOV_LAB_NETNS=0 or the real-VF lab)")
         allowed = firewall.rules(project_firewall)
-        for i in range(self.count):
+        for i in range(self.count) if hosts is None else hosts:
             netns.set_firewall(self.network.netns(i), allowed)
-        self.project_firewall = project_firewall
 
     def __getitem__(self, index: int):
         return self.hosts[index]
