@@ -244,6 +244,9 @@ def _add_host(lab_root: str, net: Network, i: int, allowed: list, vf_bridge: Opt
         _save(lab_root, net)
         _no_ipv6_here([port, peer])
         _ip("link", "set", port, "master", vf_bridge)
+        # the bridge must not learn a guest's MAC behind this port from an announcement the
+        # service sends here, as it learns nothing from frames sent on the bridge itself
+        _ip("link", "set", "dev", port, "type", "bridge_slave", "learning", "off")
         _ip("link", "set", port, "up")
         _ip("link", "set", peer, "netns", ns)
         _ip("link", "set", peer, "name", vf_bridge, netns=ns)
