@@ -34,6 +34,9 @@ def _run_up(args) -> int:
             print("%s  uuid=%s\n  uri    %s\n  virsh  LIBVIRT_AUTH_FILE=%s virsh -c '%s'"
                   "\n  config %s\n  log    %s"
                   % (h.name, h.host_uuid, h.uri, h.auth_file, h.uri, h.config_path, h.log_path))
+            if h.extra.get("netns"):
+                print("  netns  %s, address %s (behind its firewall: ip netns exec %s iptables -S)"
+                      % (h.extra["netns"], h.address, h.extra["netns"]))
         if args.vm:
             spec = domains.DomainSpec(name="lab-vm", guest=ensure_guest())
             domains.start(lab.hosts[0].connect(), spec)
