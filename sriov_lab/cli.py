@@ -34,6 +34,9 @@ def _run_up(args) -> int:
             print("%s  uuid=%s\n  uri    %s\n  virsh  LIBVIRT_AUTH_FILE=%s virsh -c '%s'"
                   "\n  config %s\n  log    %s"
                   % (h.name, h.host_uuid, h.uri, h.auth_file, h.uri, h.config_path, h.log_path))
+            if h.extra.get("netns"):
+                print("  netns  %s, address %s (behind its firewall: ip netns exec %s iptables -S)"
+                      % (h.extra["netns"], h.address, h.extra["netns"]))
         if args.vm:
             spec = domains.DomainSpec(name="lab-vm", guest=ensure_guest())
             domains.start(lab.hosts[0].connect(), spec)
@@ -52,11 +55,16 @@ def _add_down(p):
 def _run_down(args) -> int:
     """Stop daemons and QEMUs that a killed earlier lab left behind."""
     from .hosts import reap_stale
+    from .lab import reap_networks
     from .paths import runtime_base
 
-    stopped = reap_stale(runtime_base())
+    base = runtime_base()
+    stopped = reap_stale(base)
     print("lab: stopped %d leftover process(es)%s"
           % (len(stopped), (": " + " ".join(map(str, stopped))) if stopped else ""))
+    removed = reap_networks(base)
+    print("lab: removed %d leftover network(s)%s"
+          % (len(removed), (": " + " ".join(removed)) if removed else ""))
     return 0
 
 

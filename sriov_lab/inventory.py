@@ -179,14 +179,15 @@ def _bindable(address: str, port: int) -> bool:
 
 
 def write_host_files(host, index: int, pfs: int = 2, vfs: int = 8, vdsm_port: int = 54321,
-                     real_pf: Optional[str] = None, bridge: Optional[str] = None) -> None:
+                     real_pf: Optional[str] = None, bridge: Optional[str] = None,
+                     port: Optional[int] = None) -> None:
     """Write the inventory and config of *host*; remember their paths on it.
 
     With *real_pf* (the real-VF lab) the host owns that real PF and its
     VFs come from libvirt; no inventory file is written.
     """
     conf = os.path.join(host.root, CONFIG_NAME)
-    port = free_port((host.address,))
+    port = port or free_port((host.address,))  # a free one, unless the host has its own namespace
     # The host's /var/lib/vdsm/sriov-migration (the unit's StateDirectory)
     ledger = os.path.join(host.root, STATE_DIR, "ledger.sqlite")
     if real_pf:

@@ -3,9 +3,14 @@
 :class:`Lab` is a context manager so a test session, the CLI and the
 demo all stop what they started, on an exception or Ctrl-C too.
 
-Host i gets its own loopback address ``127.0.0.(11+i)``: its
-``sriov-migrationd`` and its VDSM stand-in listen there, so "which host"
-is an address, as on a cluster. All hosts' stand-ins share one port.
+Host i gets its own address, so "which host" is an address, as on a
+cluster: by default a link-local one in the host's own network namespace,
+behind a firewall that lets in what an engine-deployed oVirt host's
+firewalld does (:mod:`sriov_lab.netns`, :mod:`sriov_lab.firewall`); its
+``sriov-migrationd`` and its VDSM stand-in listen there on their real
+ports (54325, 54321). With ``SRIOV_LAB_NETNS=0``, and in the real-VF lab,
+host i is ``127.0.0.(11+i)`` with nothing in between, and all hosts'
+stand-ins share one free port.
 """
 
 from __future__ import annotations
@@ -19,7 +24,9 @@ import tempfile
 import time
 from typing import Optional
 
-from . import datapath, inventory, vdsm_user
+from sriov_host.config import Config
+
+from . import datapath, firewall, inventory, netns, vdsm_user
 from . import hosts as hostmod
 from .errors import LabError
 from .paths import caps_cache_dir, runtime_base
@@ -28,10 +35,23 @@ log = logging.getLogger(__name__)
 
 HOST_NAMES = "abcdefghij"
 ADDRESS_BASE = 11  # host i is 127.0.0.(11+i): one address per host, as on a real cluster
+VDSM_PORT = 54321  # VDSM's management_port (lib/vdsm/common/config.py.in)
+SERVICE_PORT = Config.port  # sriov-migrationd's default [server] port
 
 
 def host_address(index: int) -> str:
     return "127.0.0.%d" % (ADDRESS_BASE + index)
+
+
+def reap_networks(base: str) -> list:
+    """Remove the wires and host namespaces that labs killed under *base* left; their directories."""
+    removed = []
+    for root in glob.glob(os.path.join(base, "lab-*")):
+        if hostmod.owner_alive(root):
+            continue  # a running lab (another terminal, a test session)
+        if datapath.reap(root) | netns.reap(root):
+            removed.append(root)
+    return removed
 
 
 class Lab:
@@ -39,7 +59,8 @@ class Lab:
 
     def __init__(self, count: int = 2, base: Optional[str] = None, keep: bool = False,
                  ready_timeout: float = 90.0, real_pfs: Optional[list] = None,
-                 wire: Optional[str] = None):
+                 wire: Optional[str] = None, strict_network: Optional[bool] = None,
+                 project_firewall: bool = True):
         if not 1 <= count <= len(HOST_NAMES):
             raise LabError("a lab has 1..%d hosts, not %d" % (len(HOST_NAMES), count))
         self.count = count
@@ -48,6 +69,11 @@ class Lab:
         self.ready_timeout = ready_timeout
         self.real_pfs = real_pfs  # the real-VF lab: host i owns real PF real_pfs[i]
         self.wire = wire  # the real-VF lab: L1's NIC on the PFs' hub, a port of the lab's switch
+        # one namespace and firewall per host (default: unless SRIOV_LAB_NETNS=0); not for real VFs
+        self.strict_network = (netns.enabled() if strict_network is None
+                               else strict_network) and not real_pfs
+        self.project_firewall = project_firewall  # False: the project's firewalld service left out
+        self.network: Optional[netns.Network] = None
         self.root: Optional[str] = None
         self.datapath: Optional[datapath.DataPath] = None  # emulated VFs' wire; see datapath
         self.hosts: list = []
@@ -65,18 +91,20 @@ class Lab:
         t0 = time.monotonic()
         os.makedirs(self.base, exist_ok=True)
         hostmod.reap_stale(self.base)
-        for root in glob.glob(os.path.join(self.base, "lab-*")):
-            if not hostmod.owner_alive(root):
-                datapath.reap(root)
+        reap_networks(self.base)
         self.root = tempfile.mkdtemp(prefix="lab-", dir=self.base)
         hostmod.write_owner(self.root)
         try:
             self.user = vdsm_user.lab_user()
             if self.user:
                 vdsm_user.reach(self.root)  # its hosts' configs, sockets and ledgers
+            lab_id = secrets.token_hex(3)
             if not self.real_pfs or self.wire:
-                self.datapath = datapath.create(self.root, secrets.token_hex(3), self.count,
-                                                wire=self.wire)
+                self.datapath = datapath.create(self.root, lab_id, self.count, wire=self.wire)
+            if self.strict_network:
+                bridges = [self.datapath.bridge(i) for i in range(self.count)] if self.datapath else None
+                self.network = netns.create(self.root, lab_id, self.count,
+                                            firewall.rules(self.project_firewall), bridges)
             self._start_hosts()
         except BaseException:
             self.stop()
@@ -87,15 +115,23 @@ class Lab:
 
     def _start_hosts(self) -> None:
         caps = caps_cache_dir()
-        addresses = [host_address(i) for i in range(self.count)]
-        vdsm_port = inventory.free_port(addresses)  # one VDSM port, each host on its own address
+        if self.network:  # each host alone in its namespace: the real ports
+            addresses = [self.network.address(i) for i in range(self.count)]
+            vdsm_port, service_port = VDSM_PORT, SERVICE_PORT
+        else:
+            addresses = [host_address(i) for i in range(self.count)]
+            vdsm_port = inventory.free_port(addresses)  # one VDSM port, each host on its own address
+            service_port = None  # a free one per host
         for i in range(self.count):
             name = "host-" + HOST_NAMES[i]
             host = hostmod.prepare_host(name, os.path.join(self.root, name), caps, addresses[i],
                                         sock_group=vdsm_user.GROUP if self.user else "root")
             inventory.write_host_files(host, index=i, vdsm_port=vdsm_port,
                                        real_pf=self.real_pfs[i] if self.real_pfs else None,
-                                       bridge=self.datapath.bridge(i) if self.datapath else None)
+                                       bridge=self.datapath.bridge(i) if self.datapath else None,
+                                       port=service_port)
+            if self.network:
+                host.extra["netns"] = self.network.netns(i)
             if self.user:
                 vdsm_user.adopt_host(self.user, host)
             self.hosts.append(host)
@@ -124,6 +160,12 @@ class Lab:
             except Exception as e:  # keep stopping the others
                 errors.append("%s: %s" % (host.name, e))
         self.hosts = []
+        if self.network is not None:
+            try:
+                netns.destroy(self.root, self.network)
+            except LabError as e:
+                errors.append(str(e))
+            self.network = None
         if self.datapath is not None:
             datapath.destroy(self.root, self.datapath)
             self.datapath = None
@@ -131,6 +173,14 @@ class Lab:
             shutil.rmtree(self.root, ignore_errors=True)
         if errors:
             raise LabError("lab: stop failed: %s" % "; ".join(errors))
+
+    def set_firewall(self, project_firewall: bool, hosts: Optional[list] = None) -> None:
+        """Rewrite the firewall of *hosts* (indexes; default all) with or without the project's service."""
+        if self.network is None:
+            raise LabError("lab: no firewall to change (SRIOV_LAB_NETNS=0 or the real-VF lab)")
+        allowed = firewall.rules(project_firewall)
+        for i in range(self.count) if hosts is None else hosts:
+            netns.set_firewall(self.network.netns(i), allowed)
 
     def __getitem__(self, index: int):
         return self.hosts[index]

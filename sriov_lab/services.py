@@ -26,7 +26,7 @@ from typing import Optional
 from jsonrpc_plugin.client import RpcClient, RpcUnavailable
 from sriov_host import config
 
-from . import vdsm_user
+from . import netns, vdsm_user
 from .errors import LabError
 from .pki import Issued, TestCa
 from .vdsm.api import VdsmStandIn
@@ -110,6 +110,7 @@ class LabServices:
         enable_tls(host.config_path, issued, self.ca.cert_path, host.address, **self.timeouts)
         log_path = os.path.join(self.workdir, "%s-sriov-migrationd.log" % host.name)
         argv, env = self._command(host, issued)
+        argv = netns.exec_argv(host.extra.get("netns")) + argv  # in the host's namespace, if any
         with open(log_path, "ab") as log:
             # cwd /: "python -m" must import the installed package, not a checkout in cwd
             proc = subprocess.Popen(argv, env=env, cwd="/", stdin=subprocess.DEVNULL, stdout=log,
@@ -134,8 +135,8 @@ class LabServices:
             if svc.proc.poll() is not None:
                 raise LabError("sriov-migrationd of %s exited with %s:\n%s"
                                % (svc.host.name, svc.proc.returncode, svc.log_tail()))
-            try:
-                client.call("SRIOV.ping")
+            try:  # from inside the host (its firewall may refuse the lab), as systemd would see it
+                netns.call_in(svc.host.extra.get("netns"), client.call, "SRIOV.ping")
                 return
             except RpcUnavailable:
                 if time.monotonic() > deadline:
@@ -225,7 +226,8 @@ class LabStandIns:
                 cfg = config.load(host.config_path)
                 standin = VdsmStandIn(host.name, cfg, runner, address=host.address,
                                       port=cfg.vdsm_port, peers=self.peers)
-                self.standins.append(standin.start())
+                # it listens, and its threads run, in the host's namespace (if the lab has them)
+                self.standins.append(netns.call_in(host.extra.get("netns"), standin.start))
         except BaseException:
             self.stop()
             raise

@@ -37,6 +37,7 @@ from lxml import etree
 from sriov_host import domxml, libvirtconn, xmlsafe
 from sriov_host.pci import PciAddress
 
+from .. import netns
 from . import hooks as hr
 from . import migration as mig
 from . import vm as vdsm_nics
@@ -189,7 +190,7 @@ class VdsmStandIn:
         """VDSM's ``VM.migrate``: start the source thread, answer at once.
 
         The params are read as VDSM's ``SourceThread.__init__`` reads them
-        (:meth:`sriov_lab.migration.SourceOptions.from_params`); a key VDSM
+        (:meth:`sriov_lab.vdsm.migration.SourceOptions.from_params`); a key VDSM
         does not know is only logged (API.py, ``api_strict_mode`` off).
         """
         params = params or {}
@@ -376,6 +377,9 @@ class VdsmStandIn:
             raise mig.VdsmError(mig.MIGRATE_ERR, "cannot reach the destination %r: no VDSM there" % dst)
         if peer is self:
             raise mig.VdsmError(mig.MIGRATE_ERR, "the destination %r is this host" % dst)
+        why = netns.unreachable(peer.address, peer.port)  # VDSM's connection to dst's VDSM
+        if why:
+            raise mig.VdsmError(mig.MIGRATE_ERR, "cannot reach the destination's VDSM: %s" % why)
         return peer
 
     def host_uuid(self) -> Optional[str]:

@@ -278,7 +278,7 @@ def _tobool(value) -> bool:
 def run_source(src, dst, vm_id: str, result: MigrationResult, opts: SourceOptions) -> None:
     """VDSM's source thread: steps 1-6, or a failure with VDSM's code; never raises.
 
-    *src* and *dst* are :class:`sriov_lab.vdsm_standin.VdsmStandIn`; the
+    *src* and *dst* are :class:`sriov_lab.vdsm.api.VdsmStandIn`; the
     destination is called in-process, as VDSM calls its peer over JSON-RPC.
     """
     try:

@@ -5,10 +5,11 @@ from __future__ import annotations
 import glob
 import os
 import subprocess
+import sys
 
 import pytest
 
-from sriov_lab import datapath, domains
+from sriov_lab import datapath, domains, firewall, netns
 from sriov_lab.fixtures import lab_unavailable_reason
 from sriov_lab.hosts import is_alive
 from sriov_lab.lab import Lab
@@ -40,13 +41,17 @@ def test_lab_should_leave_no_daemon_qemu_or_mount_when_body_fails():
             domains.start(conn, domains.DomainSpec(name="leftover"))
             seen.update(root=lab.root, pids=[host.pid] + host.qemu_pids(),
                         mounts=len(_mounts_mentioning(lab.root)), links=list(lab.datapath.links),
-                        netns=lab.datapath.netns)
+                        netns=lab.datapath.netns, hostns=list(lab.network.namespaces if lab.network
+                                                              else ()),
+                        hostlinks=list(lab.network.links if lab.network else ()))
             seen["wired"] = all(_link_exists(n) for n in seen["links"])
             conn.close()
             raise RuntimeError("body failed")
     assert seen["links"] and seen["wired"]  # it really built its wire
     assert not any(_link_exists(n) for n in seen["links"])
     assert seen["netns"] not in _netns()
+    assert not set(seen["hostns"]) & set(_netns())
+    assert not any(_link_exists(n) for n in seen["hostlinks"])
     assert len(seen["pids"]) == 2 and seen["mounts"] >= 5  # it really ran, mounted
     assert [p for p in seen["pids"] if is_alive(p)] == []
     assert _mounts_mentioning(seen["root"]) == []
@@ -82,3 +87,21 @@ def _dead_pid() -> int:
     proc = subprocess.Popen(["true"])
     proc.wait()
     return proc.pid
+
+
+def test_sriov_lab_down_should_remove_the_host_namespaces_a_killed_lab_left(tmp_path):
+    reason = lab_unavailable_reason()
+    if reason:
+        pytest.skip(reason)
+    dead = tmp_path / "lab-killed"
+    dead.mkdir()
+    (dead / "owner.pid").write_text("%d\n" % _dead_pid())
+    left = netns.create(str(dead), "dead02", 2, firewall.rules())
+    assert set(left.namespaces) <= set(_netns()) and all(_link_exists(n) for n in left.links)
+    proc = subprocess.run([sys.executable, "-m", "sriov_lab.cli", "down"], capture_output=True,
+                          text=True, env=dict(os.environ, SRIOV_LAB_RUNTIME=str(tmp_path)))
+    assert proc.returncode == 0, proc.stderr
+    assert "removed 1 leftover network(s)" in proc.stdout
+    assert not set(left.namespaces) & set(_netns())
+    assert not any(_link_exists(n) for n in left.links)
+    assert not (dead / netns.STATE_FILE).exists()

@@ -22,7 +22,7 @@ import pytest
 from jsonrpc_plugin.client import RpcClient
 from jsonrpc_plugin.service import Service
 from sriov_host import config, devices, domxml, libvirtconn, metadata, rollback
-from sriov_lab import domains
+from sriov_lab import domains, netns
 from sriov_lab.services import LabStandIns
 from sriov_lab.vdsm import hooks as hr
 
@@ -75,7 +75,8 @@ def test_failed_migration_should_be_rolled_back_by_the_reconciler(lab, lab_hosts
     domains.wait_serial(a, spec.name, _nic_seen(vnic.mac, True), 30, "NIC in the guest")
     cfg = config.load(a.config_path, required=True)
     cfg.rollback_grace, cfg.reconcile_interval = GRACE, 0.5
-    svc = Service(cfg, insecure=True, port=0).start()
+    # A's service lives in A's namespace (if the lab has them), as the lab starts it
+    svc = netns.call_in(a.extra.get("netns"), Service(cfg, insecure=True, port=0).start)
     try:
         with LabStandIns(lab, runners=lab_hook_runners) as vdsm:
             _unplug_like_sriov_migrate(dom, spec, vnic, libvirtconn.host_uuid(lab_conns[0]), cfg)
@@ -110,7 +111,8 @@ def _assert_rolled_back(host, dom, spec, vnic, svc, failed_at):
     assert rec.phase == rollback.PHASE_ROLLED_BACK and rec.vnics[0].rollback_ms is not None
     assert vnic.alias in domxml.attached_keys(domxml.parse_domain(dom.XMLDesc(0)))
     domains.wait_serial(host, spec.name, _nic_seen(vnic.mac, True), 30, "NIC back in the guest")
-    status = RpcClient(host.address, svc.port, insecure=True).call(
-        "SRIOV.migrationStatus", {"vmID": spec.uuid})
+    client = RpcClient(svc.address, svc.port, insecure=True)  # plain HTTP: loopback, on the host
+    status = netns.call_in(host.extra.get("netns"), client.call, "SRIOV.migrationStatus",
+                           {"vmID": spec.uuid})
     assert status["phase"] == "rolled-back" and status["vnics"][0]["state"] == "plugged"
     assert status["vnics"][0]["rollback_ms"] is not None
