@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from typing import Callable, Optional
 
 from sriov_host import allocation, domxml, errors, libvirtconn, metadata, numa, policy, rollback, unplug
+from sriov_host import faultpoint as fault
 from sriov_host.errors import BadDomainXml, MigrationInProgress, NoSuchVm, NotMigratable, SriovError
 
 from . import follow, vdsm_api
@@ -251,9 +252,11 @@ class _Driver:
     def _run(self) -> None:
         if self.nics and not self._reserve():
             return
+        fault.reached(fault.AFTER_RESERVE)
         if self.plan.vnics and not self._unplug():
             self._release_peer()
             return
+        fault.reached(fault.AFTER_UNPLUG)
         if not self._migrate():
             self._rollback()
             self._release_peer()
@@ -262,6 +265,7 @@ class _Driver:
             self._await_plug()
         else:
             self.job.phase = "migrated"
+        fault.reached(fault.AFTER_PLUG)
         self._destroy_source()
 
     def _fail(self, error: str, phase: str = "failed") -> None:

@@ -18,7 +18,7 @@ import threading
 import time
 from typing import Callable, Optional
 
-from sriov_host import domxml, metadata, rollback, vfclean
+from sriov_host import domxml, faultpoint, metadata, rollback, vfclean
 from sriov_host.errors import BadDomainXml, SriovError
 from sriov_host.ledger import IN_USE, UNPLUGGED
 
@@ -139,6 +139,7 @@ class Reconciler:
             return now + ARRIVAL_POLL  # VDSM is still completing the incoming migration
         if status != STATUS_UP:
             return now + self.cfg.reconcile_interval  # paused, say: look again, not in a tight loop
+        faultpoint.reached(faultpoint.BEFORE_DEST_PLUG)
         lock = self.host.vm_lock(uuid)
         if not lock.acquire(blocking=False):
             return now + ARRIVAL_POLL

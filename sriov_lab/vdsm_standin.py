@@ -146,6 +146,8 @@ class VdsmStandIn:
             self.conn = libvirtconn.open_connection(self.cfg, use_vdsm=False)
         try:
             self._events = _Events(self).start()
+            for dom in self.conn.listAllDomains(1):  # clientIF._recoverExistingVms: VDSM recovers
+                self.track(dom.UUIDString())  # its running VMs' devices after a restart
             server = RpcServer((self.address, self.port), None, workers=4)
         except BaseException:
             self.stop()
@@ -163,14 +165,14 @@ class VdsmStandIn:
         log.info("%s: VDSM stand-in serving on %s", self.name, self.endpoint)
         return self
 
-    def stop(self) -> None:
-        """Stop serving and following events; wait for running migrations to end."""
+    def stop(self, wait: bool = True) -> None:
+        """Stop serving and following events; wait for running migrations (not when killed)."""
         if self._server is not None:
             self._server.stop()
             self._server = None
         if self.peers.get(self.endpoint) is self:
             del self.peers[self.endpoint]
-        for job in list(self._jobs.values()):
+        for job in list(self._jobs.values()) if wait else ():
             job.result.wait(120)
         if self._events is not None:
             self._events.stop()
