@@ -333,8 +333,8 @@ def run(args) -> int:
                 row = Row(step, fault, "crashed: %s: %s" % (type(e).__name__, e), None, "NO")
                 matrix.recover()
             rows.append(row)
-            print("  %s / %s: %s, %s" % (step, fault, row.outcome, " ".join(row.cells()[3:])),
-                  flush=True)
+            print("  %s / %s: %s, %s%s" % (step, fault, row.outcome, " ".join(row.cells()[3:]),
+                                           " [%s]" % row.detail if row.detail else ""), flush=True)
         root = matrix.lab.root
     left = faults_check.processes_under(root)
     print(table(rows, time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())))

@@ -166,13 +166,19 @@ class VdsmStandIn:
         return self
 
     def stop(self, wait: bool = True) -> None:
-        """Stop serving and following events; wait for running migrations (not when killed)."""
+        """Stop serving and following events; wait for running migrations.
+
+        ``wait=False`` is a kill: it stops serving and touches nothing else
+        (closing a libvirt connection another thread still uses crashes libvirt).
+        """
         if self._server is not None:
             self._server.stop()
             self._server = None
         if self.peers.get(self.endpoint) is self:
             del self.peers[self.endpoint]
-        for job in list(self._jobs.values()) if wait else ():
+        if not wait:
+            return
+        for job in list(self._jobs.values()):
             job.result.wait(120)
         if self._events is not None:
             self._events.stop()
