@@ -19,9 +19,10 @@ from dataclasses import dataclass, field
 from typing import Callable, Optional
 
 from sriov_host import allocation, domxml, errors, libvirtconn, metadata, numa, policy, rollback, unplug
+from sriov_host import faultpoint as fault
 from sriov_host.errors import BadDomainXml, MigrationInProgress, NoSuchVm, NotMigratable, SriovError
 
-from . import follow, vdsm_api
+from . import follow, source_destroy, vdsm_api
 from .client import RpcError
 from .host import VmContext
 
@@ -142,6 +143,14 @@ class Migrations:
             log.debug("VM %s: VDSM not asked for its status: %s", vm_id, e.message)
             return None
 
+    def destroy_left(self, vm_id: str) -> Optional[bool]:
+        """The reconciler's call for a VM that left while no driver watched (:mod:`.source_destroy`)."""
+        ok, detail = source_destroy.destroy_migrated(self.cfg, self.vdsm_factory, vm_id)
+        log.info("VM %s migrated away from this host: %s", vm_id, detail)
+        if detail == source_destroy.GONE:
+            self.host.ledger.forget_status(vm_id)  # no VM.destroy, so no after_vm_destroy will
+        return ok
+
     def start(self, vm_id: str, dst: str, port: int, timeout: Optional[float],
               params: Optional[dict] = None) -> dict:
         """Check now (so a refusal is the verb's answer), then drive in a thread.
@@ -251,9 +260,11 @@ class _Driver:
     def _run(self) -> None:
         if self.nics and not self._reserve():
             return
+        fault.reached(fault.AFTER_RESERVE)
         if self.plan.vnics and not self._unplug():
             self._release_peer()
             return
+        fault.reached(fault.AFTER_UNPLUG)
         if not self._migrate():
             self._rollback()
             self._release_peer()
@@ -262,6 +273,7 @@ class _Driver:
             self._await_plug()
         else:
             self.job.phase = "migrated"
+        fault.reached(fault.AFTER_PLUG)
         self._destroy_source()
 
     def _fail(self, error: str, phase: str = "failed") -> None:
@@ -504,31 +516,15 @@ class _Driver:
                        "plug-failed")
 
     def _destroy_source(self) -> None:
-        """Take the migrated VM out of this host's VDSM, unless an engine will.
-
-        VDSM keeps it, Down, until ``VM.destroy`` (virt/migration.py
-        ``_finishSuccessfully``), and refuses it coming back (clientIF
-        ``createVm``: exist). An engine destroys every Down VM itself
-        (VmAnalyzer ``proceedDownVm``), and a VM that vanished before it
-        saw it Down can be marked failed, or restarted if HA
-        (``proceedDisappearedVm``): so with an engine (``auto``), never.
-        """
-        mode = self.cfg.destroy_source
-        if mode == "never":
+        """Take the migrated VM out of this host's VDSM, unless an engine will (:mod:`.source_destroy`)."""
+        if self.cfg.destroy_source == "never":
             return
         step = self.job.begin("destroy-source", self.job.phase)
         try:
-            with contextlib.closing(self.owner.vdsm_factory(self.cfg)) as vdsm:
-                status = vdsm.vm_status(self.job.vm_id)
-                if status != vdsm_api.STATUS_DOWN:
-                    _finish(step, False, "left alone: VDSM reports it %s here, not Down" % status)
-                elif mode == "auto" and vdsm.engine_manages():
-                    _finish(step, True, "left Down for the engine, which destroys it")
-                else:
-                    vdsm.destroy(self.job.vm_id)
-                    _finish(step, True, "VM.destroy: VDSM no longer holds it here")
+            ok, detail = source_destroy.destroy_migrated(self.cfg, self.owner.vdsm_factory, self.job.vm_id)
         except Exception as e:  # noqa: BLE001 - the migration is done; this must not undo its outcome
-            _finish(step, False, "not destroyed: %s" % _text(e))
+            ok, detail = False, "not destroyed: %s" % _text(e)
+        _finish(step, bool(ok), detail)
 
     def _announce(self) -> None:
         """Ask the destination to announce the plugged MACs; its failure is told, not fatal."""

@@ -18,7 +18,7 @@ import threading
 import time
 from typing import Callable, Optional
 
-from sriov_host import domxml, metadata, rollback, vfclean
+from sriov_host import domxml, faultpoint, metadata, rollback, vfclean
 from sriov_host.errors import BadDomainXml, SriovError
 from sriov_host.ledger import IN_USE, UNPLUGGED
 
@@ -27,6 +27,7 @@ log = logging.getLogger("sriov-migrationd.reconciler")
 VIR_CONNECT_LIST_DOMAINS_ACTIVE = 1
 STATUS_UP = "Up"  # VDSM's vmstatus.UP, set once an incoming migration is complete
 STATUS_MIGRATION_DESTINATION = "Migration Destination"  # vmstatus.MIGRATION_DESTINATION
+MIGRATED_AWAY = "migrated-away"  # the ledger's status after after_vm_migrate_source
 ARRIVAL_POLL = 0.05  # s between looks at VDSM's status of an arriving VM
 VIR_DOMAIN_RUNNING = 1
 
@@ -35,7 +36,8 @@ class Reconciler:
     def __init__(self, host, devices, job_active: Callable, clock: Callable[[], float] = time.monotonic,
                  wall: Callable[[], float] = time.time, busy: Optional[Callable[[str], bool]] = None,
                  vdsm_migrating: Optional[Callable[[str], bool]] = None, metrics=None,
-                 vdsm_status: Optional[Callable[[str], Optional[str]]] = None):
+                 vdsm_status: Optional[Callable[[str], Optional[str]]] = None,
+                 destroy_left: Optional[Callable[[str], object]] = None):
         self.host = host
         self.metrics = metrics
         self.cfg = host.cfg
@@ -46,6 +48,8 @@ class Reconciler:
         self.busy = busy or (lambda uuid: False)
         self.vdsm_migrating = vdsm_migrating or (lambda uuid: False)
         self.vdsm_status = vdsm_status or (lambda uuid: None)  # None: VDSM could not be asked
+        self.destroy_left = destroy_left  # a VM that left while no driver watched: VDSM's Down copy
+        self._left_asked = {}  # vm id -> when destroy_left last ran for it
         self._last_job = {}
         self._first_seen = {}
         self._wake = threading.Event()
@@ -108,6 +112,7 @@ class Reconciler:
                 due = when if due is None else min(due, when)
         self._forget_except(running)
         self._release_orphans(running)
+        self._destroy_migrated_away(running)
         vfclean.clean_released(self.host.ledger, self.host.domain_refs)  # settings VMs left on VFs
         return due
 
@@ -139,6 +144,7 @@ class Reconciler:
             return now + ARRIVAL_POLL  # VDSM is still completing the incoming migration
         if status != STATUS_UP:
             return now + self.cfg.reconcile_interval  # paused, say: look again, not in a tight loop
+        faultpoint.reached(faultpoint.BEFORE_DEST_PLUG)
         lock = self.host.vm_lock(uuid)
         if not lock.acquire(blocking=False):
             return now + ARRIVAL_POLL
@@ -248,6 +254,26 @@ class Reconciler:
                 if n:
                     log.info("released VF %s of VM %s, which no longer runs here",
                              claim.vf_address, claim.vm_id)
+
+    def _destroy_migrated_away(self, running: set) -> None:
+        """VMs that left (after_vm_migrate_source said so) and that no SRIOV.migrate finished with.
+
+        Its driver takes the source's Down copy out of VDSM at the end; if
+        it died after the VM left, nobody would (see jsonrpc_plugin.source_destroy).
+        Asked once per grace period at most: an engine's host answers "leave it".
+        """
+        if self.destroy_left is None:
+            return
+        now, grace = self.wall(), max(self.cfg.rollback_grace, self.cfg.reconcile_interval)
+        for vm_id, updated in self.host.ledger.vms_in_phase(MIGRATED_AWAY):
+            if vm_id in running or self.busy(vm_id) or updated > now - grace \
+                    or self._left_asked.get(vm_id, 0) > now - max(60.0, grace):
+                continue
+            self._left_asked[vm_id] = now
+            try:
+                self.destroy_left(vm_id)
+            except SriovError as e:
+                log.info("VM %s left this host; its Down copy in VDSM not handled: %s", vm_id, e.message)
 
     # -- events -------------------------------------------------------
 

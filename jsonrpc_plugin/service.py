@@ -75,7 +75,8 @@ class Service:
                                      busy=self.migrations.is_driving,
                                      vdsm_migrating=self.migrations.vdsm_migrating,
                                      metrics=self.metrics,
-                                     vdsm_status=self.migrations.vdsm_status) if reconcile else None
+                                     vdsm_status=self.migrations.vdsm_status,
+                                     destroy_left=self.migrations.destroy_left) if reconcile else None
         self._server_thread: Optional[ServerThread] = None
         self._metrics_server: Optional[MetricsServer] = None
 

@@ -28,6 +28,7 @@ import threading
 import time
 from typing import Callable, Iterable, Optional, Protocol
 
+from . import faultpoint
 from .domxml import holds
 from .errors import LIBVIRT_FAILURE, SriovError
 from .libvirtconn import translated
@@ -330,7 +331,9 @@ def detach_all_and_wait(dom: Domain, devices, timeout: float,
     with _waiting_all(events, dom, [a for a, _x in devices], (REMOVED, REMOVAL_FAILED)) as waiters:
         for waiter in waiters.values():
             waiter.event = wake
-        for alias, xml in devices:
+        for n, (alias, xml) in enumerate(devices):
+            if n:
+                faultpoint.reached(faultpoint.BETWEEN_DETACHES)
             try:
                 calls[alias] = _request_detach(dom, alias, xml)
             except SriovError as e:

@@ -336,6 +336,11 @@ class Ledger:
             " FROM vnic_status WHERE vm_id=? ORDER BY vnic", (vm_id,))]
         return {"vmID": vm_id, "phase": row["phase"], "updated": row["updated"], "vnics": vnics}
 
+    def vms_in_phase(self, phase: str) -> list:
+        """``[(vm_id, updated)]`` of the VMs whose status is *phase* ("migrated-away", say)."""
+        return [(r["vm_id"], r["updated"]) for r in self._db.execute(
+            "SELECT vm_id, updated FROM vm_status WHERE phase=? ORDER BY vm_id", (phase,))]
+
     def forget_status(self, vm_id: str) -> None:
         with self._write() as db:
             db.execute("DELETE FROM vm_status WHERE vm_id=?", (vm_id,))

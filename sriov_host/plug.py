@@ -15,7 +15,7 @@ from __future__ import annotations
 import time
 from dataclasses import replace
 
-from . import domxml, metadata, vfclean
+from . import domxml, faultpoint, metadata, vfclean
 from .devices import AttachOutcomeUnknown
 from .errors import SriovError
 from .ledger import IN_USE, RESERVED
@@ -36,7 +36,9 @@ def plug_arrived(ctx, dom):
     record, todo = pending(ctx.live_root(dom))
     record = _assign(record, todo, _reserved_claims(ctx, todo), ctx.host_id)
     ctx.save_record(dom, record)
-    for rec in record.by_state(metadata.UNPLUGGED):
+    for n, rec in enumerate(record.by_state(metadata.UNPLUGGED)):
+        if n:
+            faultpoint.reached(faultpoint.DURING_PLUG)
         record = record.replace_vnic(_plug_one(ctx, dom, rec))
         ctx.save_record(dom, record)
     failed = record.by_state(metadata.FAILED)

@@ -16,7 +16,7 @@ import time
 from dataclasses import replace
 from typing import Optional, Protocol
 
-from . import domxml, metadata, policy
+from . import domxml, faultpoint, metadata, policy
 from .errors import SriovError
 from .ledger import UNPLUGGED, LedgerConflict
 
@@ -158,6 +158,7 @@ def unplug_all(ctx: UnplugContext, vnics) -> metadata.MigrationRecord:
     # unplugged and the reconciler re-plugs whatever is missing.
     record = replace(record, vnics=tuple(r.with_state(metadata.UNPLUGGED) for r in record.vnics))
     ctx.save_record(dom, record)
+    faultpoint.reached(faultpoint.AFTER_RECORD)
     removed, failed = _detach_all(ctx, dom, items)
     record = replace(record, vnics=tuple(r.with_state(metadata.UNPLUGGED, unplug_ms=removed.get(r.key))
                                          for r in record.vnics))

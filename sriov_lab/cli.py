@@ -60,12 +60,38 @@ def _run_down(args) -> int:
 
     base = runtime_base()
     stopped = reap_stale(base)
+    _reap_wires(base)
     print("lab: stopped %d leftover process(es)%s"
           % (len(stopped), (": " + " ".join(map(str, stopped))) if stopped else ""))
     removed = reap_networks(base)
     print("lab: removed %d leftover network(s)%s"
           % (len(removed), (": " + " ".join(removed)) if removed else ""))
     return 0
+
+
+def _reap_wires(base: str) -> None:
+    """The emulated VFs' wire (links, namespace) of labs whose owner is gone."""
+    import glob
+    import os
+
+    from . import datapath
+    from .hosts import owner_alive
+
+    for root in glob.glob(os.path.join(base, "lab-*")):
+        if not owner_alive(root):
+            datapath.reap(root)
+
+
+def _add_faults(p):
+    from . import faults
+
+    faults.add_args(p)
+
+
+def _run_faults(args) -> int:
+    from . import faults
+
+    return faults.run(args)
 
 
 def _add_build_guest(p):
@@ -109,6 +135,8 @@ COMMANDS = [
     ("down", "stop what a killed earlier lab left running", _add_down, _run_down),
     ("build-guest", "build (or show) the cached lab guest", _add_build_guest, _run_build_guest),
     ("demo", "run a migration scenario through the hooks", _add_demo, _run_demo),
+    ("faults", "a fault at every step of SRIOV.migrate, and the invariants after (a table)",
+     _add_faults, _run_faults),
     ("realvf-probe", "the hostdev path on real VFs inside a QEMU guest (builds a cache)",
      _add_realvf_probe, _run_realvf_probe),
 ]

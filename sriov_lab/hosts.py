@@ -369,6 +369,27 @@ def reap_stale(base: str) -> list:
                 _terminate(q, 5.0)
                 stopped.append(q)
         os.unlink(pidfile)
+    return stopped + _reap_services(base)
+
+
+SERVICE_PIDFILE = "sriov-migrationd.lab.pid"  # written by services.LabServices, beside libvirtd's
+
+
+def _reap_services(base: str) -> list:
+    """Stop the sriov-migrationd a killed lab left (its pid file, if the PID is still that service)."""
+    stopped = []
+    for pidfile in glob.glob(os.path.join(base, "*", "*", SERVICE_PIDFILE)):
+        if owner_alive(os.path.dirname(os.path.dirname(pidfile))):
+            continue
+        try:
+            with open(pidfile) as f:
+                pid = int(f.read().strip())
+        except (OSError, ValueError):
+            continue
+        if "jsonrpc_plugin.service" in _cmdline(pid):
+            _terminate(pid, 5.0)
+            stopped.append(pid)
+        os.unlink(pidfile)
     return stopped
 
 

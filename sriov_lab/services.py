@@ -26,6 +26,7 @@ from typing import Optional
 from jsonrpc_plugin.client import RpcClient, RpcUnavailable
 from sriov_host import config
 
+from . import hosts as hostmod
 from . import netns, vdsm_user
 from .errors import LabError
 from .pki import Issued, TestCa
@@ -115,6 +116,8 @@ class LabServices:
             # cwd /: "python -m" must import the installed package, not a checkout in cwd
             proc = subprocess.Popen(argv, env=env, cwd="/", stdin=subprocess.DEVNULL, stdout=log,
                                     stderr=subprocess.STDOUT, start_new_session=True)
+        with open(os.path.join(host.root, hostmod.SERVICE_PIDFILE), "w") as f:  # for sriov-lab down
+            f.write("%d\n" % proc.pid)
         return HostService(host, host.extra["service_port"], proc, log_path)
 
     def _command(self, host, issued: Issued) -> tuple:

@@ -147,6 +147,8 @@ class VdsmStandIn:
             self.conn = libvirtconn.open_connection(self.cfg, use_vdsm=False)
         try:
             self._events = _Events(self).start()
+            for dom in self.conn.listAllDomains(1):  # clientIF._recoverExistingVms: VDSM recovers
+                self.track(dom.UUIDString())  # its running VMs' devices after a restart
             server = RpcServer((self.address, self.port), None, workers=4)
         except BaseException:
             self.stop()
@@ -164,13 +166,19 @@ class VdsmStandIn:
         log.info("%s: VDSM stand-in serving on %s", self.name, self.endpoint)
         return self
 
-    def stop(self) -> None:
-        """Stop serving and following events; wait for running migrations to end."""
+    def stop(self, wait: bool = True) -> None:
+        """Stop serving and following events; wait for running migrations.
+
+        ``wait=False`` is a kill: it stops serving and touches nothing else
+        (closing a libvirt connection another thread still uses crashes libvirt).
+        """
         if self._server is not None:
             self._server.stop()
             self._server = None
         if self.peers.get(self.endpoint) is self:
             del self.peers[self.endpoint]
+        if not wait:
+            return
         for job in list(self._jobs.values()):
             job.result.wait(120)
         if self._events is not None:
@@ -305,7 +313,7 @@ class VdsmStandIn:
         with self._lock:
             return self._descriptors.get(vm_id)
 
-    # -- in-process API (tests, the demo, :func:`sriov_lab.migration.migrate`) -----
+    # -- in-process API (tests, the demo, :func:`migrate`) -----
 
     def result(self, vm_id: str) -> Optional[mig.MigrationResult]:
         """The last outgoing migration of *vm_id*: every step, timed (see ``timeline()``)."""
