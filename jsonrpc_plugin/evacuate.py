@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import itertools
 import logging
+import socket
 import threading
 import time
 import uuid
@@ -176,10 +177,12 @@ class Drains:
             if host_uuid and host_uuid == self.host.host_id:
                 raise InvalidParams("invalid params: %s: %s:%d is this host" % (field, address, port),
                                     {"field": field})
-            if host_uuid in uuids:
+            keys = {host_uuid} if host_uuid else _resolved(address, port)  # no UUID: by address
+            twin = next((uuids[k] for k in keys if k in uuids), None)
+            if twin is not None:
                 raise InvalidParams("invalid params: %s: %s:%d is the same host as dsts[%d]"
-                                    % (field, address, port, uuids[host_uuid]), {"field": field})
-            uuids[host_uuid] = i
+                                    % (field, address, port, twin), {"field": field})
+            uuids.update((k, i) for k in keys)
             out["%s:%d" % (address, port) if port != default_port else address] = ((address, port), peer)
         return out
 
@@ -324,6 +327,15 @@ class Drains:
             return self.host.is_running_here(vm_id)
         except SriovError:
             return True
+
+
+def _resolved(address: str, port: int) -> set:
+    """The addresses *address* resolves to, with *port*: two names of one service compare equal."""
+    try:
+        infos = socket.getaddrinfo(address.strip("[]"), port, proto=socket.IPPROTO_TCP)
+    except OSError:
+        return {(address, port)}
+    return {info[4][:2] for info in infos}
 
 
 def _spread(rows) -> list:
