@@ -9,6 +9,7 @@ A whole drain with real libvirtd and QEMU is in tests/lab/test_lab_drain.py.
 
 from __future__ import annotations
 
+import json
 import threading
 import time
 
@@ -84,7 +85,7 @@ class FakeVdsm:
     It records how many migrations ran at once, at most.
     """
 
-    def __init__(self, duration=0.6):
+    def __init__(self, duration=1.2):
         self.duration, self.lock = duration, threading.Lock()
         self.started, self.calls, self.peak = {}, [], 0
 
@@ -305,3 +306,35 @@ def test_migrate_should_be_refused_for_a_vm_in_a_running_drain(hosts):
         src.client.call("SRIOV.migrate", {"vmID": vm_uuid(4), "dst": "127.0.0.1", "port": b.port})
     assert e.value.code == 2007 and "drain" in e.value.message
     src.wait()
+
+
+def _cli(src, pki, *args):
+    from jsonrpc_plugin.client import main
+
+    return main(["-a", "localhost", "-p", str(src.svc.port), "--cert", pki["client_cert"],
+                 "--key", pki["client_key"], "--ca", pki["ca"], "SRIOV", "evacuate", *args])
+
+
+def test_client_dry_run_should_print_the_plan_and_fail_when_it_cannot_fit(hosts, pki, capsys):
+    src, b, c = hosts(FOUR, b_vfs=1, c_vfs=1)
+    rc = _cli(src, pki, "dsts=%s" % dsts(b, c), "dry_run=true")
+    out, err = capsys.readouterr()
+    assert rc == 1 and json.loads(out)["plan"]["feasible"] is False
+    assert "plan: REFUSED" in err and "%s: does not fit: " % vm_uuid(4) in err
+    assert held(b) == held(c) == []
+
+
+def test_client_should_show_progress_and_a_summary_table_and_exit_non_zero(hosts, pki, capsys):
+    src, b, c = hosts(FOUR)
+    rc = _cli(src, pki, "dsts=%s" % dsts(b, c), "max_parallel=3")
+    out, err = capsys.readouterr()
+    assert rc == 1 and json.loads(out)["max_parallel"] == 3
+    lines = err.splitlines()
+    assert any(vm_uuid(1) in line and "(migrate)" in line for line in lines)  # live progress
+    head = next(i for i, line in enumerate(lines) if line.startswith("VM "))
+    assert lines[head].split() == ["VM", "DESTINATION", "OUTCOME", "NIC-ABSENT"]
+    table = [line.split() for line in lines[head + 1:head + 5]]
+    assert sorted(r[0] for r in table) == [vm_uuid(n) for n in (1, 2, 3, 4)]
+    assert {r[2] for r in table} == {"rolled-back"} and {r[3] for r in table} == {"-"}
+    assert lines[-1].startswith("sriov-client: drain failed; VM(s) left on this host: ")
+    assert src.vdsm.peak <= 3
