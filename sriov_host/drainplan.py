@@ -18,7 +18,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Optional
 
-SEARCH_BUDGET = 20000  # placements tried by the search after a failed greedy pass
+SEARCH_BUDGET = 5000  # placements tried by the search after a failed greedy pass
 
 
 @dataclass(frozen=True)
@@ -163,7 +163,8 @@ def plan(vms, dests) -> DrainPlan:
     order = sorted(movable, key=lambda v: (len(fits_alone[v.vm_id]), -len(v.nics), v.vm_id))
     state = _State(dests)
     chosen = _greedy(state, order)
-    if len(chosen) < len(order):
+    free = sum(p.free for d in dests for p in d.pfs)
+    if len(chosen) < len(order) and sum(len(v.nics) for v in order) <= free:  # else no search helps
         found = _search(_State(dests), order, [SEARCH_BUDGET])
         if found is not None:
             state, chosen = found
