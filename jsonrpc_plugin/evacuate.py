@@ -30,7 +30,7 @@ from .migrator import _text
 
 log = logging.getLogger("sriov-migrationd.evacuate")
 
-POLL = 0.2
+POLL = 0.05
 FINAL_OK = "migrated"
 PLANNED, RESERVED, STARTING, MIGRATING, DONE = "planned", "reserved", "starting", "migrating", "done"
 
@@ -287,7 +287,9 @@ class Drains:
         queue = _spread(drain.rows)
         active = []
         while queue or active:
-            while queue and len(active) < drain.max_parallel:
+            # A slot is a VDSM migration (max_outgoing_migrations): it frees once VDSM's part
+            # has ended, while the plug on the destination or a re-plug here still runs.
+            while queue and sum(1 for r in active if not _past_vdsm(r.job)) < drain.max_parallel:
                 row = queue.pop(0)
                 if self._begin(row):
                     active.append(row)
@@ -327,6 +329,11 @@ class Drains:
             return self.host.is_running_here(vm_id)
         except SriovError:
             return True
+
+
+def _past_vdsm(job) -> bool:
+    """The job has ended, or its VDSM migration has (its ``migrate`` step is finished)."""
+    return job.done or any(s.name == "migrate" and s.end is not None for s in list(job.steps))
 
 
 def _resolved(address: str, port: int) -> set:
