@@ -318,9 +318,8 @@ def destinations(field: str, value) -> list:
     for i, item in enumerate(_names(field, value)):
         where = "%s[%d]" % (field, i)
         name, port_text = item, None
-        if isinstance(item, str) and item.count(":") == 1 or (isinstance(item, str)
-                                                             and item.startswith("[") and "]:" in item):
-            name, _, port_text = item.rpartition(":")
+        if isinstance(item, str) and ("]:" in item if item.startswith("[") else item.count(":") == 1):
+            name, _, port_text = item.rpartition(":")  # host:port, [v6]:port
         out.append((host(where, name), None if port_text is None else port(
             where, int(port_text) if port_text.isdigit() else port_text)))
     return _unique(field, out, key=lambda d: "%s:%s" % d)
