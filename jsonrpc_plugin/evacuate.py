@@ -23,7 +23,7 @@ import time
 import uuid
 from typing import Callable, Optional
 
-from sriov_host import drainplan, policy
+from sriov_host import domxml, drainplan, libvirtconn, policy, unplug
 from sriov_host.errors import InvalidParams, MigrationInProgress, NoSuchVm, NotMigratable, SriovError
 
 from .migrator import _text
@@ -200,14 +200,12 @@ class Drains:
         for dom in self.host.conn().listAllDomains(libvirt.VIR_CONNECT_LIST_DOMAINS_ACTIVE):
             vm = dom.UUIDString()
             try:
-                plan, _hints = self.migrations._check(vm, {})
-            except NotMigratable:
-                out.append(vm)  # it has SR-IOV vNICs the policy refuses: the plan names it
-                continue
-            except SriovError:  # left this host while we looked, or busy: _need says which
-                out.append(vm)
-                continue
-            if plan.verdict != policy.NOTHING:
+                root = domxml.parse_domain(libvirtconn.live_xml(dom))
+                verdict = unplug.build_plan(vm, root, self.host.cfg,
+                                            lambda: self.host.inventory().addresses).verdict
+            except SriovError:  # unreadable, or gone while we looked: the plan says which
+                verdict = None
+            if verdict != policy.NOTHING:  # SR-IOV vNICs (movable or refused: the plan names it)
                 out.append(vm)
         return sorted(out)
 

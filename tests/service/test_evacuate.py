@@ -338,3 +338,11 @@ def test_client_should_show_progress_and_a_summary_table_and_exit_non_zero(hosts
     assert {r[2] for r in table} == {"rolled-back"} and {r[3] for r in table} == {"-"}
     assert lines[-1].startswith("sriov-client: drain failed; VM(s) left on this host: ")
     assert src.vdsm.peak <= 3
+
+
+def test_evacuate_should_take_only_vms_with_sriov_vnics_unless_named(hosts):
+    src, b, c = hosts(FOUR + [(vm_uuid(7), domain_xml(7, []))])
+    plan = src.evacuate(dsts(b, c), dry_run=True)["plan"]
+    assert vm_uuid(7) not in {v["vmID"] for v in plan["vms"]} and plan["feasible"]
+    plan = src.evacuate(dsts(b, c), dry_run=True, vms="%s,%s" % (vm_uuid(7), vm_uuid(2)))["plan"]
+    assert sorted((v["vmID"], len(v["nics"])) for v in plan["vms"]) == [(vm_uuid(2), 1), (vm_uuid(7), 0)]
