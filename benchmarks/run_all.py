@@ -29,12 +29,14 @@ BENCHES = [
     ("bench_hook", {"rounds": 40}, {"rounds": 10}),
     ("bench_inventory", {"reps": 15}, {"reps": 5}),
     ("bench_numa", {"rounds": 200}, {"rounds": 50}),
+    ("bench_drainplan", {"rounds": 15}, {"rounds": 5}),
     ("bench_rpc", {"seconds": 3.0}, {"seconds": 1.0}),
     ("bench_flood", {"rounds": 5}, {"rounds": 2}),
     ("bench_lab", {"rounds": 3}, {"rounds": 1}),
     ("bench_traffic", {"rounds": 1}, {"rounds": 1}),  # ~1.5 min: the gap without the announce is ~40 s
     ("bench_unplug", {}, {}),
     ("bench_watch", {"rounds": 3}, {"rounds": 1}),
+    ("bench_drain", {}, {}),  # ~2 min: a three-host lab, 8 guests booted
 ]
 REAL_VF = ("bench_realvf", {}, {})  # 4-5 min, nested TCG: only with --real-vf
 

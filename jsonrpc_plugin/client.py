@@ -26,7 +26,8 @@ from sriov_host.config import VDSM_CA, VDSM_CERT, VDSM_KEY
 
 DEFAULT_PORT = 54325
 NAMESPACE = "SRIOV"
-_INT_PARAMS = ("ttl", "port", "timeout")  # values are strings on the command line, like vdsm-client
+# values are strings on the command line, like vdsm-client
+_INT_PARAMS = ("ttl", "port", "timeout", "max_parallel")
 
 
 class RpcError(Exception):
@@ -186,7 +187,10 @@ def _parse_args(argv):
     p.add_argument("namespace", help="always SRIOV")
     p.add_argument("method", help="ping, listVfs, reserveVfs, releaseVfs, getReservation, "
                                   "migrationStatus, restoreNics, announce, "
-                                  "migrate (waits and shows progress)")
+                                  "migrate (waits and shows progress), evacuate dsts=B,C "
+                                  "[max_parallel=N] [dry_run=true] [vms=UUID,...] (drains this "
+                                  "host: plans, reserves all, then moves; waits, shows each VM's "
+                                  "progress and a summary), evacuateStatus")
     p.add_argument("args", nargs="*", metavar="name=value")
     return p.parse_args(argv)
 
@@ -236,6 +240,10 @@ def main(argv=None) -> int:
         return 1
     if args.method == "migrate":
         return follow_migration(client, params, result)
+    if args.method == "evacuate":
+        from .drain_cli import follow_drain
+
+        return follow_drain(client, result)
     print(json.dumps(result, indent=4, sort_keys=True))
     return 0
 

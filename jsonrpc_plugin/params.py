@@ -290,6 +290,52 @@ def migrate_params(field: str, value) -> Optional[dict]:
     return {key: MIGRATE_PARAMS[key]("%s.%s" % (field, key), v) for key, v in value.items()}
 
 
+MAX_PARALLEL = 16
+
+
+def _names(field: str, value) -> list:
+    """A list of strings, or one comma-separated string (the CLI's ``dsts=B,C``)."""
+    if isinstance(value, str):
+        value = [v.strip() for v in value.split(",")]
+    if not isinstance(value, list) or not 1 <= len(value) <= MAX_NICS:
+        raise _fail(field, "must be a list (or comma-separated string) of 1..%d items" % MAX_NICS, value)
+    return value
+
+
+def _unique(field: str, items: list, key=lambda x: x) -> list:
+    seen = {}
+    for i, item in enumerate(items):
+        if key(item) in seen:
+            raise _fail("%s[%d]" % (field, i), "duplicates %s[%d]" % (field, seen[key(item)]),
+                        key(item))
+        seen[key(item)] = i
+    return items
+
+
+def destinations(field: str, value) -> list:
+    """SRIOV.evacuate's ``dsts``: ``host`` or ``host:port`` each, as ``(host, port or None)``."""
+    out = []
+    for i, item in enumerate(_names(field, value)):
+        where = "%s[%d]" % (field, i)
+        name, port_text = item, None
+        if isinstance(item, str) and ("]:" in item if item.startswith("[") else item.count(":") == 1):
+            name, _, port_text = item.rpartition(":")  # host:port, [v6]:port
+        out.append((host(where, name), None if port_text is None else port(
+            where, int(port_text) if port_text.isdigit() else port_text)))
+    return _unique(field, out, key=lambda d: "%s:%s" % d)
+
+
+def vm_ids(field: str, value) -> Optional[list]:
+    if value is None:
+        return None
+    return _unique(field, [vm_id("%s[%d]" % (field, i), v) for i, v in enumerate(_names(field, value))])
+
+
+def max_parallel(field: str, value) -> int:
+    return _int(field, int(value) if isinstance(value, str) and value.isdigit() else value,
+                1, MAX_PARALLEL)
+
+
 VM_ONLY = (Param("vmID", vm_id),)
 
 SPECS = {
@@ -304,4 +350,8 @@ SPECS = {
     "announce": VM_ONLY,
     "migrate": (Param("vmID", vm_id), Param("dst", host), Param("port", port, 54325),
                 Param("timeout", timeout, None), Param("params", migrate_params, None)),
+    "evacuate": (Param("dsts", destinations), Param("max_parallel", max_parallel, 2),
+                 Param("dry_run", _flag, False), Param("vms", vm_ids, None),
+                 Param("port", port, 54325)),
+    "evacuateStatus": (),
 }

@@ -20,6 +20,7 @@ from sriov_host.ledger import Ledger
 
 from . import vdsm_api
 from .client import RpcClient
+from .evacuate import Drains
 from .host import HostContext, LockedLedger
 from .metrics import Metrics, MetricsServer
 from .migrator import Migrations
@@ -70,7 +71,8 @@ class Service:
         self.metrics = Metrics(pool=self._pool_counts, expiries=self.ledger.expiries_total)
         self.migrations = Migrations(self.host, devices, peer_factory or self._peer,
                                      vdsm_factory, job_active, self.metrics)
-        self.verbs = Verbs(self.host, devices, job_active, self.migrations)
+        self.drains = Drains(self.host, self.migrations, peer_factory or self._peer)
+        self.verbs = Verbs(self.host, devices, job_active, self.migrations, self.drains)
         self.reconciler = Reconciler(self.host, devices, job_active,
                                      busy=self.migrations.is_driving,
                                      vdsm_migrating=self.migrations.vdsm_migrating,

@@ -74,12 +74,13 @@ def _log_call(verb, vm, start, outcome, level):
 class Verbs:
     """The verbs over one host's context (see host.HostContext)."""
 
-    def __init__(self, host, devices=None, job_active=None, migrations=None):
+    def __init__(self, host, devices=None, job_active=None, migrations=None, drains=None):
         self.host = host
         self.cfg = host.cfg
         self.devices = devices
         self._job_active = job_active or _job_active
         self.migrations = migrations
+        self.drains = drains  # SRIOV.evacuate (evacuate.Drains)
 
     def defaults(self) -> dict:
         return {"ttl": self.cfg.reservation_ttl}
@@ -102,7 +103,11 @@ class Verbs:
             from sriov_host import netlink
 
             kernel = netlink.kernel_vf_settings([pf] if pf else inv.pfs)
-        return vfstate.vf_table(inv, self.host.ledger.claims(pf=pf), refs, pf, kernel)
+        rows = vfstate.vf_table(inv, self.host.ledger.claims(pf=pf), refs, pf, kernel)
+        nets = self.cfg.networks  # for a drain's plan: which VFs may carry which network
+        for row in rows:
+            row["networks"] = sorted(n for n, pfs in nets.items() if row["pf"] in pfs) if nets else None
+        return rows
 
     @rpc_verb
     def reserveVfs(self, vmID, nics, ttl, numa_nodes, cpus):
@@ -193,10 +198,12 @@ class Verbs:
         claims = self.host.ledger.claims(vm_id=vmID)
         dom, record = self._live_record(vmID)
         job = self.migrations.job(vmID) if self.migrations is not None else None
-        if status is None and dom is None and not claims and job is None:
+        drain = self.drains.vm_view(vmID) if self.drains is not None else None
+        if status is None and dom is None and not claims and job is None and drain is None:
             raise NoSuchVm("this host knows nothing of VM %s" % vmID, {"vmID": vmID})
         view = status_view(vmID, record, status, claims, dom is not None)
         view["migration"] = job.to_json() if job is not None else None
+        view["drain"] = drain
         return view
 
     def _live_record(self, vm_id):
@@ -223,7 +230,24 @@ class Verbs:
         """
         if self.migrations is None:
             raise NotMigratable("this service was started without migration support")
+        if self.drains is not None and self.drains.holds(vmID):
+            raise MigrationInProgress("VM %s is part of a running drain of this host (SRIOV "
+                                      "evacuateStatus)" % vmID, {"vmID": vmID})
         return self.migrations.start(vmID, dst, port, timeout, params)
+
+    @rpc_verb
+    def evacuate(self, dsts, max_parallel, dry_run, vms, port):
+        """Plan, reserve all, then move this host's SR-IOV VMs (evacuate.Drains); dry_run plans only."""
+        if self.drains is None:
+            raise NotMigratable("this service was started without migration support")
+        return self.drains.start(dsts, max_parallel, dry_run, vms, port)
+
+    @rpc_verb
+    def evacuateStatus(self):
+        """The running (or last) drain, per VM."""
+        if self.drains is None:
+            raise NotMigratable("this service was started without migration support")
+        return self.drains.status()
 
     @rpc_verb
     def announce(self, vmID):

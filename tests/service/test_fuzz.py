@@ -37,6 +37,13 @@ ttls = st.one_of(st.integers(-10, 10**7), json_values)
 VALUES = {"vmID": uuids, "nics": nics, "ttl": ttls, "pf": st.one_of(st.sampled_from(["ens1f0"]), json_values),
           "dst": st.one_of(st.sampled_from(["host-b.example", "127.0.0.1", "-bad", ""]), json_values),
           "port": st.one_of(st.integers(-1, 70000), json_values),
+          # SRIOV.evacuate: loopback or invalid names only (a DNS lookup could hang the test)
+          "dsts": st.one_of(st.sampled_from(["127.0.0.1:1", "127.0.0.1,127.0.0.1", "-bad", "",
+                                             "[::1]:x"]),
+                            st.lists(st.sampled_from(["127.0.0.1:2", "bad host"]), max_size=3), json_values),
+          "max_parallel": st.one_of(st.integers(-1, 20), json_values),
+          "dry_run": st.one_of(st.booleans(), st.sampled_from(["true", "no"]), json_values),
+          "vms": st.one_of(st.lists(uuids, max_size=2), json_values),
           "timeout": st.one_of(st.integers(-1, 10**6), json_values),
           "numa_nodes": st.one_of(st.lists(st.integers(-2, 1100), max_size=4), json_values),
           "cpus": st.one_of(st.lists(st.integers(-2, 9000), max_size=4), json_values),
