@@ -28,7 +28,7 @@ from sriov_host.errors import (
 )
 from sriov_host.ledger import RESERVED, STATES
 
-from . import params
+from . import params, vmview
 
 log = logging.getLogger("sriov-migrationd.verbs")
 
@@ -103,6 +103,10 @@ class Verbs:
 
             kernel = netlink.kernel_vf_settings([pf] if pf else inv.pfs)
         return vfstate.vf_table(inv, self.host.ledger.claims(pf=pf), refs, pf, kernel)
+
+    @rpc_verb
+    def listVms(self):
+        return vmview.list_vms(self.host, self.migrations)
 
     @rpc_verb
     def reserveVfs(self, vmID, nics, ttl, numa_nodes, cpus):
