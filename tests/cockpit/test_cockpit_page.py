@@ -17,6 +17,7 @@ import uuid
 import pytest
 from helpers import cockpit as ck
 
+from sriov_lab import domains
 from sriov_lab.services import LabServices, LabStandIns
 
 pytestmark = [pytest.mark.lab, pytest.mark.skipif(bool(ck.missing()), reason=ck.missing() or "-")]
@@ -67,7 +68,12 @@ def page(lab, services, tmp_path_factory):
 
 
 def until(driver, what, timeout=60.0):
-    return WebDriverWait(driver, timeout, poll_frequency=0.2).until(what)
+    """Wait for *what*; on a timeout, fail showing what the page says instead."""
+    try:
+        return WebDriverWait(driver, timeout, poll_frequency=0.2).until(what)
+    except TimeoutException:
+        pytest.fail("the page did not get there in %.0f s; it shows:\n%s"
+                    % (timeout, driver.find_element(By.TAG_NAME, "body").text[:3000]))
 
 
 def text_of(driver, css) -> str:
@@ -82,6 +88,10 @@ def vm(lab, lab_conns, lab_guest, services):
     vms = LabVms(tuple(lab.hosts), lab_conns, lab_guest)
     vnic = vms.vnic(0, 0, vlan=100)
     spec, _ = vms.start(0, vnics=(vnic,))
+    # a guest that has not booted never lets the NIC go: wait until it sees it
+    domains.wait_serial(lab.hosts[0], spec.name,
+                        lambda _ready, ticks: any(vnic.mac in t.nics.values() for t in ticks), 90,
+                        "the NIC in the guest")
     yield spec, vnic, vms
     vms.cleanup()
 
@@ -166,7 +176,8 @@ def test_migration_through_the_page_should_run_to_its_end(page, vm, services, sh
     driver.find_element(By.ID, "confirm").click()
     until(driver, lambda d: d.find_elements(By.CSS_SELECTOR, '#timeline tr[data-step="migrate"]'))
     try:  # VDSM's step while it still runs, for the picture; the lab's takes about 2 s
-        until(driver, lambda d: d.find_elements(By.CSS_SELECTOR, "#timeline .progress"), 10)
+        WebDriverWait(driver, 10, poll_frequency=0.1).until(
+            lambda d: d.find_elements(By.CSS_SELECTOR, "#timeline .progress"))
     except TimeoutException:
         pass
     driver.save_screenshot(str(shots / "migration-in-progress.png"))
@@ -178,7 +189,7 @@ def test_migration_through_the_page_should_run_to_its_end(page, vm, services, sh
     rows = driver.find_elements(By.CSS_SELECTOR, "#timeline tr[data-step]")
     steps = [e.get_attribute("data-step") for e in rows]
     assert steps[:4] == ["check", "reserve", "unplug", "migrate"] and "plug" in steps
-    assert driver.find_elements(By.CSS_SELECTOR, "#chart svg rect.ok")
+    until(driver, lambda d: d.find_elements(By.CSS_SELECTOR, "#chart svg rect.ok"))  # once sriov-client ends
     assert services.client(1).call("SRIOV.migrationStatus", {"vmID": spec.uuid})["running_here"]
 
 

@@ -74,13 +74,20 @@ class LocalUser:
         if os.path.exists(self.sudoers):
             os.unlink(self.sudoers)
         # what its Cockpit sessions left (a session dbus-daemon): only this user's, by pid
-        pids = subprocess.run(["pgrep", "-u", self.name], capture_output=True, text=True).stdout.split()
-        for pid in pids:
-            try:
-                os.kill(int(pid), signal.SIGKILL)
-            except ProcessLookupError:
-                pass
-        subprocess.run(["userdel", "-r", self.name], check=False, stderr=subprocess.DEVNULL)
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            pids = subprocess.run(["pgrep", "-u", self.name], capture_output=True, text=True).stdout.split()
+            if not pids:
+                break
+            for pid in pids:
+                try:
+                    os.kill(int(pid), signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
+            time.sleep(0.1)
+        r = subprocess.run(["userdel", "-r", self.name], capture_output=True, text=True, check=False)
+        if r.returncode not in (0, 12):  # 12: no mail spool to remove, the rest is gone
+            raise RuntimeError("userdel %s: %s" % (self.name, r.stderr.strip()))
 
 
 class CockpitWs:
