@@ -193,6 +193,37 @@ def test_migration_through_the_page_should_run_to_its_end(page, vm, services, sh
     assert services.client(1).call("SRIOV.migrationStatus", {"vmID": spec.uuid})["running_here"]
 
 
+def _migrate_through_page(driver, vm_id, dst_name):
+    until(driver, lambda d: d.find_elements(By.CSS_SELECTOR, '#vms button[data-vm="%s"]:enabled' % vm_id))
+    driver.find_element(By.CSS_SELECTOR, '#vms button[data-vm="%s"]' % vm_id).click()
+    dst = driver.find_element(By.ID, "dst")
+    dst.clear()
+    dst.send_keys(dst_name)
+    driver.find_element(By.ID, "dry-run").click()
+    until(driver, lambda d: d.find_element(By.ID, "confirm").is_displayed())
+    driver.find_element(By.ID, "confirm").click()
+    return until(driver, lambda d: text_of(d, "#timeline-outcome.ok, #timeline-outcome.bad"), 180)
+
+
+def test_a_failed_migration_should_show_what_was_put_back(page, vm, services, shots):
+    driver, _ = page
+    _, _, vms = vm
+    vnic = vms.vnic(0, 2)
+    spec, _ = vms.start(0, vnics=(vnic,))
+    domains.wait_serial(services.lab.hosts[0], spec.name,
+                        lambda _ready, ticks: any(vnic.mac in t.nics.values() for t in ticks), 90,
+                        "the NIC in the guest")
+    vms.start(1, with_os=False, uuid=spec.uuid, name=spec.name + "-on-b")  # B refuses the incoming VM
+
+    outcome = _migrate_through_page(driver, spec.uuid, services.services[1].host.name)
+
+    driver.save_screenshot(str(shots / "migration-rolled-back.png"))
+    assert outcome.startswith("rolled-back: "), text_of(driver, "#timeline")
+    put_back = text_of(driver, "#timeline ul.vnics")
+    assert "%s (%s): plugged on this host" % (vnic.mac, vnic.alias) in put_back
+    assert driver.find_elements(By.CSS_SELECTOR, '#timeline tr[data-step="rollback"]')
+
+
 def test_a_vm_that_left_meanwhile_should_be_one_line_and_change_nothing(page, vm, services):
     driver, _ = page
     _, _, vms = vm
