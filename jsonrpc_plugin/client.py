@@ -185,7 +185,7 @@ def _parse_args(argv):
     p.add_argument("--no-verify-hostname", action="store_true",
                    help="accept a server certificate that does not name HOST")
     p.add_argument("namespace", help="always SRIOV")
-    p.add_argument("method", help="ping, listVfs, reserveVfs, releaseVfs, getReservation, "
+    p.add_argument("method", help="ping, listVfs, listVms, reserveVfs, releaseVfs, getReservation, "
                                   "migrationStatus, restoreNics, announce, "
                                   "migrate (waits and shows progress), evacuate dsts=B,C "
                                   "[max_parallel=N] [dry_run=true] [vms=UUID,...] (drains this "

@@ -341,6 +341,7 @@ VM_ONLY = (Param("vmID", vm_id),)
 SPECS = {
     "ping": (),
     "listVfs": (Param("pf", pf, None),),
+    "listVms": (),
     "reserveVfs": (Param("vmID", vm_id), Param("nics", nics), Param("ttl", ttl, None),
                    Param("numa_nodes", numa_nodes, None), Param("cpus", cpus, None)),
     "releaseVfs": VM_ONLY,

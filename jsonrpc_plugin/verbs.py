@@ -28,7 +28,7 @@ from sriov_host.errors import (
 )
 from sriov_host.ledger import RESERVED, STATES
 
-from . import params
+from . import params, vmview
 
 log = logging.getLogger("sriov-migrationd.verbs")
 
@@ -108,6 +108,10 @@ class Verbs:
         for row in rows:
             row["networks"] = sorted(n for n, pfs in nets.items() if row["pf"] in pfs) if nets else None
         return rows
+
+    @rpc_verb
+    def listVms(self):
+        return vmview.list_vms(self.host, self.migrations)
 
     @rpc_verb
     def reserveVfs(self, vmID, nics, ttl, numa_nodes, cpus):

@@ -1,5 +1,5 @@
 """``sriov-migration-install``: put the hooks, the unit, a default config and
-the firewalld service in place.
+the firewalld service in place; with ``--cockpit``, the Cockpit page too.
 
 Idempotent: running it twice changes nothing the second time. With
 ``--uninstall`` it removes only what carries its marker, and a config
@@ -19,6 +19,7 @@ import os
 import subprocess
 import sys
 
+from . import cockpit_page
 from .hook import POINTS
 
 HOOK_NAME = "50_sriov_migration"
@@ -104,9 +105,16 @@ def _live_host(args) -> bool:
     return not args.hooks_only and args.root in ("", "/")
 
 
+def _cockpit_dir(args) -> str:
+    return _under(args.root, cockpit_page.COCKPIT_DIR)
+
+
 def install(args, report, run=None) -> None:
     for path, text, mode in _targets(args):
         _write(path, text, mode, report)
+    if getattr(args, "cockpit", False):
+        for path, text, mode in cockpit_page.targets(_cockpit_dir(args)):
+            _write(path, text, mode, report)
     if args.hooks_only:
         return
     conf = _under(args.root, CONFIG_PATH)
@@ -124,6 +132,7 @@ def uninstall(args, report, run=None) -> None:
     firewalld = _live_host(args) and firewalld_disable(run, report)
     for path, _text, _mode in _targets(args):
         _remove_if(path, lambda t: MARKER in t, report)
+    cockpit_page.remove(_cockpit_dir(args), report)
     if not args.hooks_only:
         default = _data("sriov-migration.conf")
         _remove_if(_under(args.root, CONFIG_PATH), lambda t: t == default, report,
@@ -231,6 +240,8 @@ def main(argv=None) -> int:
                         help="VDSM hooks directory (default %(default)s)")
     parser.add_argument("--root", default="", help="install under this root (for packaging and tests)")
     parser.add_argument("--uninstall", action="store_true", help="remove what was installed")
+    parser.add_argument("--cockpit", action="store_true",
+                        help="also the Cockpit page, in %s" % cockpit_page.COCKPIT_DIR)
     parser.add_argument("--hooks-only", action="store_true",
                         help="only the hook executables (no unit, config or firewalld service)")
     args = parser.parse_args(argv)

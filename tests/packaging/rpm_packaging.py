@@ -88,10 +88,11 @@ def file_table(rpm: str) -> dict:
 
 
 def find_rpms(directory: str) -> dict:
-    """{"main", "engine", "srpm", "tarball"} -> path, from a build-rpm output directory."""
+    """{"main", "engine", "cockpit", "srpm", "tarball"} -> path, from a build-rpm output directory."""
     found = {
         "main": glob.glob(os.path.join(directory, NAME + "-[0-9]*.noarch.rpm")),
         "engine": glob.glob(os.path.join(directory, NAME + "-engine-[0-9]*.noarch.rpm")),
+        "cockpit": glob.glob(os.path.join(directory, NAME + "-cockpit-[0-9]*.noarch.rpm")),
         "srpm": glob.glob(os.path.join(directory, NAME + "-[0-9]*.src.rpm")),
         "tarball": glob.glob(os.path.join(directory, "vdsm-sriov-migration-*.tar.gz")),
     }
