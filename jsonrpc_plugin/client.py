@@ -24,28 +24,12 @@ from typing import Any, Optional
 
 from sriov_host.config import VDSM_CA, VDSM_CERT, VDSM_KEY
 
+from .rpcerrors import RpcError, RpcUnavailable  # noqa: F401 - the client's callers catch them here
+
 DEFAULT_PORT = 54325
 NAMESPACE = "SRIOV"
 # values are strings on the command line, like vdsm-client
 _INT_PARAMS = ("ttl", "port", "timeout", "max_parallel")
-
-
-class RpcError(Exception):
-    """The service answered with a JSON-RPC error."""
-
-    def __init__(self, code: int, message: str, data: Any = None):
-        super().__init__("(code=%s, message=%s)" % (code, message))
-        self.code = code
-        self.message = message
-        self.data = data
-
-
-class RpcUnavailable(Exception):
-    """No answer: connection refused, TLS failure, timeout, or garbage."""
-
-    def __init__(self, message: str):
-        super().__init__(message)
-        self.message = message
 
 
 def client_ssl_context(cert: Optional[str], key: Optional[str], ca: Optional[str],

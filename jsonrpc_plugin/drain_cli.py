@@ -13,7 +13,7 @@ import json
 import sys
 import time
 
-from .client import RpcError, RpcUnavailable
+from .rpcerrors import RpcError, RpcUnavailable
 
 POLL = 0.5
 MISSES = 5  # answers in a row that may fail before the client gives up
