@@ -31,7 +31,7 @@ LIBVIRT_POLL = 0.1  # the local job: one libvirt call, no VDSM log line
 VDSM_POLL = 1.0  # at most this often otherwise
 END_BURST = (0.1, 0.2, 0.4)  # after the libvirt job ends: VDSM sets its outcome a moment later
 STATUS_MISSES = 3  # failed VDSM answers in a row before libvirt decides
-VM_STATUS_EVERY = 5.0  # code 82 and no libvirt job: is the VM still "Migration Source"?
+VM_STATUS_EVERY = 5.0  # "in progress" and no libvirt job: is the VM still "Migration Source"?
 STALLED = "stalled"  # Follower.run's outcome when nothing moved for the stall timeout
 
 
@@ -90,6 +90,7 @@ class Follower:
         self._misses = 0
         self._next_vm_status = 0.0
         self._last = MigrationProgress(IN_PROGRESS)
+        self._job_seen = False  # libvirt's migration job has run on this host
 
     def run(self) -> MigrationProgress:
         now = self.clock()
@@ -117,7 +118,9 @@ class Follower:
             now = self.clock()
 
     def _active(self) -> bool:
-        return self.dom is not None and bool(self.job_active(self.dom))
+        active = self.dom is not None and bool(self.job_active(self.dom))
+        self._job_seen = self._job_seen or active
+        return active
 
     def _remaining(self, active: bool) -> Optional[int]:
         """libvirt's remaining data of the job (jobInfo's dataRemaining); None without one."""
@@ -137,15 +140,20 @@ class Follower:
             self._misses += 1
             return self.on_silence(e.message) if self._misses >= STATUS_MISSES else None
         self._misses = 0
-        if status.state == IN_PROGRESS and status.code == LIMIT_WAIT and not active:
-            return self._limit_outcome(status)
+        if status.state == IN_PROGRESS and not active and (status.code == LIMIT_WAIT or self._job_seen):
+            return self._idle_outcome(status)
         return status
 
-    def _limit_outcome(self, status: MigrationProgress) -> MigrationProgress:
-        """Code 82 and no libvirt job: still waiting at the destination's limit, or failed after it.
+    def _idle_outcome(self, status: MigrationProgress) -> MigrationProgress:
+        """VDSM says "in progress" but libvirt has no job here: still under way, or over and failed.
 
-        VDSM keeps code 82 after a failure that sets no other error
-        (migration.py ``_recover``); the VM's status tells: back to Up.
+        Code 82: VDSM keeps it after a failure that sets no other error
+        (migration.py ``_recover``). After libvirt's job has run: a VDSM
+        that restarted meanwhile answers "Migration in progress" for every
+        VM (each ``Vm`` gets a ``SourceThread`` in ``__init__``), and a
+        migration that libvirtd lost ends with no outcome at all. Either
+        way the VM's status tells: ``Up`` here again, not ``Migration
+        Source`` (and a migration that succeeded leaves it ``Down``).
         """
         vm_status = getattr(self.vdsm, "vm_status", None)
         now = self.clock()
@@ -157,8 +165,12 @@ class Follower:
         except SriovError as e:
             log.debug("VM %s: VDSM's VM status not read: %s", self.vm_id, e.message)
             return status
-        if state == vdsm_api.STATUS_UP:
+        if state != vdsm_api.STATUS_UP:
+            return status
+        if status.code == LIMIT_WAIT:
             return MigrationProgress(FAILED, status.progress, "%s, and the VM is Up here again: the "
                                      "migration failed after waiting at the destination's limit"
                                      % status.message, status.code)
-        return status
+        return MigrationProgress(FAILED, status.progress, "VDSM answers '%s', but libvirt's migration "
+                                 "job is gone and the VM is Up here again: the migration ended without "
+                                 "an outcome (libvirtd or VDSM restarted?)" % status.message, status.code)

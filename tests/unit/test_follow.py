@@ -127,6 +127,22 @@ def test_follower_should_see_a_failure_that_keeps_code_82_by_the_vm_being_up_aga
     assert 12.0 <= when <= 12.0 + follow.VM_STATUS_EVERY + 1.1
 
 
+def test_follower_should_see_a_lost_migration_by_the_vm_being_up_with_no_job():
+    """libvirtd (or VDSM) restarted under the migration: VDSM answers "in progress" for ever."""
+    out, when, _ = run(lambda t: running(40), job_end=4.0, stall=240.0,
+                       vm_status=lambda t: "Up" if t >= 4.5 else "Migration Source")
+    assert out.state == FAILED and "job is gone" in out.message
+    assert 4.5 <= when <= 4.5 + follow.VM_STATUS_EVERY + 1.1
+
+
+def test_follower_should_not_call_failed_a_migration_whose_job_has_not_started():
+    """Before libvirt's job starts, VDSM runs hooks and connects: "in progress", the VM maybe still Up."""
+    def answer(t):
+        return MigrationProgress(DONE, 100, "Migration done") if t >= 20 else running(0)
+    out, when, _ = run(answer, job_end=0.0, stall=60.0, vm_status=lambda t: "Up")
+    assert out.state == DONE and 20.0 <= when < 21.1
+
+
 def test_follower_should_let_libvirt_judge_after_vdsm_stops_answering():
     def answer(t):
         raise SriovError("VDSM VM.getMigrationStatus failed: timeout")

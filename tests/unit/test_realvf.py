@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from sriov_lab import realvf
+from sriov_lab import realvf, realvf_images
 
 IP_LINK = (
     "2: enp1s0: <BROADCAST,MULTICAST,UP,LOWER_UP> mtu 1500 qdisc mq state UP mode DEFAULT\n"
@@ -22,17 +22,17 @@ def test_parse_vf_lines_should_give_each_vf_its_mac_and_vlan():
 
 
 def test_recipe_key_should_change_with_the_recipe_only():
-    assert realvf.recipe_key("l1", ("a", "b")) == realvf.recipe_key("l1", ("a", "b"))
-    assert realvf.recipe_key("l1", ("a", "b")) != realvf.recipe_key("l1", ("a", "c"))
-    assert realvf.l0_key() != realvf.l1_key()
+    assert realvf_images.recipe_key("l1", ("a", "b")) == realvf_images.recipe_key("l1", ("a", "b"))
+    assert realvf_images.recipe_key("l1", ("a", "b")) != realvf_images.recipe_key("l1", ("a", "c"))
+    assert realvf_images.l0_key() != realvf_images.l1_key()
 
 
 def test_qemu_argv_should_put_each_igb_behind_its_own_root_port_with_an_iommu():
-    argv = realvf.qemu_argv("/k", "/i", "/d.qcow2", "/lab", "/src", "/c.log")
+    argv = realvf_images.qemu_argv("/k", "/i", "/d.qcow2", "/lab", "/src", "/c.log")
     devices = [argv[i + 1] for i, a in enumerate(argv) if a == "-device"]
     igbs = [d for d in devices if d.startswith("igb,")]
     ports = {d.split(",")[1].split("=")[1] for d in devices if d.startswith("pcie-root-port")}
-    assert len(igbs) == len(realvf.PFS) == len(ports)
+    assert len(igbs) == len(realvf_images.PFS) == len(ports)
     assert sorted(d.split("bus=")[1].split(",")[0] for d in igbs) == sorted(ports)
     assert any(d.startswith("intel-iommu,intremap=on") for d in devices)
     cmdline = argv[argv.index("-append") + 1]

@@ -363,7 +363,12 @@ function renderHistory() {
 /* -- Drain (SRIOV.evacuate; -32601 where this host's service has no such verb) -- */
 
 function drain(dryRun) {
-    var dsts = $("drain-dsts").value.split(",").map(function (s) { return s.trim(); }).filter(Boolean);
+    /* a name the page knows (its config's destinations) goes as its service's address:port */
+    var dsts = $("drain-dsts").value.split(",").map(function (s) { return s.trim(); }).filter(Boolean)
+        .map(function (text) {
+            var d = cfg.destinations.filter(function (x) { return x.name === text; })[0];
+            return d ? d.address + ":" + (d.port || 54325) : text;
+        });
     if (!dsts.length) return fill("drain", el("p", { cls: "refusal", text: "Name one or more destinations, comma-separated." }));
     var par = parseInt($("drain-parallel").value, 10) || 1;
     $("drain-go").hidden = true;
@@ -379,15 +384,21 @@ function drain(dryRun) {
 }
 
 function renderDrain(res) {
-    var list = Array.isArray(res) ? res : res.vms || res.plan || res.migrations || [];
+    /* A dry run answers {dry_run, plan: {feasible, vms: [placements], unplaced}}; a drain, its
+       evacuateStatus: {plan, vms: [rows with state, phase, error]}. */
+    var plan = (res && res.plan) || {};
+    var list = (res && res.vms) || plan.vms || [];
+    (plan.unplaced || []).forEach(function (u) {
+        list = list.concat([{ vmID: u.vmID, dst: "", state: "does not fit", reason: u.why }]);
+    });
     var rows = list.map(function (r) {
         var job = state.vms.filter(function (v) { return v.vmID === r.vmID; }).map(function (v) { return v.migration; })[0];
         return el("tr", { "data-vm": r.vmID || "" }, [el("td", { text: vmName(r.vmID) }), el("td", { text: r.dst || "" }),
-            el("td", { text: (job && job.phase) || r.phase || r.verdict || r.state || "" }),
+            el("td", { text: (job && job.phase) || r.phase || r.state || (res.dry_run ? "planned" : "") }),
             el("td", { text: r.reason || r.error || (job && job.error) || "" })]);
     });
     fill("drain", rows.length ? table(["VM", "to", "state", "why"], rows)
-        : el("pre", { text: JSON.stringify(res, null, 2) }));
+        : el("p", { cls: "muted", text: "Nothing to drain: no VM with SR-IOV vNICs runs on this host." }));
 }
 
 /* -- start --------------------------------------------------------------- */
