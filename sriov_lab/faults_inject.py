@@ -24,6 +24,7 @@ import time
 from typing import Optional
 
 from . import hosts as hostmod
+from . import netns
 from .vdsm.api import VdsmStandIn
 from .vdsm.hooks import HookRunner, ScriptRun
 
@@ -154,7 +155,8 @@ class Injector:
         new = VdsmStandIn(old.name, old.cfg, old.hooks, address=old.address, port=old.port,
                           peers=self.standins.peers)
         new.hotunplug_timeout = old.hotunplug_timeout
-        self.standins.standins[index] = new.start()
+        # in the host's network namespace, as LabStandIns starts it (its address lives there)
+        self.standins.standins[index] = netns.call_in(self.lab.hosts[index].extra.get("netns"), new.start)
 
     def _kill_libvirtd(self, index: int) -> None:
         host = self.lab.hosts[index]
