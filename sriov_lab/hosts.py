@@ -158,7 +158,7 @@ class LabHost:
                     pids.add(int(f.read().strip()))
             except (OSError, ValueError):
                 continue
-        return sorted(p for p in pids if is_alive(p) and "qemu" in _cmdline(p))
+        return sorted(p for p in pids if is_alive(p) and "qemu" in cmdline(p))
 
     def alive(self) -> bool:
         return self.proc is not None and self.proc.poll() is None
@@ -361,11 +361,11 @@ def reap_stale(base: str) -> list:
         except (OSError, ValueError):
             continue
         qemu = host.qemu_pids()
-        if _cmdline(pid).startswith(LIBVIRTD):
+        if cmdline(pid).startswith(LIBVIRTD):
             _terminate(pid, 5.0)
             stopped.append(pid)
         for q in qemu:
-            if "qemu" in _cmdline(q):
+            if "qemu" in cmdline(q):
                 _terminate(q, 5.0)
                 stopped.append(q)
         os.unlink(pidfile)
@@ -386,7 +386,7 @@ def _reap_services(base: str) -> list:
                 pid = int(f.read().strip())
         except (OSError, ValueError):
             continue
-        if "jsonrpc_plugin.service" in _cmdline(pid):
+        if "jsonrpc_plugin.service" in cmdline(pid):
             _terminate(pid, 5.0)
             stopped.append(pid)
         os.unlink(pidfile)
@@ -411,7 +411,8 @@ def owner_alive(lab_root: str) -> bool:
         return False
 
 
-def _cmdline(pid: int) -> str:
+def cmdline(pid: int) -> str:
+    """A process's command line, one string; empty once it is gone."""
     try:
         with open("/proc/%d/cmdline" % pid, "rb") as f:
             return f.read().replace(b"\0", b" ").decode(errors="replace")
