@@ -26,7 +26,7 @@ from typing import Callable, Optional
 from sriov_host import domxml, drainplan, libvirtconn, policy, unplug
 from sriov_host.errors import InvalidParams, MigrationInProgress, NoSuchVm, NotMigratable, SriovError
 
-from .migrator import _text
+from .rpcerrors import one_line
 
 log = logging.getLogger("sriov-migrationd.evacuate")
 
@@ -172,7 +172,7 @@ class Drains:
                 answer = peer.call("SRIOV.ping")
             except Exception as e:  # noqa: BLE001 - RpcError/RpcUnavailable: an unknown destination
                 raise InvalidParams("invalid params: %s: no sriov-migrationd answers at %s:%d (%s)"
-                                    % (field, address, port, _text(e)), {"field": field}) from None
+                                    % (field, address, port, one_line(e)), {"field": field}) from None
             host_uuid = answer.get("host_uuid") if isinstance(answer, dict) else None
             if host_uuid and host_uuid == self.host.host_id:
                 raise InvalidParams("invalid params: %s: %s:%d is this host" % (field, address, port),
@@ -233,7 +233,7 @@ class Drains:
             return drainplan.pools_from_vfs(peer.call("SRIOV.listVfs"))
         except Exception as e:  # noqa: BLE001 - it answered ping a moment ago
             raise NotMigratable("drain refused, nothing touched: cannot read the free VFs of %s: %s"
-                                % (name, _text(e)), {"dst": name}) from None
+                                % (name, one_line(e)), {"dst": name}) from None
 
     def _reserve_all(self, drain: Drain, peers: dict) -> None:
         """One reserveVfs per VM before any unplug; on a failure, release them all and refuse."""
@@ -250,7 +250,7 @@ class Drains:
                     _release(other, other_peer)
                 raise NotMigratable("drain refused, nothing unplugged: reserveVfs of VM %s on %s failed: "
                                     "%s; every reservation of this drain was released"
-                                    % (row.vm_id, row.placement.dst, _text(e)),
+                                    % (row.vm_id, row.placement.dst, one_line(e)),
                                     {"vmID": row.vm_id, "dst": row.placement.dst}) from None
             done.append((row, peer))
             row.state = RESERVED
@@ -319,7 +319,7 @@ class Drains:
             self._reserve(row)
         except Exception as e:  # noqa: BLE001 - the driver reserves again at its turn
             log.info("drain: extending the reservation of VM %s on %s failed: %s", row.vm_id,
-                     row.placement.dst, _text(e))
+                     row.placement.dst, one_line(e))
             row.next_extend = time.monotonic() + 1.0
 
     def _still_here(self, vm_id: str) -> bool:
@@ -356,4 +356,4 @@ def _release(row: _Row, peer) -> None:
     try:
         peer.call("SRIOV.releaseVfs", {"vmID": row.vm_id})
     except Exception as e:  # noqa: BLE001 - it expires after its TTL anyway
-        log.warning("drain: releasing VM %s on %s failed: %s", row.vm_id, row.placement.dst, _text(e))
+        log.warning("drain: releasing VM %s on %s failed: %s", row.vm_id, row.placement.dst, one_line(e))

@@ -25,3 +25,10 @@ class RpcUnavailable(Exception):
     def __init__(self, message: str):
         super().__init__(message)
         self.message = message
+
+
+def one_line(e) -> str:
+    """One line; with the JSON-RPC code where the peer answered with one (2001 no free VF...)."""
+    text = " ".join(str(getattr(e, "message", None) or e).split()) or type(e).__name__
+    code = getattr(e, "code", None)
+    return "%s (code %s)" % (text, code) if isinstance(code, int) else text

@@ -17,7 +17,9 @@ stand-ins) live in the same process and are called directly where VDSM
 would call its peer's ``migrationCreate`` over the wire.
 
 Like VDSM, a stand-in follows DEVICE_REMOVED on its host and drops the
-device from its own per-VM device list (the VF goes back to the host).
+device from its own per-VM device list (the VF goes back to the host):
+:mod:`.events` and :mod:`.devicebooks`; the destination side
+(``migrationCreate``) is :mod:`.incoming`.
 :class:`sriov_lab.services.LabStandIns` runs one per lab host.
 """
 
@@ -25,27 +27,24 @@ from __future__ import annotations
 
 import functools
 import logging
-import queue
 import threading
 import time
 from dataclasses import dataclass
 from typing import Callable, Optional
 
 from jsonrpclib import Fault
-from lxml import etree
 
-from sriov_host import domxml, libvirtconn, xmlsafe
-from sriov_host.pci import PciAddress
+from sriov_host import libvirtconn
 
 from .. import netns
 from . import hooks as hr
 from . import migration as mig
 from . import vm as vdsm_nics
+from .devicebooks import DeviceBooks
+from .events import DomainEvents
+from .incoming import IncomingMigrations
 
 log = logging.getLogger(__name__)
-
-STATUS_DONE = {"code": mig.DONE, "message": "Done"}
-
 
 def _verb(func):
     """Map VdsmError to a JSON-RPC error with VDSM's code; log the call."""
@@ -92,16 +91,7 @@ class _Job:
             self.progress = max(self.progress, min(99, int(100 * (total - remaining) / total)))
 
 
-@dataclass
-class _Incoming:
-    """A destination VM between migrationCreate and its end (VDSM's Vm object)."""
-
-    src_xml: str
-    custom: dict
-    result: mig.MigrationResult
-
-
-class VdsmStandIn:
+class VdsmStandIn(DeviceBooks, IncomingMigrations):
     """One lab host's VDSM, for migrations only. ``start()`` serves; ``stop()`` ends."""
 
     def __init__(self, name: str, cfg, hooks: hr.HookRunner, conn=None,
@@ -126,7 +116,7 @@ class VdsmStandIn:
         self.storage_pools: list = []  # what Host.getConnectedStoragePools answers
         self._host_uuid: Optional[str] = None
         self._server = None
-        self._events: Optional[_Events] = None
+        self._events: Optional[DomainEvents] = None
 
     # -- lifecycle --------------------------------------------------------------
 
@@ -146,7 +136,7 @@ class VdsmStandIn:
         if self.conn is None:
             self.conn = libvirtconn.open_connection(self.cfg, use_vdsm=False)
         try:
-            self._events = _Events(self).start()
+            self._events = DomainEvents(self).start()
             for dom in self.conn.listAllDomains(1):  # clientIF._recoverExistingVms: VDSM recovers
                 self.track(dom.UUIDString())  # its running VMs' devices after a restart
             server = RpcServer((self.address, self.port), None, workers=4)
@@ -395,208 +385,6 @@ class VdsmStandIn:
             self._host_uuid = libvirtconn.host_uuid(self.conn)
         return self._host_uuid
 
-    # -- destination side ----------------------------------------------------------
-
-    def migration_create(self, vm_id: str, src_dom_xml: str,
-                         result: Optional[mig.MigrationResult] = None,
-                         incoming_limit: Optional[int] = None) -> dict:
-        """VDSM's ``migrationCreate``: devices from the stale XML, then the destination hook."""
-        result = result or mig.MigrationResult(vm_id, "?", self.name, time.monotonic())
-        result.create_start = time.monotonic()
-        custom = mig.custom_properties(src_dom_xml)
-        if incoming_limit:  # API.py migrationCreate: incomingMigrations.bound = incomingLimit
-            self.max_incoming = incoming_limit
-        with self._lock:
-            held = vm_id in self._down  # clientIF.createVm: a VM id still in the container
-            busy = not held and len(self._arriving) >= self.max_incoming  # vm.py _startUnderlyingVm
-            if not (held or busy):
-                self._arriving.add(vm_id)
-        if busy:
-            return self._at_limit(vm_id, incoming_limit, result)
-        if held:
-            result.create_end = time.monotonic()
-            result.aborted_at = mig.CREATE
-            log.warning("%s: migrationCreate of %s refused: the VM is still here, Down, until "
-                        "VM.destroy", self.name, vm_id)
-            return mig.VdsmError(mig.VM_EXISTS).response()
-        try:
-            devices = mig.resolve_devices(self.conn, self.cfg, src_dom_xml, self.name)
-            with self._lock:
-                self._incoming[vm_id] = _Incoming(src_dom_xml, custom, result)
-            mig.setup_devices(self.conn, devices, vm_id, self.name, self.host_uuid())
-        except mig.VdsmError as e:
-            result.aborted_at = mig.CREATE
-            self._arriving.discard(vm_id)
-            log.warning("%s: migrationCreate of %s refused: %s", self.name, vm_id, e.message)
-            return e.response()
-        finally:
-            result.create_end = time.monotonic()
-        run = self.hooks.run(hr.BEFORE_DEST, src_dom_xml, vm_id, custom)
-        result.steps.append(run)
-        if run.failed:
-            result.aborted_at = hr.BEFORE_DEST
-            self._arriving.discard(vm_id)
-            return mig.VdsmError(mig.HOOK_ERROR, message="Destination hook failed: %s"
-                                 % mig.hook_error(run)).response()
-        return {"status": dict(STATUS_DONE), "migrationPort": 0, "params": {}}
-
-    def _at_limit(self, vm_id: str, incoming_limit: Optional[int], result: mig.MigrationResult) -> dict:
-        """migrateLimit (82), which the source waits out; migrateErr (12) to a source that sent
-        no incomingLimit: API.py ``migrationCreate``'s answer to a source older than 4.0."""
-        result.create_end = time.monotonic()
-        log.info("%s: migrationCreate of %s: %d incoming migration(s) already, the limit",
-                 self.name, vm_id, self.max_incoming)
-        if incoming_limit is None:
-            result.aborted_at = mig.CREATE
-            return mig.VdsmError(mig.MIGRATE_ERR).response()
-        return mig.VdsmError(mig.MIGRATE_LIMIT).response()
-
-    def complete_incoming(self, vm_id: str, result: mig.MigrationResult) -> None:
-        """VDSM's ``_completeIncomingMigration``, on this host's own thread."""
-        threading.Thread(target=self._complete, args=(vm_id, result),
-                         name="migdst/%s" % vm_id[:8], daemon=True).start()
-
-    def _complete(self, vm_id: str, result: mig.MigrationResult) -> None:
-        try:
-            with self._lock:
-                inc = self._incoming.pop(vm_id, None)
-            custom = inc.custom if inc else {}
-            xml = self.lookup(vm_id).XMLDesc(0)
-            self.track(vm_id, refresh=True)
-            result.steps.append(self.hooks.run(hr.AFTER_DEST, xml, vm_id, custom))
-        except Exception:  # noqa: BLE001 - logged; the source has its answer already
-            log.exception("%s: completing the incoming migration of %s failed", self.name, vm_id)
-        finally:
-            self._arriving.discard(vm_id)  # the VM is reported Up from here on
-            result.dest_done.set()
-
-    def destroy(self, vm_id: str, result: Optional[mig.MigrationResult] = None) -> None:
-        """VDSM's ``destroy`` of a half-made destination VM: ``after_vm_destroy`` runs."""
-        with self._lock:
-            inc = self._incoming.pop(vm_id, None)
-            self._arriving.discard(vm_id)
-        if inc is None:
-            return  # VDSM answers noVM; the source ignores it
-        try:
-            dom = self.conn.lookupByUUIDString(vm_id)
-            if dom.isActive():
-                dom.destroy()
-        except Exception as e:  # noqa: BLE001 - usually no domain (libvirt cleaned up), or no daemon
-            log.debug("%s: no destination domain of %s to destroy: %s", self.name, vm_id, e)
-        run = self.hooks.run(hr.AFTER_DESTROY, inc.src_xml, vm_id, inc.custom)
-        (result or inc.result).steps.append(run)
-
-    # -- device tracking (DEVICE_REMOVED) ----------------------------------------
-
-    def track(self, vm_id: str, refresh: bool = False) -> None:
-        """Start tracking a VM's devices from its live XML (VDSM's device list)."""
-        with self._lock:
-            if vm_id in self._devices and not refresh:
-                return
-        try:
-            root = domxml.parse_domain(self.lookup(vm_id).XMLDesc(0))
-        except Exception as e:  # noqa: BLE001 - gone meanwhile, or unreadable: nothing to track
-            log.debug("%s: cannot track devices of %s: %s", self.name, vm_id, e)
-            return
-        devs = {a.get("name"): None for a in root.iterfind("devices/*/alias")}  # alias -> VF
-        try:
-            for dev in mig.host_devices(root, self.cfg.vf_device):
-                devs[dev.alias] = dev.address
-        except Exception as e:  # noqa: BLE001 - an unreadable record: still track the rest
-            log.warning("%s: VM %s: cannot tell its VFs: %s", self.name, vm_id, e)
-        with self._lock:
-            self._devices[vm_id] = devs
-            self._descriptors[vm_id] = etree.tostring(root, encoding="unicode")
-
-    def add_device(self, vm_id: str, alias: Optional[str]) -> None:
-        """One NIC VDSM itself plugged joins the list; the descriptor is read again.
-
-        Only that one: a device attached behind VDSM's back stays unknown
-        although the descriptor (``_updateDomainDescriptor``) now shows it.
-        """
-        xml = self.lookup(vm_id).XMLDesc(0)
-        root = domxml.parse_domain(xml)
-        vf = next((d.address for d in mig.host_devices(root, self.cfg.vf_device) if d.alias == alias),
-                  None)
-        with self._lock:
-            self._devices.setdefault(vm_id, {})[alias] = vf
-            self._descriptors[vm_id] = xml
-
-    def device_removed(self, vm_id: str, alias: str) -> None:
-        """DEVICE_REMOVED: drop the device; a VF goes back to the host, as in VDSM."""
-        log.info("%s: VM %s: device removal reported: %s", self.name, vm_id, alias)
-        with self._lock:
-            devs = self._devices.get(vm_id)
-            known = devs is not None and alias in devs
-            vf = devs.pop(alias) if known else None
-        if not known:
-            log.warning("%s: VM %s: removed device not found in devices: %s", self.name, vm_id, alias)
-        elif vf:
-            log.info("%s: VM %s: vNIC %s removed; VF %s goes back to the host", self.name, vm_id,
-                     alias, vf)
-            if self.cfg.vf_device == "hostdev":
-                self._reattach(vf)
-
-    def _reattach(self, vf: str) -> None:
-        """Give a real VF back to its host driver, as VDSM's device teardown does."""
-        try:
-            dev = self.conn.nodeDeviceLookupByName(PciAddress.parse(vf).nodedev_name)
-            if xmlsafe.parse_xml(dev.XMLDesc(0), "node device XML").findtext("driver/name") == "vfio-pci":
-                dev.reAttach()
-        except Exception as e:  # noqa: BLE001 - VDSM logs a failed reattach and goes on
-            log.warning("%s: cannot give VF %s back to the host: %s", self.name, vf, e)
-
-
-class _Events:
-    """DEVICE_REMOVED and STARTED of the host's domains, handled off libvirt's loop thread."""
-
-    def __init__(self, standin: VdsmStandIn):
-        self.standin = standin
-        self._queue: queue.Queue = queue.Queue()
-        self._handles: list = []
-        self._thread = threading.Thread(target=self._work, name="vdsm-events/%s" % standin.name,
-                                        daemon=True)
-
-    def start(self) -> _Events:
-        import libvirt
-
-        conn = self.standin.conn
-        self._handles = [
-            conn.domainEventRegisterAny(None, libvirt.VIR_DOMAIN_EVENT_ID_DEVICE_REMOVED,
-                                        self._removed, None),
-            conn.domainEventRegisterAny(None, libvirt.VIR_DOMAIN_EVENT_ID_LIFECYCLE,
-                                        self._lifecycle, None)]
-        self._thread.start()
-        return self
-
-    def _removed(self, _conn, dom, alias, _opaque) -> None:
-        self._queue.put((self.standin.device_removed, dom.UUIDString(), alias))
-
-    def _lifecycle(self, _conn, dom, event, _detail, _opaque) -> None:
-        import libvirt
-
-        if event == libvirt.VIR_DOMAIN_EVENT_STARTED:
-            self._queue.put((self.standin.track, dom.UUIDString()))
-
-    def _work(self) -> None:
-        while True:
-            item = self._queue.get()
-            if item is None:
-                return
-            try:
-                item[0](*item[1:])
-            except Exception:  # noqa: BLE001 - one bad event must not stop the others
-                log.exception("%s: handling a libvirt event failed", self.standin.name)
-
-    def stop(self) -> None:
-        for handle in self._handles:
-            try:
-                self.standin.conn.domainEventDeregisterAny(handle)
-            except Exception:  # noqa: BLE001 - the daemon may be gone
-                pass
-        self._queue.put(None)
-        if self._thread.is_alive():
-            self._thread.join(5)
 
 
 def migrate(src_conn, dst_conn, vm_id: str, src_hooks: hr.HookRunner,
