@@ -153,11 +153,9 @@ class LabHost:
         for path in glob.glob(os.path.join(self.root, "run", "libvirt", "qemu", "*.pid")):
             if os.path.basename(path) == "driver.pid":  # the daemon's own lock
                 continue
-            try:
-                with open(path) as f:
-                    pids.add(int(f.read().strip()))
-            except (OSError, ValueError):
-                continue
+            pid = pid_from_file(path)
+            if pid is not None:
+                pids.add(pid)
         return sorted(p for p in pids if is_alive(p) and "qemu" in cmdline(p))
 
     def alive(self) -> bool:
@@ -327,6 +325,41 @@ def _terminate(pid: int, timeout: float) -> None:
         time.sleep(0.05)
 
 
+def pid_from_file(path: str) -> Optional[int]:
+    """The PID a pid file names, if the process with that PID now is the one that file was written for.
+
+    A pid file outlives its process when a lab is killed, and on a busy
+    machine (pid_max 32768) its PID soon names another process, perhaps
+    another lab's QEMU: a process that began after the file was written is
+    not the file's. None for that, for no file, or for garbage.
+    """
+    try:
+        with open(path) as f:
+            pid = int(f.read().strip())
+        written = os.stat(path).st_mtime
+    except (OSError, ValueError):
+        return None
+    began = _start_time(pid)
+    if began is None or began > written + START_SLACK:
+        return None
+    return pid
+
+
+START_SLACK = 2.0  # s; /proc/stat's btime is whole seconds, and libvirt writes the file once QEMU runs
+
+
+def _start_time(pid: int) -> Optional[float]:
+    """When *pid* began, in seconds since the epoch (boot time plus its start in clock ticks)."""
+    try:
+        with open("/proc/%d/stat" % pid) as f:
+            ticks = int(f.read().rsplit(")", 1)[1].split()[19])  # field 22, starttime
+        with open("/proc/stat") as f:
+            btime = next(int(line.split()[1]) for line in f if line.startswith("btime "))
+    except (OSError, ValueError, IndexError, StopIteration):
+        return None
+    return btime + ticks / os.sysconf("SC_CLK_TCK")
+
+
 def is_alive(pid: int) -> bool:
     """True while *pid* exists and is not a zombie."""
     try:
@@ -355,13 +388,9 @@ def reap_stale(base: str) -> list:
         if owner_alive(os.path.dirname(root)):
             continue  # another live lab (a second terminal, a test run)
         host = LabHost(name=os.path.basename(root), root=root, host_uuid="")
-        try:
-            with open(pidfile) as f:
-                pid = int(f.read().strip())
-        except (OSError, ValueError):
-            continue
+        pid = pid_from_file(pidfile)
         qemu = host.qemu_pids()
-        if cmdline(pid).startswith(LIBVIRTD):
+        if pid is not None and cmdline(pid).startswith(LIBVIRTD):
             _terminate(pid, 5.0)
             stopped.append(pid)
         for q in qemu:
@@ -381,12 +410,8 @@ def _reap_services(base: str) -> list:
     for pidfile in glob.glob(os.path.join(base, "*", "*", SERVICE_PIDFILE)):
         if owner_alive(os.path.dirname(os.path.dirname(pidfile))):
             continue
-        try:
-            with open(pidfile) as f:
-                pid = int(f.read().strip())
-        except (OSError, ValueError):
-            continue
-        if "jsonrpc_plugin.service" in cmdline(pid):
+        pid = pid_from_file(pidfile)
+        if pid is not None and "jsonrpc_plugin.service" in cmdline(pid):
             _terminate(pid, 5.0)
             stopped.append(pid)
         os.unlink(pidfile)
@@ -404,11 +429,8 @@ def write_owner(lab_root: str) -> None:
 
 def owner_alive(lab_root: str) -> bool:
     """Whether the process that made *lab_root* still runs (its lab is not stale)."""
-    try:
-        with open(os.path.join(lab_root, OWNER_FILE)) as f:
-            return is_alive(int(f.read().strip()))
-    except (OSError, ValueError):
-        return False
+    pid = pid_from_file(os.path.join(lab_root, OWNER_FILE))
+    return pid is not None and is_alive(pid)
 
 
 def cmdline(pid: int) -> str:

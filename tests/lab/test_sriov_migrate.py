@@ -106,7 +106,7 @@ def test_migrate_should_bring_every_vnic_back_on_b_at_its_guest_slot(
 
     rc, job, progress = sriov_migrate(services, spec)
 
-    assert rc == 0 and job["phase"] == "migrated", (progress, job)
+    assert rc == 0 and job["phase"] == "migrated", (progress, job, domains.qemu_log_tail(b, spec.name))
     assert [s["step"] for s in job["steps"]][:4] == ["check", "reserve", "unplug", "migrate"]
     assert all(s["ok"] for s in job["steps"])
     assert any("unplug" in line for line in progress)
