@@ -11,6 +11,7 @@ progress there (docs/cockpit-migration.png).
 from __future__ import annotations
 
 import os
+import re
 import sys
 import uuid
 
@@ -22,7 +23,7 @@ from sriov_lab.services import LabServices, LabStandIns
 
 pytestmark = [pytest.mark.lab, pytest.mark.skipif(bool(ck.missing()), reason=ck.missing() or "-")]
 webdriver = pytest.importorskip("selenium.webdriver")
-from selenium.common.exceptions import TimeoutException  # noqa: E402
+from selenium.common.exceptions import StaleElementReferenceException, TimeoutException  # noqa: E402
 from selenium.webdriver.common.by import By  # noqa: E402
 from selenium.webdriver.support.ui import WebDriverWait  # noqa: E402
 
@@ -257,6 +258,47 @@ def test_a_vm_that_left_meanwhile_should_be_one_line_and_change_nothing(page, vm
     line = until(driver, lambda d: text_of(d, "#timeline .refusal"))
     assert line == "Refused: VM %s is not running on this host (code 2002)" % spec.uuid
     assert not [v for v in services.client(1).call("SRIOV.listVfs") if v["state"] == "reserved"]
+
+
+def test_drain_through_the_page_should_show_each_vm_live_and_its_outcome(page, vm, services, lab_conns,
+                                                                       shots):
+    driver, _ = page
+    _, _, vms = vm
+    vms.cleanup()  # the earlier tests' VMs: a drain takes every SR-IOV VM of this host
+    vnic = vms.vnic(0, 4)
+    spec, _ = vms.start(0, vnics=(vnic,))
+    domains.wait_serial(services.lab.hosts[0], spec.name,
+                        lambda _ready, ticks: any(vnic.mac in t.nics.values() for t in ticks), 90,
+                        "the NIC in the guest")
+    b = services.services[1]
+    field = driver.find_element(By.ID, "drain-dsts")
+    field.clear()
+    field.send_keys(b.host.name)
+    driver.find_element(By.ID, "drain-plan").click()
+    until(driver, lambda d: d.find_element(By.ID, "drain-go").is_displayed())
+    seen = []
+
+    def outcome(d):
+        try:
+            state = text_of(d, '#drain tr[data-vm="%s"] td.drain-state' % spec.uuid)
+        except StaleElementReferenceException:  # the rows are drawn again every half second
+            return False
+        if state and state not in seen:
+            seen.append(state)
+            if state.startswith("migrating"):
+                d.save_screenshot(str(shots / "drain-in-progress.png"))
+        return text_of(d, "#drain-outcome")
+
+    driver.find_element(By.ID, "drain-go").click()
+    verdict = until(driver, outcome, 180)
+
+    driver.save_screenshot(str(shots / "drain-done.png"))
+    assert verdict == "Drain done: 1 VM(s) migrated.", text_of(driver, "#drain")
+    assert any(s.startswith("migrating") for s in seen), seen  # a live row, before the end
+    assert seen[-1] == "migrated", seen
+    row = text_of(driver, '#drain tr[data-vm="%s"]' % spec.uuid)
+    assert b.host.address in row and re.search(r"\d+(\.\d+)? (ms|s)\b", row), row
+    assert lab_conns[1].lookupByUUIDString(spec.uuid).isActive()
 
 
 def test_service_down_should_be_a_clear_banner(page, services, shots):

@@ -60,6 +60,18 @@ function call(verb, params, reach) {
     });
 }
 
+/* The same, for a verb whose failure still prints its answer (rc 1 with the job or drain on
+   stdout): resolves with {res} or {res, error}, or {error} when there is no answer. */
+function callKeeping(verb, params) {
+    var argv = cfg.client.concat(cfg.local, ["SRIOV", verb]);
+    Object.keys(params).forEach(function (k) { argv.push(k + "=" + params[k]); });
+    return cockpit.spawn(argv, { superuser: "require", err: "message" }).then(function (out) {
+        return { res: JSON.parse(out) };
+    }, function (ex, out) {
+        try { return { res: JSON.parse(out || "null") || undefined, error: ex }; } catch (e) { return { error: ex }; }
+    });
+}
+
 function dstReach(dst) {
     var args = ["-a", dst.address];
     if (dst.port) args.push("-p", String(dst.port));
@@ -257,14 +269,8 @@ function migrate() {
             if (st.migration && !finished) { entry.job = st.migration; renderTimeline(st.migration, "timeline"); }
         }, function () { /* the VM just left, or the service restarts: the final answer tells */ });
     }, 500);
-    var params = { vmID: cur.vm.vmID, dst: cur.dst.address, port: cur.dst.port };
-    cockpit.spawn(cfg.client.concat(cfg.local, ["SRIOV", "migrate"],
-        Object.keys(params).map(function (k) { return k + "=" + params[k]; })),
-    { superuser: "require", err: "message" }).then(function (out) {
-        return { job: JSON.parse(out) };
-    }, function (ex, out) { /* rc 1 with the job on stdout: a migration that failed */
-        try { return { job: JSON.parse(out || "null") || undefined, error: ex }; } catch (e) { return { error: ex }; }
-    }).then(function (res) {
+    callKeeping("migrate", { vmID: cur.vm.vmID, dst: cur.dst.address, port: cur.dst.port }).then(function (r) {
+        var res = { job: r.res, error: r.error };
         finished = true;
         window.clearInterval(poll);
         state.running = false;
@@ -373,31 +379,51 @@ function drain(dryRun) {
     var par = parseInt($("drain-parallel").value, 10) || 1;
     $("drain-go").hidden = true;
     fill("drain", el("p", { cls: "muted", text: dryRun ? "Planning…" : "Draining…" }));
-    call("evacuate", { dsts: dsts.join(","), max_parallel: par, dry_run: dryRun ? "true" : "false" }).then(function (res) {
-        state.drain = res;
-        renderDrain(res);
-        if (dryRun) $("drain-go").hidden = false;
-    }, function (ex) {
-        fill("drain", el("p", { cls: "refusal", text: errorCode(ex) === -32601
-            ? "Drain is not available on this host's service." : explain(ex) }));
-    });
+    /* sriov-client waits for the whole drain; its rows come live from evacuateStatus meanwhile */
+    var began = Date.now() / 1000, finished = false;
+    var live = dryRun ? null : window.setInterval(function () {
+        call("evacuateStatus").then(function (st) {
+            if (!finished && st.started >= began - 5) renderDrain(st);
+        }, function () { /* planning still, or the service restarts: the final answer tells */ });
+    }, 500);
+    callKeeping("evacuate", { dsts: dsts.join(","), max_parallel: par, dry_run: dryRun ? "true" : "false" }).then(function (r) {
+        finished = true;
+        if (live) window.clearInterval(live);
+        if (!r.res) {
+            return fill("drain", el("p", { cls: "refusal", text: errorCode(r.error) === -32601
+                ? "Drain is not available on this host's service." : explain(r.error) }));
+        }
+        state.drain = r.res;
+        renderDrain(r.res, r.error);
+        if (dryRun && r.res.plan && r.res.plan.feasible) $("drain-go").hidden = false;
+    }).then(refresh);
 }
 
-function renderDrain(res) {
+function drainState(r, dry) {
+    if (r.outcome) return r.outcome;
+    if (r.phase) return r.phase + (r.step ? " (" + r.step + ")" : "");
+    return r.state || (dry ? "planned" : "");
+}
+
+function renderDrain(res, error) {
     /* A dry run answers {dry_run, plan: {feasible, vms: [placements], unplaced}}; a drain, its
-       evacuateStatus: {plan, vms: [rows with state, phase, error]}. */
+       evacuateStatus: {plan, vms: [rows with state, phase, step, outcome, nic_absent_ms, error]}. */
     var plan = (res && res.plan) || {};
     var list = (res && res.vms) || plan.vms || [];
     (plan.unplaced || []).forEach(function (u) {
         list = list.concat([{ vmID: u.vmID, dst: "", state: "does not fit", reason: u.why }]);
     });
     var rows = list.map(function (r) {
-        var job = state.vms.filter(function (v) { return v.vmID === r.vmID; }).map(function (v) { return v.migration; })[0];
+        var absent = r.nic_absent_ms === null || r.nic_absent_ms === undefined ? "" : fmtMs(r.nic_absent_ms);
         return el("tr", { "data-vm": r.vmID || "" }, [el("td", { text: vmName(r.vmID) }), el("td", { text: r.dst || "" }),
-            el("td", { text: (job && job.phase) || r.phase || r.state || (res.dry_run ? "planned" : "") }),
-            el("td", { text: r.reason || r.error || (job && job.error) || "" })]);
+            el("td", { cls: "drain-state", text: drainState(r, res.dry_run) }), el("td", { text: absent }),
+            el("td", { text: r.reason || r.error || "" })]);
     });
-    fill("drain", rows.length ? table(["VM", "to", "state", "why"], rows)
+    var verdict = res.ended ? el("p", { id: "drain-outcome", cls: res.state === "done" ? "outcome ok" : "outcome bad",
+        text: res.state === "done" ? "Drain done: " + list.length + " VM(s) migrated."
+            : "Drain " + res.state + "; left on this host: " + ((res.left || []).map(vmName).join(", ") || "none") + "." })
+        : error && !res.dry_run ? el("p", { cls: "refusal", text: explain(error) }) : null;
+    fill("drain", rows.length ? el("div", {}, [table(["VM", "to", "state", "NIC absent", "why"], rows), verdict])
         : el("p", { cls: "muted", text: "Nothing to drain: no VM with SR-IOV vNICs runs on this host." }));
 }
 
