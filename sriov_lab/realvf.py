@@ -346,10 +346,10 @@ def demo(scenarios, raw_baseline: bool = False, say=print) -> bool:
         vfs = _timed(timings, "VFs created, probed once the PF is up again", create_vfs, l1)
         say("real-VF lab: L1 up; its PFs and VFs: %s" % {pf: sorted(v) for pf, v in vfs.items()})
         labdir = _share_guest(l1, guest)
-        # L1 has no vdsm venv (no pip there): its lab runs hooks and services as root.
+        # L1 has no pip for the vdsm user's venv: vdsm runs L1's python3 on the same read-only shares.
         script = ("mkdir -p /deps && mount -t 9p -o trans=virtio,version=9p2000.L,msize=262144,ro "
                   "deps /deps\ncd /tmp\nexport SRIOV_LAB_DIR=%s PYTHONPATH=/src:/deps "
-                  "PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1 SRIOV_LAB_USER=root\n"
+                  "PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1 SRIOV_LAB_VDSM_PYTHONPATH=/src:/deps\n"
                   "exec python3 -m sriov_lab.cli demo --real-vf --in-l1 --scenario %s%s 2>&1\n"
                   % (labdir, which, " --raw-baseline" if raw_baseline else ""))
         rc, _out = _timed(timings, "the demo in L1 (%s)" % which, l1.run_rc, script,

@@ -12,8 +12,11 @@ never repeated by hand.
 read a checkout that may live anywhere, so the lab builds a virtualenv
 with Debian's ``/usr/bin/python3`` and the project installed into it
 (not editable), cached under ``/var/cache/sriov-lab`` by a hash of the
-sources. ``SRIOV_LAB_USER=root`` restores the old behaviour (everything
-as the lab's own root user).
+sources. Where no venv can be built (the real-VF lab's L1 has no pip),
+``SRIOV_LAB_VDSM_PYTHONPATH`` names the read-only shares holding the
+project and its dependencies, and ``vdsm`` runs Debian's python3 on them.
+``SRIOV_LAB_USER=root`` restores the old behaviour (everything as the
+lab's own root user).
 """
 
 from __future__ import annotations
@@ -40,6 +43,7 @@ log = logging.getLogger(__name__)
 
 ENV_USER = "SRIOV_LAB_USER"
 ENV_CACHE = "SRIOV_LAB_VENV_CACHE"
+ENV_PYTHONPATH = "SRIOV_LAB_VDSM_PYTHONPATH"  # shares instead of a venv (L1: no pip there)
 USER, GROUP = "vdsm", "kvm"
 VDSM_UID = 36  # VDSM's spec: useradd -u 36 (used when free)
 VDSM_HOME = "/var/lib/vdsm"  # not created: a lab file placed there by mistake must fail
@@ -125,6 +129,7 @@ class LabUser:
     uid: int
     gid: int
     python: str
+    pythonpath: str = ""  # only without a venv: the read-only shares the python runs on
 
     def hook_argv(self, argv: list) -> list:
         """*argv* as VDSM runs a hook: the user, its groups, no capabilities at all."""
@@ -144,8 +149,10 @@ class LabUser:
         return out + ["--"] + list(argv)
 
     def environ(self, env: dict) -> dict:
-        """*env* with the user's own HOME and names, and no path into a checkout."""
+        """*env* with the user's own HOME and names, and no path into a checkout but its shares."""
         out = {k: v for k, v in env.items() if k not in ("PYTHONPATH", "PYTHONHOME", "VIRTUAL_ENV")}
+        if self.pythonpath:
+            out["PYTHONPATH"] = self.pythonpath
         return dict(out, HOME=VDSM_HOME, USER=self.name, LOGNAME=self.name)
 
     def give(self, path: str, mode: int) -> None:
@@ -207,6 +214,9 @@ def lab_user() -> Optional[LabUser]:
     if shutil.which(SETPRIV) is None:
         raise LabError("the lab needs setpriv (apt-get install util-linux)")
     entry = ensure_user()
+    shares = os.environ.get(ENV_PYTHONPATH)
+    if shares:
+        return LabUser(name, entry.pw_uid, entry.pw_gid, PYTHON, pythonpath=shares)
     return LabUser(name, entry.pw_uid, entry.pw_gid, ensure_venv())
 
 
