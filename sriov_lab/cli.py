@@ -75,7 +75,7 @@ def _reap_wires(base: str) -> None:
     import os
 
     from . import datapath
-    from .hosts import owner_alive
+    from .procs import owner_alive
 
     for root in glob.glob(os.path.join(base, "lab-*")):
         if not owner_alive(root):

@@ -27,7 +27,7 @@ from lxml import etree
 from jsonrpc_plugin.client import RpcError, RpcUnavailable
 from sriov_host import metadata
 
-from . import hosts as hostmod
+from . import procs
 
 VIR_DOMAIN_RUNNING = 1
 
@@ -92,7 +92,7 @@ def problems(lab, services, standins, vm: Expected, hooks_root: str) -> list:
         out += _vfs(v, vm.uuid if v is here else None)
     out += _books(standins, views, here, vm.uuid)
     out += _driving(views)
-    qemus = [p for h in lab.hosts for p in h.qemu_pids() if ("guest=%s," % vm.name) in hostmod.cmdline(p)]
+    qemus = [p for h in lab.hosts for p in h.qemu_pids() if ("guest=%s," % vm.name) in procs.cmdline(p)]
     if len(qemus) != 1:
         out.append("%d QEMU processes run the VM" % len(qemus))
     left = processes_under(hooks_root)
@@ -215,6 +215,6 @@ def processes_under(path: str) -> list:
     """PIDs whose command line names something under *path* (hook scripts)."""
     found = []
     for name in os.listdir("/proc"):
-        if name.isdigit() and path in hostmod.cmdline(int(name)):
+        if name.isdigit() and path in procs.cmdline(int(name)):
             found.append(int(name))
     return found

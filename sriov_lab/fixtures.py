@@ -27,8 +27,9 @@ from sriov_host import config, libvirtconn
 
 from . import domains, vdsm_user
 from .guest import ensure_guest
-from .hosts import LIBVIRTD, is_alive
+from .hosts import LIBVIRTD
 from .lab import Lab
+from .procs import is_alive
 from .services import LabStandIns
 from .vdsm.hooks import HookRunner
 

@@ -26,7 +26,7 @@ from typing import Optional
 
 from sriov_host.config import Config
 
-from . import datapath, firewall, inventory, netns, vdsm_user
+from . import datapath, firewall, inventory, netns, procs, vdsm_user
 from . import hosts as hostmod
 from .errors import LabError
 from .paths import caps_cache_dir, runtime_base
@@ -47,7 +47,7 @@ def reap_networks(base: str) -> list:
     """Remove the wires and host namespaces that labs killed under *base* left; their directories."""
     removed = []
     for root in glob.glob(os.path.join(base, "lab-*")):
-        if hostmod.owner_alive(root):
+        if procs.owner_alive(root):
             continue  # a running lab (another terminal, a test session)
         if datapath.reap(root) | netns.reap(root):
             removed.append(root)
@@ -93,7 +93,7 @@ class Lab:
         hostmod.reap_stale(self.base)
         reap_networks(self.base)
         self.root = tempfile.mkdtemp(prefix="lab-", dir=self.base)
-        hostmod.write_owner(self.root)
+        procs.write_owner(self.root)
         try:
             self.user = vdsm_user.lab_user()
             if self.user:

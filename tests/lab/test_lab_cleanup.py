@@ -11,8 +11,8 @@ import pytest
 
 from sriov_lab import datapath, domains, firewall, netns
 from sriov_lab.fixtures import lab_unavailable_reason
-from sriov_lab.hosts import is_alive
 from sriov_lab.lab import Lab
+from sriov_lab.procs import is_alive
 
 pytestmark = pytest.mark.lab
 

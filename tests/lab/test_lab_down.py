@@ -19,8 +19,8 @@ import tempfile
 import pytest
 
 from sriov_lab.fixtures import lab_unavailable_reason
-from sriov_lab.hosts import is_alive
 from sriov_lab.paths import ENV_RUNTIME, runtime_base
+from sriov_lab.procs import is_alive
 
 pytestmark = pytest.mark.lab
 

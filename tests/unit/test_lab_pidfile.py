@@ -13,7 +13,7 @@ import time
 
 import pytest
 
-from sriov_lab import hosts
+from sriov_lab import hosts, procs
 
 
 @pytest.fixture
@@ -21,7 +21,7 @@ def fake_qemu():
     """A live process whose command line says qemu, as a lab's QEMU's does."""
     proc = subprocess.Popen(["bash", "-c", "exec -a qemu-system-x86_64 sleep 60"])
     deadline = time.monotonic() + 5
-    while "qemu" not in hosts.cmdline(proc.pid) and time.monotonic() < deadline:
+    while "qemu" not in procs.cmdline(proc.pid) and time.monotonic() < deadline:
         time.sleep(0.01)
     yield proc
     proc.kill()
@@ -36,20 +36,20 @@ def _pidfile(path, pid, written=None):
 
 
 def test_pid_file_should_name_the_process_it_was_written_for(tmp_path, fake_qemu):
-    assert hosts.pid_from_file(_pidfile(tmp_path / "vm.pid", fake_qemu.pid)) == fake_qemu.pid
+    assert procs.pid_from_file(_pidfile(tmp_path / "vm.pid", fake_qemu.pid)) == fake_qemu.pid
 
 
 def test_pid_file_written_before_its_pid_began_should_name_nothing(tmp_path, fake_qemu):
     an_hour_ago = time.time() - 3600
-    assert hosts.pid_from_file(_pidfile(tmp_path / "vm.pid", fake_qemu.pid, an_hour_ago)) is None
+    assert procs.pid_from_file(_pidfile(tmp_path / "vm.pid", fake_qemu.pid, an_hour_ago)) is None
 
 
 @pytest.mark.parametrize("text", ["", "garbage\n", "-\n"])
 def test_unreadable_pid_file_should_name_nothing(tmp_path, text):
     path = tmp_path / "vm.pid"
     path.write_text(text)
-    assert hosts.pid_from_file(str(path)) is None
-    assert hosts.pid_from_file(str(tmp_path / "missing.pid")) is None
+    assert procs.pid_from_file(str(path)) is None
+    assert procs.pid_from_file(str(tmp_path / "missing.pid")) is None
 
 
 def test_stale_host_should_not_claim_a_qemu_that_reused_its_pid(tmp_path, fake_qemu):
