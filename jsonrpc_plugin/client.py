@@ -174,7 +174,7 @@ def _parse_args(argv):
                                   "migrate (waits and shows progress), evacuate dsts=B,C "
                                   "[max_parallel=N] [dry_run=true] [vms=UUID,...] (drains this "
                                   "host: plans, reserves all, then moves; waits, shows each VM's "
-                                  "progress and a summary), evacuateStatus")
+                                  "progress and a summary), evacuateStatus, recentMigrations")
     p.add_argument("args", nargs="*", metavar="name=value")
     return p.parse_args(argv)
 

@@ -58,6 +58,7 @@ class Driver:
             if self.owner.metrics is not None:
                 self.owner.metrics.job_ended(self.job)
             self.job.ended = time.time()
+            self.owner.ended(self.job)
             log.info("SRIOV.migrate vmID=%s -> %s: %s%s", self.job.vm_id, self.job.dst,
                      self.job.phase, " (%s)" % self.job.error if self.job.error else "")
 

@@ -11,6 +11,7 @@ is driven.
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import logging
 import threading
@@ -24,6 +25,8 @@ from .migrationdriver import Driver
 from .migrationjob import MigrationJob, finish
 
 log = logging.getLogger("sriov-migrationd.migrate")
+
+RECENT = 50  # ended migrations kept for SRIOV.recentMigrations (memory only: since the service started)
 
 
 class Migrations:
@@ -39,6 +42,7 @@ class Migrations:
         self.vdsm_factory = vdsm_factory
         self.job_active = job_active or (lambda dom: False)
         self._jobs = {}
+        self._recent = collections.deque(maxlen=RECENT)  # ended jobs, oldest first
         if self.cfg.migration_timeout is not None:
             log.warning("%s: [vdsm] migration_timeout is the old name of [migration] stall_timeout "
                         "(no longer a fixed cap); the stall timeout is %g s", self.cfg.path,
@@ -48,6 +52,16 @@ class Migrations:
     def job(self, vm_id: str) -> Optional[MigrationJob]:
         with self._lock:
             return self._jobs.get(vm_id)
+
+    def ended(self, job: MigrationJob) -> None:
+        """The driver's last word on *job*: it joins the recent ones."""
+        with self._lock:
+            self._recent.append(job)
+
+    def recent(self) -> list:
+        """The ended migrations this service drove since it started, newest first (at most RECENT)."""
+        with self._lock:
+            return [job.to_json() for job in reversed(self._recent)]
 
     def is_driving(self, vm_id: str) -> bool:
         job = self.job(vm_id)

@@ -355,4 +355,5 @@ SPECS = {
                  Param("dry_run", _flag, False), Param("vms", vm_ids, None),
                  Param("port", port, 54325)),
     "evacuateStatus": (),
+    "recentMigrations": (),
 }

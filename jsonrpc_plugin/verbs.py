@@ -28,7 +28,7 @@ from sriov_host.errors import (
 )
 from sriov_host.ledger import RESERVED, STATES
 
-from . import params, vmview
+from . import migrator, params, vmview
 
 log = logging.getLogger("sriov-migrationd.verbs")
 
@@ -245,6 +245,14 @@ class Verbs:
         if self.drains is None:
             raise NotMigratable("this service was started without migration support")
         return self.drains.start(dsts, max_parallel, dry_run, vms, port)
+
+    @rpc_verb
+    def recentMigrations(self):
+        """The SRIOV.migrate runs that ended since the service started, newest first (each as
+        migrationStatus shows it), for the Cockpit page's chart: kept in memory only."""
+        if self.migrations is None:
+            raise NotMigratable("this service was started without migration support")
+        return {"kept": migrator.RECENT, "migrations": self.migrations.recent()}
 
     @rpc_verb
     def evacuateStatus(self):

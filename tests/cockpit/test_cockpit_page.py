@@ -299,6 +299,10 @@ def test_drain_through_the_page_should_show_each_vm_live_and_its_outcome(page, v
     row = text_of(driver, '#drain tr[data-vm="%s"]' % spec.uuid)
     assert b.host.address in row and re.search(r"\d+(\.\d+)? (ms|s)\b", row), row
     assert lab_conns[1].lookupByUUIDString(spec.uuid).isActive()
+    # the drain's migration joins the service's recent ones, which the chart draws
+    line = until(driver, lambda d: [e.text for e in d.find_elements(By.CSS_SELECTOR, "#history summary")
+                                    if spec.name in e.text])
+    assert line[0].endswith("%s → %s: migrated" % (spec.name, b.host.address)), line
 
 
 def test_service_down_should_be_a_clear_banner(page, services, shots):

@@ -663,3 +663,26 @@ def test_migrate_should_close_every_vdsm_client_it_opens(make_source):
         time.sleep(0.05)
     assert job["phase"] not in ("checking", "reserving", "unplugging", "migrating"), job
     assert src.vdsm_opened >= 1 and src.vdsm.closed == src.vdsm_opened
+
+
+def test_recent_migrations_should_list_the_ended_ones_newest_first(make_source, dst):
+    src = make_source(outcome="failed")
+    assert src.client.call("SRIOV.recentMigrations") == {"kept": 50, "migrations": []}
+    src.migrate()
+    first = src.wait()
+    src.vdsm.refuse = "VM.migrate refused: the second one"
+    src.migrate()
+    second = src.wait()
+
+    recent = src.client.call("SRIOV.recentMigrations")
+
+    assert recent["migrations"] == [second, first]
+    assert "the second one" in second["error"] and "Fatal error" in first["error"]
+    assert all(m["done"] and m["phase"] == "rolled-back" for m in recent["migrations"])
+
+
+def test_recent_migrations_should_refuse_params(make_source):
+    src = make_source()
+    with pytest.raises(RpcError) as e:
+        src.client.call("SRIOV.recentMigrations", {"vmID": VM})
+    assert e.value.code == -32602 and "vmID" in e.value.message

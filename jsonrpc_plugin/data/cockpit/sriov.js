@@ -7,7 +7,8 @@
 
 var CONFIG_NAME = "/.config/sriov-migration/cockpit.json";
 var cfg = { client: ["sriov-client"], local: [], destinations: [], refresh: 3 };
-var state = { vms: [], vfs: [], running: false, current: null, history: [], drain: null };
+var state = { vms: [], vfs: [], running: false, current: null, history: [], drain: null, names: {},
+              historyKey: "" };
 
 function $(id) { return document.getElementById(id); }
 
@@ -96,8 +97,7 @@ function fmtMs(ms) { return ms === null || ms === undefined ? "…" : ms < 1000 
 /* -- the pool ---------------------------------------------------------- */
 
 function vmName(id) {
-    var vm = state.vms.filter(function (v) { return v.vmID === id; })[0];
-    return vm ? vm.name : id;
+    return state.names[id] || id; /* a VM that left keeps the name the page saw it under */
 }
 
 function renderPool(vfs, expires) {
@@ -183,6 +183,8 @@ function refresh() {
         showBanner("");
         state.vfs = answers[0];
         state.vms = answers[1];
+        state.vms.forEach(function (v) { state.names[v.vmID] = v.name; });
+        loadHistory();
         var reserved = {};
         state.vfs.forEach(function (vf) { if (vf.state === "reserved" && vf.vm_id) reserved[vf.vm_id] = true; });
         return Promise.all(Object.keys(reserved).map(function (id) {
@@ -326,6 +328,21 @@ function renderTimeline(job, box) {
 }
 
 /* -- history: NIC-absent time per migration (unplug until plug ends) ---- */
+
+/* The service's own list (SRIOV.recentMigrations: every SRIOV.migrate it drove since it started,
+   from this page, sriov-client or a drain); drawn again only when it changed, so an open timeline
+   stays open. A service without the verb leaves the page its own session's list. */
+function loadHistory() {
+    call("recentMigrations").then(function (res) {
+        var key = res.migrations.map(function (j) { return j.vmID + "@" + j.started; }).join(",");
+        if (key === state.historyKey) return;
+        state.historyKey = key;
+        state.history = res.migrations.map(function (j) {
+            return { vm: vmName(j.vmID), vmID: j.vmID, dst: j.dst, job: j, at: j.started * 1000 };
+        });
+        renderHistory();
+    }, function (ex) { if (errorCode(ex) !== -32601) showNotice("Recent migrations: " + explain(ex)); });
+}
 
 function nicAbsentMs(job) {
     var by = {};
