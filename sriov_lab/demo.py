@@ -23,8 +23,8 @@ from typing import Optional
 
 from sriov_host import config, libvirtconn
 
+from . import demo_checks, domains
 from . import demo_report as report
-from . import domains
 from .demo_scenarios import RUNNERS
 from .demo_stage import GUEST_CRASH_MARKS, REAL_VF_TIMEOUTS, SCENARIOS, TIMEOUTS, Stage
 from .guest import ensure_guest
@@ -70,6 +70,7 @@ def _run_scenario_once(name, guest, keep, real_pfs, raw_baseline, wire) -> tuple
             st = Stage(lab, services, vdsm, conns, guest, workdir, real_vf=bool(real_pfs),
                        raw_baseline=raw_baseline)
             try:
+                demo_checks.check_privileges(st)
                 RUNNERS[name](st)
             except Exception as e:  # noqa: BLE001 - a scenario's crash is its failure, reported
                 st.check(False, "scenario crashed: %s: %s" % (type(e).__name__, e))

@@ -5,16 +5,45 @@ Part of ``sriov-lab demo`` (:mod:`sriov_lab.demo`).
 
 from __future__ import annotations
 
+import pwd
 import time
 
 from sriov_host import metadata, netlink
 from sriov_host.vfsettings import VfSettings
 
 from . import demo_report as report
-from . import domains, realvf_checks
+from . import domains, realvf_checks, vdsm_user
 from .demo_stage import _EPOCH_TO_MONO, Stage, _guest_slots, _guest_view, _host_vfs, _ledger_claims, _live
 from .errors import LabError
 from .guest import parse_serial
+
+
+def check_privileges(st: Stage) -> None:
+    """Each host's sriov-migrationd runs as its unit's user with exactly the unit's capabilities.
+
+    What /proc says of the running process, not what the lab asked for:
+    on a real host systemd gives no more, so the demo must not run with more.
+    """
+    user = st.lab.user
+    unit = vdsm_user.unit_privileges()
+    for svc in st.services.services:
+        uid, caps = _identity(svc.proc.pid)
+        if user is None:
+            st.check(uid == 0, "%s: sriov-migrationd runs as root (SRIOV_LAB_USER=root)" % svc.host.name)
+            continue
+        st.check(uid == pwd.getpwnam(unit.user).pw_uid and caps == unit.cap_mask,
+                 "%s: sriov-migrationd runs as %s (uid %s) with CapEff %#x, the unit's %s"
+                 % (svc.host.name, unit.user, uid, caps, " ".join(unit.ambient)))
+
+
+def _identity(pid: int) -> tuple:
+    """``(effective uid, CapEff)`` of a running process, from /proc/PID/status."""
+    fields = {}
+    with open("/proc/%d/status" % pid) as f:
+        for line in f:
+            key, _, value = line.partition(":")
+            fields[key] = value.split()
+    return int(fields["Uid"][1]), int(fields["CapEff"][0], 16)
 
 
 def _pf_view(st: Stage, index: int, address: str) -> tuple:
