@@ -20,7 +20,7 @@ from lxml import etree
 from sriov_host import domxml, xmlsafe
 from sriov_host.pci import PciAddress
 
-from . import migration as mig
+from . import hostdevices
 
 log = logging.getLogger(__name__)
 
@@ -41,7 +41,7 @@ class DeviceBooks:
             return
         devs = {a.get("name"): None for a in root.iterfind("devices/*/alias")}  # alias -> VF
         try:
-            for dev in mig.host_devices(root, self.cfg.vf_device):
+            for dev in hostdevices.host_devices(root, self.cfg.vf_device):
                 devs[dev.alias] = dev.address
         except Exception as e:  # noqa: BLE001 - an unreadable record: still track the rest
             log.warning("%s: VM %s: cannot tell its VFs: %s", self.name, vm_id, e)
@@ -57,7 +57,7 @@ class DeviceBooks:
         """
         xml = self.lookup(vm_id).XMLDesc(0)
         root = domxml.parse_domain(xml)
-        vf = next((d.address for d in mig.host_devices(root, self.cfg.vf_device) if d.alias == alias),
+        vf = next((d.address for d in hostdevices.host_devices(root, self.cfg.vf_device) if d.alias == alias),
                   None)
         with self._lock:
             self._devices.setdefault(vm_id, {})[alias] = vf

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from typing import Optional
 
 from . import hooks as hr
+from . import hostdevices
 from . import migration as mig
 
 log = logging.getLogger(__name__)
@@ -62,10 +63,10 @@ class IncomingMigrations:
                         "VM.destroy", self.name, vm_id)
             return mig.VdsmError(mig.VM_EXISTS).response()
         try:
-            devices = mig.resolve_devices(self.conn, self.cfg, src_dom_xml, self.name)
+            devices = hostdevices.resolve_devices(self.conn, self.cfg, src_dom_xml, self.name)
             with self._lock:
                 self._incoming[vm_id] = Incoming(src_dom_xml, custom, result)
-            mig.setup_devices(self.conn, devices, vm_id, self.name, self.host_uuid())
+            hostdevices.setup_devices(self.conn, devices, vm_id, self.name, self.host_uuid())
         except mig.VdsmError as e:
             result.aborted_at = mig.CREATE
             self._arriving.discard(vm_id)
