@@ -172,17 +172,26 @@ class Injector:
         self._background(restart)
 
     def _cut(self, index: int) -> None:
-        """The destination's service answers nothing for longer than the reservation TTL.
+        """The destination cut off the network for longer than the reservation TTL.
 
-        The lab's hosts share one network namespace, so "unreachable" is
-        its sriov-migrationd stopped (SIGSTOP): connections open, nothing
-        answers, as behind a dropped route; then SIGCONT.
+        Inside its network namespace every packet from outside is dropped,
+        replies on open connections too, as behind a dropped route: its
+        sriov-migrationd and VDSM run on and nothing reaches them (libvirt's
+        own traffic, outside the namespaces, is not cut). Then its firewall
+        is set again. Without namespaces (SRIOV_LAB_NETNS=0) its
+        sriov-migrationd is stopped (SIGSTOP) instead, then SIGCONT.
         """
         proc = self.services.services[index].proc
-        os.kill(proc.pid, signal.SIGSTOP)
+        if self.lab.network is None:
+            os.kill(proc.pid, signal.SIGSTOP)
+        else:
+            self.lab.cut_off(index)
 
         def resume():
             time.sleep(self.ttl + 2.0)
-            os.kill(proc.pid, signal.SIGCONT)
+            if self.lab.network is None:
+                os.kill(proc.pid, signal.SIGCONT)
+            else:
+                self.lab.set_firewall(self.lab.project_firewall, [index])
 
         self._background(resume)

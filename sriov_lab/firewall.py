@@ -120,6 +120,12 @@ def iptables_restore(allowed: Iterable[Rule]) -> str:
     return "\n".join(lines)
 
 
+# A host cut off the network (the fault matrix's "unreachable"): nothing gets in from outside, not
+# even replies on connections already open, as behind a dropped route; its own loopback still works.
+CUT_OFF = "\n".join([
+    "*filter", ":INPUT DROP [0:0]", ":FORWARD DROP [0:0]", ":OUTPUT ACCEPT [0:0]",
+    "-A INPUT -i lo -j ACCEPT", "COMMIT", ""])
+
 # The lab's hosts have no IPv6 address but loopback's: only loopback gets in.
 IP6TABLES_RESTORE = "\n".join([
     "*filter", ":INPUT DROP [0:0]", ":FORWARD DROP [0:0]", ":OUTPUT ACCEPT [0:0]",

@@ -182,5 +182,11 @@ class Lab:
         for i in range(self.count) if hosts is None else hosts:
             netns.set_firewall(self.network.netns(i), allowed)
 
+    def cut_off(self, index: int) -> None:
+        """Host *index* takes in nothing from outside until :meth:`set_firewall` restores it."""
+        if self.network is None:
+            raise LabError("lab: no network to cut (SRIOV_LAB_NETNS=0 or the real-VF lab)")
+        netns.cut_off(self.network.netns(index))
+
     def __getitem__(self, index: int):
         return self.hosts[index]

@@ -266,6 +266,11 @@ def set_firewall(ns: str, allowed: list) -> None:
          firewall.IP6TABLES_RESTORE)
 
 
+def cut_off(ns: str) -> None:
+    """Namespace *ns* takes in nothing from outside (:data:`firewall.CUT_OFF`) until set again."""
+    _run(exec_argv(ns) + ["iptables-restore"], "iptables-restore in %s" % ns, firewall.CUT_OFF)
+
+
 def _save(lab_root: str, net: Network) -> None:
     with open(os.path.join(lab_root, STATE_FILE), "w") as f:
         json.dump(asdict(net), f)

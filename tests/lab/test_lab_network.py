@@ -65,6 +65,23 @@ def test_firewall_should_refuse_a_port_nobody_opened_and_let_the_service_in(stri
     assert services.services[1].port == 54325 and to_service is None
 
 
+def test_cut_off_host_should_answer_nothing_from_outside_until_its_firewall_is_set_again(
+        strict, services):
+    a, b = strict.hosts
+    port = services.services[1].port
+    strict.cut_off(1)
+    try:
+        from_a = netns.call_in(_ns(a), netns.unreachable, b.address, port, 1.0)
+        from_b = netns.call_in(_ns(b), netns.unreachable, b.address, port)
+    finally:
+        strict.set_firewall(True, [1])
+    again = netns.call_in(_ns(a), netns.unreachable, b.address, port)
+
+    assert from_a and "no answer within 1 s" in from_a  # dropped, as behind a dropped route
+    assert from_b is None  # B itself still runs and reaches its own service
+    assert again is None
+
+
 def test_firewall_should_follow_the_shipped_firewalld_service(strict):
     project = firewall.rules(True)
     engine_only = firewall.rules(False)
