@@ -82,17 +82,28 @@ def text_of(driver, css) -> str:
     return " ".join(e.text for e in found)
 
 
+def _booted_on_a(vms, vnic):
+    """A VM on host A with *vnic*, once its guest sees the NIC (one not booted never lets it go)."""
+    spec, _ = vms.start(0, vnics=(vnic,))
+    domains.wait_serial(vms.hosts[0], spec.name,
+                        lambda _ready, ticks: any(vnic.mac in t.nics.values() for t in ticks), 90,
+                        "the NIC in the guest")
+    return spec
+
+
+def _fill(driver, field_id: str, text: str) -> None:
+    field = driver.find_element(By.ID, field_id)
+    field.clear()
+    field.send_keys(text)
+
+
 @pytest.fixture(scope="module")
 def vm(lab, lab_conns, lab_guest, services):
     from sriov_lab.fixtures import LabVms
 
     vms = LabVms(tuple(lab.hosts), lab_conns, lab_guest)
     vnic = vms.vnic(0, 0, vlan=100)
-    spec, _ = vms.start(0, vnics=(vnic,))
-    # a guest that has not booted never lets the NIC go: wait until it sees it
-    domains.wait_serial(lab.hosts[0], spec.name,
-                        lambda _ready, ticks: any(vnic.mac in t.nics.values() for t in ticks), 90,
-                        "the NIC in the guest")
+    spec = _booted_on_a(vms, vnic)
     yield spec, vnic, vms
     vms.cleanup()
 
@@ -126,9 +137,7 @@ def test_drain_dry_run_should_show_the_plan_and_change_nothing(page, vm, service
     spec, vnic, _ = vm
     b = services.services[1]
     before = services.client(1).call("SRIOV.listVfs")
-    field = driver.find_element(By.ID, "drain-dsts")
-    field.clear()
-    field.send_keys(b.host.name)
+    _fill(driver, "drain-dsts", b.host.name)
     driver.find_element(By.ID, "drain-plan").click()
     table = until(driver, lambda d: text_of(d, "#drain table"))
     row = [line for line in table.splitlines() if b.host.address in line]
@@ -167,12 +176,8 @@ def test_destination_that_does_not_answer_should_be_one_line(page, vm):
     driver, _ = page
     spec, _, _ = vm
     driver.find_element(By.CSS_SELECTOR, '#vms button[data-vm="%s"]' % spec.uuid).click()
-    dst = driver.find_element(By.ID, "dst")
-    dst.clear()
-    dst.send_keys("127.0.0.1")
-    port = driver.find_element(By.ID, "dst-port")
-    port.clear()
-    port.send_keys(str(ck.free_port()))
+    _fill(driver, "dst", "127.0.0.1")
+    _fill(driver, "dst-port", str(ck.free_port()))
     driver.find_element(By.ID, "dry-run").click()
     line = until(driver, lambda d: text_of(d, "#plan .refusal"))
     assert line.startswith("Destination 127.0.0.1 does not answer") and "\n" not in line
@@ -183,9 +188,7 @@ def test_migration_through_the_page_should_run_to_its_end(page, vm, services, sh
     driver, _ = page
     spec, vnic, _ = vm
     b = services.services[1]
-    dst = driver.find_element(By.ID, "dst")
-    dst.clear()
-    dst.send_keys(b.host.name)
+    _fill(driver, "dst", b.host.name)
     driver.find_element(By.ID, "dry-run").click()
     until(driver, lambda d: d.find_element(By.ID, "confirm").is_displayed())
     plan = text_of(driver, "#plan")
@@ -213,9 +216,7 @@ def test_migration_through_the_page_should_run_to_its_end(page, vm, services, sh
 def _migrate_through_page(driver, vm_id, dst_name):
     until(driver, lambda d: d.find_elements(By.CSS_SELECTOR, '#vms button[data-vm="%s"]:enabled' % vm_id))
     driver.find_element(By.CSS_SELECTOR, '#vms button[data-vm="%s"]' % vm_id).click()
-    dst = driver.find_element(By.ID, "dst")
-    dst.clear()
-    dst.send_keys(dst_name)
+    _fill(driver, "dst", dst_name)
     driver.find_element(By.ID, "dry-run").click()
     until(driver, lambda d: d.find_element(By.ID, "confirm").is_displayed())
     driver.find_element(By.ID, "confirm").click()
@@ -226,10 +227,7 @@ def test_a_failed_migration_should_show_what_was_put_back(page, vm, services, sh
     driver, _ = page
     _, _, vms = vm
     vnic = vms.vnic(0, 2)
-    spec, _ = vms.start(0, vnics=(vnic,))
-    domains.wait_serial(services.lab.hosts[0], spec.name,
-                        lambda _ready, ticks: any(vnic.mac in t.nics.values() for t in ticks), 90,
-                        "the NIC in the guest")
+    spec = _booted_on_a(vms, vnic)
     vms.start(1, with_os=False, uuid=spec.uuid, name=spec.name + "-on-b")  # B refuses the incoming VM
 
     outcome = _migrate_through_page(driver, spec.uuid, services.services[1].host.name)
@@ -248,9 +246,7 @@ def test_a_vm_that_left_meanwhile_should_be_one_line_and_change_nothing(page, vm
     until(driver, lambda d: d.find_elements(By.CSS_SELECTOR, '#vms button[data-vm="%s"]' % spec.uuid))
     driver.find_element(By.CSS_SELECTOR, '#vms button[data-vm="%s"]' % spec.uuid).click()
     b = services.services[1]
-    dst = driver.find_element(By.ID, "dst")
-    dst.clear()
-    dst.send_keys(b.host.name)
+    _fill(driver, "dst", b.host.name)
     driver.find_element(By.ID, "dry-run").click()
     until(driver, lambda d: d.find_element(By.ID, "confirm").is_displayed())
     dom.destroy()
@@ -266,14 +262,9 @@ def test_drain_through_the_page_should_show_each_vm_live_and_its_outcome(page, v
     _, _, vms = vm
     vms.cleanup()  # the earlier tests' VMs: a drain takes every SR-IOV VM of this host
     vnic = vms.vnic(0, 4)
-    spec, _ = vms.start(0, vnics=(vnic,))
-    domains.wait_serial(services.lab.hosts[0], spec.name,
-                        lambda _ready, ticks: any(vnic.mac in t.nics.values() for t in ticks), 90,
-                        "the NIC in the guest")
+    spec = _booted_on_a(vms, vnic)
     b = services.services[1]
-    field = driver.find_element(By.ID, "drain-dsts")
-    field.clear()
-    field.send_keys(b.host.name)
+    _fill(driver, "drain-dsts", b.host.name)
     driver.find_element(By.ID, "drain-plan").click()
     until(driver, lambda d: d.find_element(By.ID, "drain-go").is_displayed())
     seen = []
