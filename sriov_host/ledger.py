@@ -14,103 +14,33 @@ import os
 import sqlite3
 import time
 from contextlib import contextmanager
-from dataclasses import dataclass
 from typing import Callable, Optional
 
 from . import allocation
 from .errors import InvalidParams, NoFreeVf, NoSuchVm, ReservationExpired, SriovError
+from .ledgerrows import (
+    IN_USE,
+    RESERVED,
+    SCHEMA,
+    SCHEMA_VERSION,
+    STATES,
+    UNPLUGGED,
+    Claim,
+    Reservation,
+    VfOriginal,
+)
 
 log = logging.getLogger(__name__)
 
-# 2: vf_originals (a VF's own settings before we first changed them). Each
-# table is created IF NOT EXISTS, so an older file is brought up by _SCHEMA.
-SCHEMA_VERSION = 2
 _EXPIRIES = "reservation_expiries"  # a counter in the meta table
 
-RESERVED = "reserved"
-IN_USE = "in_use"
-UNPLUGGED = "unplugged-for-migration"
-STATES = (RESERVED, IN_USE, UNPLUGGED)
-
 _TOMBSTONE_SECONDS = 24 * 3600
-
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
-CREATE TABLE IF NOT EXISTS claims (
-    vf_address TEXT PRIMARY KEY,
-    vf_name TEXT NOT NULL,
-    pf TEXT NOT NULL,
-    vf_index INTEGER NOT NULL,
-    vm_id TEXT NOT NULL,
-    mac TEXT,
-    alias TEXT,
-    vlan INTEGER,
-    network TEXT,
-    state TEXT NOT NULL CHECK (state IN ('reserved', 'in_use', 'unplugged-for-migration')),
-    expires REAL,
-    updated REAL NOT NULL
-);
-CREATE INDEX IF NOT EXISTS claims_vm ON claims (vm_id);
-CREATE TABLE IF NOT EXISTS expired (vm_id TEXT PRIMARY KEY, at REAL NOT NULL);
-CREATE TABLE IF NOT EXISTS vm_status (
-    vm_id TEXT PRIMARY KEY, phase TEXT NOT NULL, updated REAL NOT NULL);
-CREATE TABLE IF NOT EXISTS vnic_status (
-    vm_id TEXT NOT NULL, vnic TEXT NOT NULL, mac TEXT, state TEXT NOT NULL,
-    unplug_ms REAL, plug_ms REAL, rollback_ms REAL, error TEXT, updated REAL NOT NULL,
-    PRIMARY KEY (vm_id, vnic));
-CREATE TABLE IF NOT EXISTS vf_originals (
-    vf_address TEXT PRIMARY KEY, pf TEXT NOT NULL, settings TEXT NOT NULL, vlan INTEGER,
-    recorded REAL NOT NULL, last_error TEXT);
-"""
 
 
 class LedgerConflict(SriovError):
     """A VF is already held by another VM in the ledger."""
 
     code = 2005
-
-
-@dataclass(frozen=True)
-class Claim:
-    vf_address: str
-    vf_name: str
-    pf: str
-    vf_index: int
-    vm_id: str
-    mac: Optional[str]
-    alias: Optional[str]
-    vlan: Optional[int]
-    network: Optional[str]
-    state: str
-    expires: Optional[float]
-    updated: float
-
-    def vf_json(self) -> dict:
-        return {"name": self.vf_name, "address": self.vf_address, "pf": self.pf,
-                "index": self.vf_index}
-
-
-@dataclass(frozen=True)
-class Reservation:
-    vm_id: str
-    expires: float
-    claims: tuple
-
-    def to_json(self) -> dict:
-        return {"vmID": self.vm_id, "expires": int(self.expires),
-                "nics": [{"mac": c.mac, "alias": c.alias, "vf": c.vf_json()} for c in self.claims]}
-
-
-@dataclass(frozen=True)
-class VfOriginal:
-    """A VF's own settings before this project first changed them (see :mod:`vfclean`)."""
-
-    vf_address: str
-    pf: str
-    settings: str          # vfsettings.VfSettings.to_text()
-    vlan: Optional[int]    # 0: none; None: netlink did not say
-    recorded: float
-    last_error: Optional[str]  # why the last restore failed
 
 
 class Ledger:
@@ -139,7 +69,7 @@ class Ledger:
             self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=NORMAL")
         with self._write() as db:
-            for stmt in _SCHEMA.split(";"):
+            for stmt in SCHEMA.split(";"):
                 if stmt.strip():
                     db.execute(stmt)
             row = db.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()
