@@ -232,34 +232,27 @@ class Verbs:
 
         *params* (validated MigrateParams keys) go to VDSM over [migration]'s.
         """
-        if self.migrations is None:
-            raise NotMigratable("this service was started without migration support")
+        migrations = _supported(self.migrations)
         if self.drains is not None and self.drains.holds(vmID):
             raise MigrationInProgress("VM %s is part of a running drain of this host (SRIOV "
                                       "evacuateStatus)" % vmID, {"vmID": vmID})
-        return self.migrations.start(vmID, dst, port, timeout, params)
+        return migrations.start(vmID, dst, port, timeout, params)
 
     @rpc_verb
     def evacuate(self, dsts, max_parallel, dry_run, vms, port):
         """Plan, reserve all, then move this host's SR-IOV VMs (evacuate.Drains); dry_run plans only."""
-        if self.drains is None:
-            raise NotMigratable("this service was started without migration support")
-        return self.drains.start(dsts, max_parallel, dry_run, vms, port)
+        return _supported(self.drains).start(dsts, max_parallel, dry_run, vms, port)
 
     @rpc_verb
     def recentMigrations(self):
         """The SRIOV.migrate runs that ended since the service started, newest first (each as
         migrationStatus shows it), for the Cockpit page's chart: kept in memory only."""
-        if self.migrations is None:
-            raise NotMigratable("this service was started without migration support")
-        return {"kept": migrator.RECENT, "migrations": self.migrations.recent()}
+        return {"kept": migrator.RECENT, "migrations": _supported(self.migrations).recent()}
 
     @rpc_verb
     def evacuateStatus(self):
         """The running (or last) drain, per VM."""
-        if self.drains is None:
-            raise NotMigratable("this service was started without migration support")
-        return self.drains.status()
+        return _supported(self.drains).status()
 
     @rpc_verb
     def announce(self, vmID):
@@ -338,3 +331,10 @@ def _job_active(dom) -> bool:
         return dom.jobInfo()[0] != 0  # VIR_DOMAIN_JOB_NONE
     except Exception:  # noqa: BLE001 - drivers without job info have no migration either
         return False
+
+
+def _supported(part):
+    """The service's migrations or drains; a service started without them refuses the verb."""
+    if part is None:
+        raise NotMigratable("this service was started without migration support")
+    return part
