@@ -23,12 +23,12 @@ the next lab if this one was killed.
 
 from __future__ import annotations
 
-import json
 import os
 import subprocess
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from typing import Optional
 
+from . import labstate
 from .errors import LabError
 
 SENDER_IP = "169.254.77.1"
@@ -111,7 +111,7 @@ def create(lab_root: str, lab_id: str, hosts: int = 2, wire: Optional[str] = Non
     dp = DataPath(lab_id, hosts)
     try:
         _ip("netns", "add", dp.netns)
-        _save(lab_root, dp)
+        labstate.save(lab_root, STATE_FILE, dp)
         _bridge(dp, dp.switch)
         if wire:
             _no_ipv6(wire)
@@ -120,10 +120,10 @@ def create(lab_root: str, lab_id: str, hosts: int = 2, wire: Optional[str] = Non
         for i in range(hosts):
             _bridge(dp, dp.bridge(i))
             _veth_into(dp, dp.uplink(i), (dp.bridge(i), dp.switch))
-            _save(lab_root, dp)
+            labstate.save(lab_root, STATE_FILE, dp)
         outside, inside = dp.sender_veth()
         _veth_into(dp, (outside, inside), (dp.switch, None))
-        _save(lab_root, dp)
+        labstate.save(lab_root, STATE_FILE, dp)
         _ip("link", "set", inside, "netns", dp.netns)
         _ip("link", "set", inside, "name", "lab0", netns=dp.netns)
         _ip("addr", "add", "%s/%d" % (SENDER_IP, PREFIX), "dev", "lab0", netns=dp.netns)
@@ -135,28 +135,19 @@ def create(lab_root: str, lab_id: str, hosts: int = 2, wire: Optional[str] = Non
     return dp
 
 
-def _save(lab_root: str, dp: DataPath) -> None:
-    with open(os.path.join(lab_root, STATE_FILE), "w") as f:
-        json.dump(asdict(dp), f)
-
 
 def destroy(lab_root: str, dp: DataPath) -> None:
     """Remove every link and the namespace; a veth goes with either end."""
     for name in reversed(dp.links):
         subprocess.run(["ip", "link", "del", name], capture_output=True, timeout=20)
     subprocess.run(["ip", "netns", "del", dp.netns], capture_output=True, timeout=20)
-    try:
-        os.unlink(os.path.join(lab_root, STATE_FILE))
-    except FileNotFoundError:
-        pass
+    labstate.forget(lab_root, STATE_FILE)
 
 
 def reap(lab_root: str) -> bool:
     """Remove the data path a killed lab under *lab_root* left behind."""
-    try:
-        with open(os.path.join(lab_root, STATE_FILE)) as f:
-            dp = DataPath(**json.load(f))
-    except (OSError, ValueError, TypeError):
+    dp = labstate.load(lab_root, STATE_FILE, DataPath)
+    if dp is None:
         return False
     destroy(lab_root, dp)
     return True

@@ -37,15 +37,14 @@ from __future__ import annotations
 import ctypes
 import errno
 import fcntl
-import json
 import os
 import socket
 import subprocess
 import threading
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from typing import Callable, Iterable, Optional
 
-from . import firewall
+from . import firewall, labstate
 from .errors import LabError
 
 ENV_NETNS = "SRIOV_LAB_NETNS"
@@ -202,10 +201,10 @@ def create(lab_root: str, lab_id: str, hosts: int, allowed: list,
                            % (SUBNETS[0], SUBNETS[-1]))
         net = Network(lab_id, free[0], hosts)
         try:
-            _save(lab_root, net)
+            labstate.save(lab_root, STATE_FILE, net)
             _ip("link", "add", "name", net.bridge, "type", "bridge", "forward_delay", "0")
             net.links.append(net.bridge)
-            _save(lab_root, net)
+            labstate.save(lab_root, STATE_FILE, net)
             _no_ipv6_here([net.bridge])
             _ip("addr", "add", "%s/24" % net.gateway, "dev", net.bridge)
             _ip("link", "set", net.bridge, "up")
@@ -225,11 +224,11 @@ def _add_host(lab_root: str, net: Network, i: int, allowed: list, vf_bridge: Opt
     ns = net.netns(i)
     _ip("netns", "add", ns)
     net.namespaces.append(ns)
-    _save(lab_root, net)
+    labstate.save(lab_root, STATE_FILE, net)
     outside, inside = net.uplink(i)
     _ip("link", "add", outside, "type", "veth", "peer", "name", inside)
     net.links.append(outside)
-    _save(lab_root, net)
+    labstate.save(lab_root, STATE_FILE, net)
     _no_ipv6_here([outside, inside])
     _ip("link", "set", outside, "master", net.bridge)
     _ip("link", "set", outside, "up")
@@ -241,7 +240,7 @@ def _add_host(lab_root: str, net: Network, i: int, allowed: list, vf_bridge: Opt
         port, peer = net.vf_port(i)
         _ip("link", "add", port, "type", "veth", "peer", "name", peer)
         net.links.append(port)
-        _save(lab_root, net)
+        labstate.save(lab_root, STATE_FILE, net)
         _no_ipv6_here([port, peer])
         _ip("link", "set", port, "master", vf_bridge)
         # the bridge must not learn a guest's MAC behind this port from an announcement the
@@ -271,10 +270,6 @@ def cut_off(ns: str) -> None:
     _run(exec_argv(ns) + ["iptables-restore"], "iptables-restore in %s" % ns, firewall.CUT_OFF)
 
 
-def _save(lab_root: str, net: Network) -> None:
-    with open(os.path.join(lab_root, STATE_FILE), "w") as f:
-        json.dump(asdict(net), f)
-
 
 def destroy(lab_root: str, net: Network) -> None:
     """Remove the namespaces (their ends of each veth go with them) and the links made here."""
@@ -284,18 +279,13 @@ def destroy(lab_root: str, net: Network) -> None:
         proc = subprocess.run(["ip", "link", "del", name], capture_output=True, text=True, timeout=20)
         if proc.returncode != 0 and "Cannot find device" not in proc.stderr:
             raise LabError("lab network: cannot remove %s: %s" % (name, proc.stderr.strip()))
-    try:
-        os.unlink(os.path.join(lab_root, STATE_FILE))
-    except FileNotFoundError:
-        pass
+    labstate.forget(lab_root, STATE_FILE)
 
 
 def reap(lab_root: str) -> bool:
     """Remove the network a killed lab under *lab_root* left behind."""
-    try:
-        with open(os.path.join(lab_root, STATE_FILE)) as f:
-            net = Network(**json.load(f))
-    except (OSError, ValueError, TypeError):
+    net = labstate.load(lab_root, STATE_FILE, Network)
+    if net is None:
         return False
     destroy(lab_root, net)
     return True
