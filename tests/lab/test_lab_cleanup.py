@@ -68,12 +68,7 @@ def _netns() -> list:
 
 
 def test_next_lab_should_remove_the_wire_a_killed_lab_left(tmp_path):
-    reason = lab_unavailable_reason()
-    if reason:
-        pytest.skip(reason)
-    dead = tmp_path / "lab-killed"
-    dead.mkdir()
-    (dead / "owner.pid").write_text("%d\n" % _dead_pid())
+    dead = _killed_lab(tmp_path)
     left = datapath.create(str(dead), "dead01", hosts=2)
     assert all(_link_exists(n) for n in left.links) and left.netns in _netns()
     with Lab(1, base=str(tmp_path)):
@@ -83,6 +78,17 @@ def test_next_lab_should_remove_the_wire_a_killed_lab_left(tmp_path):
     assert not (dead / datapath.STATE_FILE).exists()
 
 
+def _killed_lab(tmp_path):
+    """A lab directory whose owner is dead, as a killed lab leaves it (skips where no lab can run)."""
+    reason = lab_unavailable_reason()
+    if reason:
+        pytest.skip(reason)
+    dead = tmp_path / "lab-killed"
+    dead.mkdir()
+    (dead / "owner.pid").write_text("%d\n" % _dead_pid())
+    return dead
+
+
 def _dead_pid() -> int:
     proc = subprocess.Popen(["true"])
     proc.wait()
@@ -90,12 +96,7 @@ def _dead_pid() -> int:
 
 
 def test_sriov_lab_down_should_remove_the_host_namespaces_a_killed_lab_left(tmp_path):
-    reason = lab_unavailable_reason()
-    if reason:
-        pytest.skip(reason)
-    dead = tmp_path / "lab-killed"
-    dead.mkdir()
-    (dead / "owner.pid").write_text("%d\n" % _dead_pid())
+    dead = _killed_lab(tmp_path)
     left = netns.create(str(dead), "dead02", 2, firewall.rules())
     assert set(left.namespaces) <= set(_netns()) and all(_link_exists(n) for n in left.links)
     proc = subprocess.run([sys.executable, "-m", "sriov_lab.cli", "down"], capture_output=True,
