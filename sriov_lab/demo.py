@@ -57,7 +57,8 @@ def _run_scenario_once(name, guest, keep, real_pfs, raw_baseline, wire) -> tuple
     t0 = time.monotonic()
     timeouts = REAL_VF_TIMEOUTS if real_pfs else TIMEOUTS
     with tempfile.TemporaryDirectory(prefix="sriov-demo-") as workdir, \
-            Lab(2, real_pfs=real_pfs, wire=wire, ready_timeout=180 if real_pfs else 90) as lab:
+            Lab(2, real_pfs=real_pfs, wire=wire, ready_timeout=180 if real_pfs else 90,
+                shared_firewall=bool(real_pfs)) as lab:
         report.step("2 lab hosts up in %.1f s%s", lab.start_seconds,
                     ", each owning one real PF: %s" % ", ".join(real_pfs) if real_pfs else "")
         with LabServices(lab, workdir, ready_timeout=120 if real_pfs else 30,
@@ -71,6 +72,7 @@ def _run_scenario_once(name, guest, keep, real_pfs, raw_baseline, wire) -> tuple
                        raw_baseline=raw_baseline)
             try:
                 demo_checks.check_privileges(st)
+                demo_checks.check_firewall(st)
                 RUNNERS[name](st)
             except Exception as e:  # noqa: BLE001 - a scenario's crash is its failure, reported
                 st.check(False, "scenario crashed: %s: %s" % (type(e).__name__, e))

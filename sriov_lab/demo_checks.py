@@ -12,7 +12,7 @@ from sriov_host import metadata, netlink
 from sriov_host.vfsettings import VfSettings
 
 from . import demo_report as report
-from . import domains, realvf_checks, vdsm_user
+from . import domains, firewall, netns, realvf_checks, vdsm_user
 from .demo_stage import _EPOCH_TO_MONO, Stage, _guest_slots, _guest_view, _host_vfs, _ledger_claims, _live
 from .errors import LabError
 from .guest import parse_serial
@@ -34,6 +34,35 @@ def check_privileges(st: Stage) -> None:
         st.check(uid == pwd.getpwnam(unit.user).pw_uid and caps == unit.cap_mask,
                  "%s: sriov-migrationd runs as %s (uid %s) with CapEff %#x, the unit's %s"
                  % (svc.host.name, unit.user, uid, caps, " ".join(unit.ambient)))
+
+
+def check_firewall(st: Stage) -> None:
+    """Each host is behind its firewall: its service's port is reached, a port left shut is not.
+
+    Checked from the demo's own namespace, as the other host and the
+    engine reach it, on a listener the check opens on the host's own
+    address: so the migrations that follow cross a firewall that refuses
+    what the engine's host deploy and the project's firewalld service do
+    not open.
+    """
+    lab = st.lab
+    if lab.network is None and not lab.firewall_up:
+        report.step("no firewall between the hosts (SRIOV_LAB_NETNS=0)")
+        return
+    allowed = firewall.rules(lab.project_firewall)
+    for host in lab.hosts:
+        listener = netns.call_in(host.extra.get("netns"), netns.shut_port_listener, host.address, allowed)
+        try:
+            port = listener.getsockname()[1]
+            why = netns.unreachable(host.address, port)
+        finally:
+            listener.close()
+        st.check(why is not None, "%s: a listener on %s:%d, a port its firewall leaves shut, is "
+                 "refused (%s)" % (host.name, host.address, port, why))
+        port = host.extra["service_port"]
+        why = netns.unreachable(host.address, port)
+        st.check(why is None, "%s: sriov-migrationd's port %s:%d is open (the project's firewalld "
+                 "service)%s" % (host.name, host.address, port, ": %s" % why if why else ""))
 
 
 def _identity(pid: int) -> tuple:

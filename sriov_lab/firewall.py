@@ -19,7 +19,8 @@ REJECT with ``icmp-host-prohibited``, so a client learns it at once.
 
 All of this is pure: :func:`rules` gives the allowed set,
 :func:`iptables_restore` the text for ``iptables-restore`` in a host's
-network namespace (:mod:`sriov_lab.netns` applies it).
+network namespace, :func:`shared_iptables_restore` the text for hosts
+that share one (the real-VF lab's); :mod:`sriov_lab.netns` applies both.
 """
 
 from __future__ import annotations
@@ -101,23 +102,51 @@ def allows(allowed: Iterable[Rule], protocol: str, port: int) -> bool:
     return any(r.matches(protocol, port) for r in allowed)
 
 
-def _accept(rule: Rule) -> str:
+def _accept(rule: Rule, chain: str) -> str:
     spec = "-p %s" % rule.protocol
     if rule.port and rule.protocol in ("tcp", "udp", "sctp", "dccp"):
         spec += " -m %s --dport %s" % (rule.protocol, rule.port.replace("-", ":"))
-    return "-A INPUT %s -m comment --comment %s -j ACCEPT" % (spec, rule.service)
+    return "-A %s %s -m comment --comment %s -j ACCEPT" % (chain, spec, rule.service)
+
+
+def _host_rules(allowed: Iterable[Rule], chain: str) -> list:
+    """A host's zone in *chain*: replies, ICMP, the allowed ports; REJECT the rest."""
+    lines = ["-A %s -m conntrack --ctstate RELATED,ESTABLISHED -j ACCEPT" % chain,
+             "-A %s -m conntrack --ctstate INVALID -j DROP" % chain,
+             "-A %s -p icmp -j ACCEPT" % chain]  # firewalld's zones accept ICMP unless blocked
+    lines += [_accept(r, chain) for r in allowed]
+    return lines + ["-A %s -j REJECT --reject-with icmp-host-prohibited" % chain]
 
 
 def iptables_restore(allowed: Iterable[Rule]) -> str:
-    """IPv4 rules for a host's namespace: loopback, replies, ICMP, the allowed ports; REJECT the rest."""
+    """IPv4 rules for a host's namespace: loopback, then the host's zone (:func:`_host_rules`)."""
     lines = ["*filter", ":INPUT DROP [0:0]", ":FORWARD DROP [0:0]", ":OUTPUT ACCEPT [0:0]",
-             "-A INPUT -i lo -j ACCEPT",
-             "-A INPUT -m conntrack --ctstate RELATED,ESTABLISHED -j ACCEPT",
-             "-A INPUT -m conntrack --ctstate INVALID -j DROP",
-             "-A INPUT -p icmp -j ACCEPT"]  # firewalld's zones accept ICMP unless blocked
-    lines += [_accept(r) for r in allowed]
-    lines += ["-A INPUT -j REJECT --reject-with icmp-host-prohibited", "COMMIT", ""]
-    return "\n".join(lines)
+             "-A INPUT -i lo -j ACCEPT"]
+    return "\n".join(lines + _host_rules(allowed, "INPUT") + ["COMMIT", ""])
+
+
+SHARED_CHAIN = "SRIOV-LAB-HOST"
+
+
+def shared_iptables_restore(allowed: Iterable[Rule], addresses: Iterable[str]) -> str:
+    """IPv4 rules for lab hosts that share one namespace, each on its own loopback address.
+
+    The real-VF lab's hosts share L1's namespace: each one's service and
+    hooks program its VFs through its PF's netdev, which a namespace of
+    its own would hide. So there the firewall is keyed on the address:
+    whatever is sent to a host's address, by another host or by the host
+    itself, passes that host's zone. The rest of L1 (its 127.0.0.1, the
+    PFs, the shares) is let through: L1 is the lab's own machine.
+    """
+    lines = ["*filter", ":INPUT ACCEPT [0:0]", ":FORWARD ACCEPT [0:0]", ":OUTPUT ACCEPT [0:0]",
+             ":%s - [0:0]" % SHARED_CHAIN]
+    lines += ["-A INPUT -d %s/32 -j %s" % (a, SHARED_CHAIN) for a in addresses]
+    return "\n".join(lines + _host_rules(allowed, SHARED_CHAIN) + ["COMMIT", ""])
+
+
+# What a shared namespace's filter table is again once its lab stops: nothing in it.
+SHARED_CLEARED = "\n".join(["*filter", ":INPUT ACCEPT [0:0]", ":FORWARD ACCEPT [0:0]",
+                            ":OUTPUT ACCEPT [0:0]", "COMMIT", ""])
 
 
 # A host cut off the network (the fault matrix's "unreachable"): nothing gets in from outside, not

@@ -8,9 +8,11 @@ cluster: by default a link-local one in the host's own network namespace,
 behind a firewall that lets in what an engine-deployed oVirt host's
 firewalld does (:mod:`sriov_lab.netns`, :mod:`sriov_lab.firewall`); its
 ``sriov-migrationd`` and its VDSM stand-in listen there on their real
-ports (54325, 54321). With ``SRIOV_LAB_NETNS=0``, and in the real-VF lab,
-host i is ``127.0.0.(11+i)`` with nothing in between, and all hosts'
-stand-ins share one free port.
+ports (54325, 54321). In the real-VF lab (inside L1) host i is
+``127.0.0.(11+i)`` on those real ports, behind the same firewall keyed on
+its address (:func:`sriov_lab.netns.set_shared_firewall`). With
+``SRIOV_LAB_NETNS=0`` host i is ``127.0.0.(11+i)`` with nothing in
+between, and all hosts' stand-ins share one free port.
 """
 
 from __future__ import annotations
@@ -60,7 +62,7 @@ class Lab:
     def __init__(self, count: int = 2, base: Optional[str] = None, keep: bool = False,
                  ready_timeout: float = 90.0, real_pfs: Optional[list] = None,
                  wire: Optional[str] = None, strict_network: Optional[bool] = None,
-                 project_firewall: bool = True):
+                 project_firewall: bool = True, shared_firewall: bool = False):
         if not 1 <= count <= len(HOST_NAMES):
             raise LabError("a lab has 1..%d hosts, not %d" % (len(HOST_NAMES), count))
         self.count = count
@@ -73,6 +75,9 @@ class Lab:
         self.strict_network = (netns.enabled() if strict_network is None
                                else strict_network) and not real_pfs
         self.project_firewall = project_firewall  # False: the project's firewalld service left out
+        # the real-VF lab, in L1: hosts share its namespace, a firewall per host address
+        self.shared_firewall = shared_firewall and not self.strict_network
+        self.firewall_up = False
         self.network: Optional[netns.Network] = None
         self.root: Optional[str] = None
         self.datapath: Optional[datapath.DataPath] = None  # emulated VFs' wire; see datapath
@@ -118,6 +123,11 @@ class Lab:
         if self.network:  # each host alone in its namespace: the real ports
             addresses = [self.network.address(i) for i in range(self.count)]
             vdsm_port, service_port = VDSM_PORT, SERVICE_PORT
+        elif self.shared_firewall:  # L1 holds one lab: the real ports, each on its host's address
+            addresses = [host_address(i) for i in range(self.count)]
+            vdsm_port, service_port = VDSM_PORT, SERVICE_PORT
+            self.firewall_up = True  # before the rules: a half-written table is cleared too
+            netns.set_shared_firewall(firewall.rules(self.project_firewall), addresses)
         else:
             addresses = [host_address(i) for i in range(self.count)]
             vdsm_port = inventory.free_port(addresses)  # one VDSM port, each host on its own address
@@ -160,6 +170,12 @@ class Lab:
             except Exception as e:  # keep stopping the others
                 errors.append("%s: %s" % (host.name, e))
         self.hosts = []
+        if self.firewall_up:
+            try:
+                netns.clear_shared_firewall()
+            except LabError as e:
+                errors.append(str(e))
+            self.firewall_up = False
         if self.network is not None:
             try:
                 netns.destroy(self.root, self.network)
@@ -176,16 +192,21 @@ class Lab:
 
     def set_firewall(self, project_firewall: bool, hosts: Optional[list] = None) -> None:
         """Rewrite the firewall of *hosts* (indexes; default all) with or without the project's service."""
-        if self.network is None:
-            raise LabError("lab: no firewall to change (SRIOV_LAB_NETNS=0 or the real-VF lab)")
         allowed = firewall.rules(project_firewall)
+        if self.firewall_up and hosts is None:
+            netns.set_shared_firewall(allowed, [h.address for h in self.hosts])
+            return
+        if self.network is None:
+            raise LabError("lab: no firewall per host to change (SRIOV_LAB_NETNS=0, or the real-VF "
+                           "lab, whose hosts' firewall is set for all of them at once)")
         for i in range(self.count) if hosts is None else hosts:
             netns.set_firewall(self.network.netns(i), allowed)
 
     def cut_off(self, index: int) -> None:
         """Host *index* takes in nothing from outside until :meth:`set_firewall` restores it."""
         if self.network is None:
-            raise LabError("lab: no network to cut (SRIOV_LAB_NETNS=0 or the real-VF lab)")
+            raise LabError("lab: no network to cut (SRIOV_LAB_NETNS=0 or the real-VF lab, "
+                           "whose hosts share one)")
         netns.cut_off(self.network.netns(index))
 
     def __getitem__(self, index: int):

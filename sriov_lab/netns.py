@@ -30,6 +30,12 @@ of this off (every host on its own loopback address, nothing between).
 Everything is named after a lab id, recorded in the lab directory, and
 removed on stop, or by the next lab or ``sriov-lab down`` if this one was
 killed.
+
+The real-VF lab's hosts cannot each have a namespace (their services
+must see their PFs' netdevs): they share L1's, each on its own loopback
+address, behind a firewall keyed on that address
+(:func:`set_shared_firewall`); QEMU's migration stream goes to the
+destination's address there, so it crosses that firewall too.
 """
 
 from __future__ import annotations
@@ -152,6 +158,18 @@ def unreachable(address: str, port: int, timeout: float = 3.0) -> Optional[str]:
         return "%s:%d: %s" % (address, port, e.strerror or e)
 
 
+def shut_port_listener(address: str, allowed: list) -> socket.socket:
+    """A TCP listener on *address*, in this thread's namespace, on a port none of *allowed* opens."""
+    for _ in range(50):
+        s = socket.socket()
+        s.bind((address, 0))
+        if not firewall.allows(allowed, "tcp", s.getsockname()[1]):
+            s.listen(1)
+            return s
+        s.close()
+    raise LabError("lab network: no TCP port the firewall leaves shut is free on %s" % address)
+
+
 def _run(argv: list, what: str, stdin: Optional[str] = None) -> None:
     try:
         proc = subprocess.run(argv, input=stdin, capture_output=True, text=True, timeout=20)
@@ -263,6 +281,47 @@ def set_firewall(ns: str, allowed: list) -> None:
          firewall.iptables_restore(allowed))
     _run(exec_argv(ns) + ["ip6tables-restore"], "ip6tables-restore in %s" % ns,
          firewall.IP6TABLES_RESTORE)
+
+
+L1_COMMANDS = "/lab/cmd"  # the real-VF lab's L1 has it (realvf_images.L1_INIT); no other machine
+
+
+def set_shared_firewall(allowed: list, addresses: list, ns: Optional[str] = None) -> None:
+    """Hosts on *addresses* that share a namespace each get the firewall that lets *allowed* in.
+
+    With no *ns*, that is the calling process's namespace, which is only
+    allowed inside the real-VF lab's L1 (the lab's own machine): rules in
+    any other machine's own namespace would touch more than the lab.
+    """
+    _run(_shared_argv(ns) + ["iptables-restore"], "iptables-restore of the hosts' firewall",
+         firewall.shared_iptables_restore(allowed, addresses))
+
+
+def clear_shared_firewall(ns: Optional[str] = None) -> None:
+    """Undo :func:`set_shared_firewall`: an empty filter table again."""
+    _run(_shared_argv(ns) + ["iptables-restore"], "iptables-restore of an empty filter table",
+         firewall.SHARED_CLEARED)
+
+
+def shared_firewall_counts(ns: Optional[str] = None) -> list:
+    """``[(packets, rule)]`` of the hosts' zone in a shared namespace, from iptables' own counters."""
+    argv = _shared_argv(ns) + ["iptables", "-w", "-n", "-v", "-x", "-L", firewall.SHARED_CHAIN]
+    proc = subprocess.run(argv, capture_output=True, text=True, timeout=20)
+    if proc.returncode != 0:
+        raise LabError("lab network: %s failed: %s" % (" ".join(argv), proc.stderr.strip()))
+    out = []
+    for line in proc.stdout.splitlines()[2:]:  # the chain's name, then the column heads
+        fields = line.split(None, 9)
+        if len(fields) >= 9 and fields[0].isdigit():
+            out.append((int(fields[0]), " ".join(fields[2:])))
+    return out
+
+
+def _shared_argv(ns: Optional[str]) -> list:
+    if ns is None and not os.path.isdir(L1_COMMANDS):
+        raise LabError("lab network: a firewall keyed on addresses is only written in the real-VF "
+                       "lab's L1 or in a namespace the lab made, never in this machine's own")
+    return exec_argv(ns)
 
 
 def cut_off(ns: str) -> None:

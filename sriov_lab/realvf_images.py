@@ -22,7 +22,8 @@ L0_PACKAGES = ("qemu-system-x86", "qemu-utils")  # from bookworm-backports: QEMU
 L1_PACKAGES = ("linux-image-amd64", "libvirt-daemon-system", "qemu-system-x86", "python3",
                "python3-libvirt", "python3-lxml", "python3-pyroute2", "python3-jsonrpclib-pelix",
                "python3-prometheus-client", "iproute2", "pciutils", "kmod", "udev", "procps",
-               "sasl2-bin", "libsasl2-modules")  # the lab hosts' SASL (sasl.py), as on L0
+               "sasl2-bin", "libsasl2-modules",  # the lab hosts' SASL (sasl.py), as on L0
+               "iptables", "firewalld")  # each lab host's firewall (firewall.py); no daemon in L1
 L1_DISK = "3G"
 L1_MEMORY = "2G"  # all of it below 4 GiB: see qemu_argv
 PFS = ("0000:01:00.0", "0000:02:00.0")  # each igb behind its own pcie-root-port

@@ -11,7 +11,6 @@ project's service is a failed ``SRIOV.migrate`` that loses nothing.
 from __future__ import annotations
 
 import json
-import socket
 import subprocess
 import sys
 
@@ -43,14 +42,9 @@ def _ns(host) -> str:
     return host.extra["netns"]
 
 
-def _listen_in(host, port=0) -> socket.socket:
-    """A TCP listener on *host*'s own address, made inside its namespace."""
-    return netns.call_in(_ns(host), socket.create_server, (host.address, port))
-
-
 def test_firewall_should_refuse_a_port_nobody_opened_and_let_the_service_in(strict, services):
     a, b = strict.hosts
-    with _listen_in(b) as listener:
+    with netns.call_in(_ns(b), netns.shut_port_listener, b.address, firewall.rules()) as listener:
         port = listener.getsockname()[1]
         assert not firewall.allows(firewall.rules(), "tcp", port)
 

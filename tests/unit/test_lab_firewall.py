@@ -58,3 +58,25 @@ def test_service_rules_should_refuse_an_unusable_file_in_one_line(text):
 def test_rules_should_say_which_file_is_missing(tmp_path):
     with pytest.raises(LabError, match="cockpit.xml"):
         firewall.rules(True, str(tmp_path))
+
+
+def test_shared_rules_should_send_only_the_hosts_addresses_through_the_zone():
+    text = firewall.shared_iptables_restore([firewall.Rule("sriov-migration", "tcp", "54325")],
+                                            ["127.0.0.11", "127.0.0.12"])
+    lines = text.splitlines()
+    chain = firewall.SHARED_CHAIN
+
+    assert ":INPUT ACCEPT [0:0]" in lines  # the rest of L1 is let through
+    assert "-A INPUT -d 127.0.0.11/32 -j %s" % chain in lines
+    assert "-A INPUT -d 127.0.0.12/32 -j %s" % chain in lines
+    assert not any(" -i lo " in line for line in lines)  # the hosts' own traffic is on lo too
+    rules = [line for line in lines if line.startswith("-A %s " % chain)]
+    assert "--dport 54325" in rules[-2] and rules[-1].endswith("icmp-host-prohibited")
+    assert text.endswith("\nCOMMIT\n")
+
+
+def test_shared_firewall_should_refuse_this_machines_own_namespace():
+    from sriov_lab import netns
+
+    with pytest.raises(LabError, match="never in this machine's own"):
+        netns.set_shared_firewall([], ["127.0.0.11"])
