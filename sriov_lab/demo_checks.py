@@ -65,6 +65,35 @@ def check_firewall(st: Stage) -> None:
                  "service)%s" % (host.name, host.address, port, ": %s" % why if why else ""))
 
 
+def check_stream_crossed_firewall(st: Stage) -> None:
+    """The real-VF lab: QEMU's migration stream went to the destination's address, through its zone.
+
+    The stand-in streams as VDSM does (``tcp://`` and the destination's
+    address, the port left to its libvirtd), so the rule for VDSM's
+    migration ports must have let a connection in.
+    """
+    if not st.lab.firewall_up:
+        return
+    rule = _migration_rule()
+    spec = "dpts:%s" % rule.port.replace("-", ":")
+    # a connection's first packet meets the rule; the rest pass as ESTABLISHED before it
+    opened = sum(n for n, text in netns.shared_firewall_counts() if spec in text)
+    st.check(opened > 0, "QEMU's migration stream crossed the destination's firewall: %d connection(s) "
+             "let in by its %s service's rule for ports %s" % (opened, rule.service, rule.port))
+
+
+LIBVIRT_MIGRATION_PORT_MIN = 49152  # qemu.conf migration_port_min, libvirt's default that VDSM keeps
+
+
+def _migration_rule() -> firewall.Rule:
+    """The rule of VDSM's firewalld service that opens libvirt's migration ports."""
+    for rule in firewall.rules(include_project=False):
+        if rule.service == "vdsm" and rule.port and rule.matches("tcp", LIBVIRT_MIGRATION_PORT_MIN):
+            return rule
+    raise LabError("firewalld's vdsm service opens no range with port %d, libvirt's migration_port_min"
+                   % LIBVIRT_MIGRATION_PORT_MIN)
+
+
 def _identity(pid: int) -> tuple:
     """``(effective uid, CapEff)`` of a running process, from /proc/PID/status."""
     fields = {}

@@ -23,6 +23,7 @@ from .demo_checks import (
     _last_counter,
     _migrated,
     _set_vf_settings,
+    check_stream_crossed_firewall,
 )
 from .demo_stage import (
     _EPOCH_TO_MONO,
@@ -54,6 +55,7 @@ def scenario_success(st: Stage) -> None:
         pinger = _start_traffic(st, spec, stream)
         rc, job = _sriov_migrate(st, spec)
         _migrated(st, spec, before, slots, on_a, rc, job, settings if st.real_vf else None)
+        check_stream_crossed_firewall(st)
         if pinger is not None:
             _traffic_back(st, pinger, job, stream)
     if pinger is not None:

@@ -29,6 +29,7 @@ thread and the result record (the destination's device resolution is
 
 from __future__ import annotations
 
+import ipaddress
 import logging
 import threading
 import time
@@ -134,19 +135,43 @@ class MigrationResult:
         return sorted(rows, key=lambda r: r[2])
 
 
-def _migrate_params(port: int, dest_xml: Optional[str] = None, host: Optional[str] = None,
-                    bandwidth: Optional[int] = None) -> dict:
-    """migrate3's params: QEMU's stream to *host* (VDSM's dstqemu; else loopback), capped in MiB/s.
+def stream_target(dst_address: str, opts: SourceOptions) -> tuple:
+    """``(host, port or None)`` for QEMU's stream: dstqemu, else the destination's own address.
 
-    VDSM without dstqemu streams to dst's own address (migration.py
-    ``_startUnderlyingMigration``); the lab keeps 127.0.0.1 then.
+    As VDSM's migration.py ``_startUnderlyingMigration``: ``tcp://`` and
+    ``dstqemu`` or the host of ``dst``, no port, so the destination's
+    libvirtd takes one from its qemu.conf migration range (49152-49215,
+    inside what VDSM's firewalld service opens); so the stream crosses the
+    destination's firewall where the lab keys one on the address (the
+    real-VF lab). A host with a namespace of its own has its address where
+    libvirtd's QEMU, in the machine's namespace, cannot listen: loopback
+    then, on a free port.
     """
+    if opts.port:
+        return opts.dstqemu or "127.0.0.1", opts.port
+    if opts.dstqemu:
+        return opts.dstqemu, None
+    if _loopback(dst_address):
+        return dst_address, None
+    return "127.0.0.1", free_port()
+
+
+def _loopback(address: str) -> bool:
+    try:
+        return ipaddress.ip_address(address).is_loopback
+    except ValueError:  # a name: VDSM resolves it, the lab does not
+        return False
+
+
+def _migrate_params(port: Optional[int], dest_xml: Optional[str] = None, host: Optional[str] = None,
+                    bandwidth: Optional[int] = None) -> dict:
+    """migrate3's params: QEMU's stream to *host* (see :func:`stream_target`), capped in MiB/s."""
     import libvirt
 
     host = host or "127.0.0.1"
     uri_host = "[%s]" % host if ":" in host else host  # normalize_literal_addr
-    params = {libvirt.VIR_MIGRATE_PARAM_URI: "tcp://%s:%d" % (uri_host, port),
-              libvirt.VIR_MIGRATE_PARAM_LISTEN_ADDRESS: host}
+    uri = "tcp://%s" % uri_host + (":%d" % port if port else "")  # none: the destination picks
+    params = {libvirt.VIR_MIGRATE_PARAM_URI: uri, libvirt.VIR_MIGRATE_PARAM_LISTEN_ADDRESS: host}
     if bandwidth:  # migration.py SourceThread._migration_params
         params[libvirt.VIR_MIGRATE_PARAM_BANDWIDTH] = int(bandwidth)
     if dest_xml is not None:
@@ -154,16 +179,15 @@ def _migrate_params(port: int, dest_xml: Optional[str] = None, host: Optional[st
     return params
 
 
-def _live_migrate(dom, dst_conn, port: int, flags: Optional[int], dest_xml: Optional[str] = None,
-                  opts: Optional[SourceOptions] = None):
+def _live_migrate(dom, dst, flags: Optional[int], dest_xml: Optional[str], opts: SourceOptions):
     import libvirt
 
     if flags is None:
         flags = libvirt.VIR_MIGRATE_LIVE
         if dom.isPersistent():
             flags |= libvirt.VIR_MIGRATE_PERSIST_DEST | libvirt.VIR_MIGRATE_UNDEFINE_SOURCE
-    opts = opts or SourceOptions()
-    dom.migrate3(dst_conn, _migrate_params(port, dest_xml, opts.dstqemu, opts.max_bandwidth),
+    host, port = stream_target(dst.address, opts)
+    dom.migrate3(dst.conn, _migrate_params(port, dest_xml, host, opts.max_bandwidth),
                  flags | opts.vdsm_flags)
 
 
@@ -307,7 +331,7 @@ def _underlying_migration(dom, dst, result, opts) -> str:
     opts.dom = dom
     try:
         _check_cancel(opts)
-        _live_migrate(dom, dst.conn, opts.port or free_port(), opts.flags, dest_xml, opts)
+        _live_migrate(dom, dst, opts.flags, dest_xml, opts)
     except libvirt.libvirtError as e:
         if e.get_error_code() == libvirt.VIR_ERR_OPERATION_ABORTED or opts.cancel.is_set():
             raise VdsmError(MIG_CANCEL_ERR, stage=MIGRATE, message="Migration canceled: %s" % e) from e

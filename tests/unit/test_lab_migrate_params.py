@@ -120,3 +120,20 @@ def test_cancel_while_waiting_at_the_limit_should_end_as_cancelled():
     result = mig.MigrationResult(VM, "host-a", "host-b", 0.0)
     mig.run_source(_Source(), dst, VM, result, opts)
     assert result.code == mig.MIG_CANCEL_ERR and len(dst.limits) == 1
+
+
+@pytest.mark.parametrize("dst, dstqemu, port, want", [
+    ("127.0.0.12", None, None, ("127.0.0.12", None)),  # VDSM: tcp://dst, libvirt takes the port
+    ("127.0.0.12", "127.0.0.22", None, ("127.0.0.22", None)),  # dstqemu first
+    ("127.0.0.12", None, 49200, ("127.0.0.1", 49200)),  # a caller's own port: loopback, as before
+])
+def test_stream_target_should_go_to_the_destinations_own_address_as_vdsm(dst, dstqemu, port, want):
+    opts = mig.SourceOptions(dstqemu=dstqemu, port=port)
+    assert mig.stream_target(dst, opts) == want
+    uri = mig._migrate_params(want[1], None, want[0])[libvirt.VIR_MIGRATE_PARAM_URI]
+    assert uri == "tcp://%s" % want[0] + (":%d" % port if port else "")
+
+
+def test_stream_target_should_keep_loopback_for_a_host_in_its_own_namespace():
+    host, port = mig.stream_target("169.254.40.12", mig.SourceOptions())
+    assert host == "127.0.0.1" and 0 < port < 65536
