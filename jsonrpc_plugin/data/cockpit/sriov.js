@@ -8,7 +8,11 @@
 var CONFIG_NAME = "/.config/sriov-migration/cockpit.json";
 var cfg = { client: ["sriov-client"], local: [], destinations: [], refresh: 3 };
 var state = { vms: [], vfs: [], running: false, current: null, history: [], drain: null, names: {},
-              historyKey: "" };
+              historyKey: "", vmKey: null, refreshes: 0 };
+/* The recent migrations change only when one ends: asked for when this page's migration or drain
+   ends, when the host's VMs change (one left or came), and every HISTORY_EVERY refreshes otherwise
+   (a failed migration from elsewhere): not one more sriov-client process on every refresh. */
+var HISTORY_EVERY = 10;
 
 function $(id) { return document.getElementById(id); }
 
@@ -184,7 +188,10 @@ function refresh() {
         state.vfs = answers[0];
         state.vms = answers[1];
         state.vms.forEach(function (v) { state.names[v.vmID] = v.name; });
-        loadHistory();
+        var vmKey = state.vms.map(function (v) { return v.vmID; }).sort().join(",");
+        if (vmKey !== state.vmKey || state.refreshes % HISTORY_EVERY === 0) loadHistory();
+        state.vmKey = vmKey;
+        state.refreshes += 1;
         var reserved = {};
         state.vfs.forEach(function (vf) { if (vf.state === "reserved" && vf.vm_id) reserved[vf.vm_id] = true; });
         return Promise.all(Object.keys(reserved).map(function (id) {
@@ -295,7 +302,7 @@ function migrate() {
                 fill("timeline", el("p", { cls: "refusal", text: "Refused: " + explain(res.error) }));
             });
         }
-    }).then(refresh);
+    }).then(loadHistory).then(refresh);
 }
 
 var STEP_LABEL = { check: "check", reserve: "reserve", unplug: "unplug", migrate: "VDSM migration",
@@ -413,7 +420,7 @@ function drain(dryRun) {
         state.drain = r.res;
         renderDrain(r.res, r.error);
         if (dryRun && r.res.plan && r.res.plan.feasible) $("drain-go").hidden = false;
-    }).then(refresh);
+    }).then(loadHistory).then(refresh);
 }
 
 function drainState(r, dry) {
