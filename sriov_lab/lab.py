@@ -126,8 +126,8 @@ class Lab:
         elif self.shared_firewall:  # L1 holds one lab: the real ports, each on its host's address
             addresses = [host_address(i) for i in range(self.count)]
             vdsm_port, service_port = VDSM_PORT, SERVICE_PORT
-            self.firewall_up = True  # before the rules: a half-written table is cleared too
             netns.set_shared_firewall(firewall.rules(self.project_firewall), addresses)
+            self.firewall_up = True  # iptables-restore writes all of it or nothing
         else:
             addresses = [host_address(i) for i in range(self.count)]
             vdsm_port = inventory.free_port(addresses)  # one VDSM port, each host on its own address
