@@ -135,7 +135,6 @@ def create(lab_root: str, lab_id: str, hosts: int = 2, wire: Optional[str] = Non
     return dp
 
 
-
 def destroy(lab_root: str, dp: DataPath) -> None:
     """Remove every link and the namespace; a veth goes with either end."""
     for name in reversed(dp.links):

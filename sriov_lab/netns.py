@@ -170,7 +170,8 @@ def shut_port_listener(address: str, allowed: list) -> socket.socket:
     raise LabError("lab network: no TCP port the firewall leaves shut is free on %s" % address)
 
 
-def _run(argv: list, what: str, stdin: Optional[str] = None) -> None:
+def _run(argv: list, what: str, stdin: Optional[str] = None) -> str:
+    """Run a network command; its output, or a one-line LabError naming *what* failed."""
     try:
         proc = subprocess.run(argv, input=stdin, capture_output=True, text=True, timeout=20)
     except FileNotFoundError:
@@ -178,6 +179,7 @@ def _run(argv: list, what: str, stdin: Optional[str] = None) -> None:
                        % argv[0]) from None
     if proc.returncode != 0:
         raise LabError("lab network: %s failed: %s" % (what, proc.stderr.strip()))
+    return proc.stdout
 
 
 def _ip(*args: str, netns: Optional[str] = None) -> None:
@@ -306,11 +308,8 @@ def clear_shared_firewall(ns: Optional[str] = None) -> None:
 def shared_firewall_counts(ns: Optional[str] = None) -> list:
     """``[(packets, rule)]`` of the hosts' zone in a shared namespace, from iptables' own counters."""
     argv = _shared_argv(ns) + ["iptables", "-w", "-n", "-v", "-x", "-L", firewall.SHARED_CHAIN]
-    proc = subprocess.run(argv, capture_output=True, text=True, timeout=20)
-    if proc.returncode != 0:
-        raise LabError("lab network: %s failed: %s" % (" ".join(argv), proc.stderr.strip()))
     out = []
-    for line in proc.stdout.splitlines()[2:]:  # the chain's name, then the column heads
+    for line in _run(argv, " ".join(argv)).splitlines()[2:]:  # the chain's name, then the column heads
         fields = line.split(None, 9)
         if len(fields) >= 9 and fields[0].isdigit():
             out.append((int(fields[0]), " ".join(fields[2:])))
