@@ -8,10 +8,11 @@
 var CONFIG_NAME = "/.config/sriov-migration/cockpit.json";
 var cfg = { client: ["sriov-client"], local: [], destinations: [], refresh: 3 };
 var state = { vms: [], vfs: [], running: false, current: null, history: [], drain: null, names: {},
-              historyKey: "", vmKey: null, refreshes: 0 };
-/* The recent migrations change only when one ends: asked for when this page's migration or drain
-   ends, when the host's VMs change (one left or came), and every HISTORY_EVERY refreshes otherwise
-   (a failed migration from elsewhere): not one more sriov-client process on every refresh. */
+              historyKey: "", historyDue: true, vmKey: null, refreshes: 0 };
+/* The recent migrations change only when one ends: asked for by the refresh after this page's
+   migration or drain ends (historyDue), when the host's VMs change (one left or came), and every
+   HISTORY_EVERY refreshes otherwise (a failed migration from elsewhere): once each time, and not
+   one more sriov-client process on every refresh. */
 var HISTORY_EVERY = 10;
 
 function $(id) { return document.getElementById(id); }
@@ -189,7 +190,10 @@ function refresh() {
         state.vms = answers[1];
         state.vms.forEach(function (v) { state.names[v.vmID] = v.name; });
         var vmKey = state.vms.map(function (v) { return v.vmID; }).sort().join(",");
-        if (vmKey !== state.vmKey || state.refreshes % HISTORY_EVERY === 0) loadHistory();
+        if (state.historyDue || vmKey !== state.vmKey || state.refreshes % HISTORY_EVERY === 0) {
+            state.historyDue = false;
+            loadHistory();
+        }
         state.vmKey = vmKey;
         state.refreshes += 1;
         var reserved = {};
@@ -211,6 +215,13 @@ function refresh() {
         else
             showBanner(explain(ex));
     }).then(function () { refreshing = false; });
+}
+
+/* After this page's migration or drain: the next refresh asks for the recent migrations too (if
+   one is under way now, the one after it does). */
+function refreshWithHistory() {
+    state.historyDue = true;
+    refresh();
 }
 
 /* -- Migrate ----------------------------------------------------------- */
@@ -302,7 +313,7 @@ function migrate() {
                 fill("timeline", el("p", { cls: "refusal", text: "Refused: " + explain(res.error) }));
             });
         }
-    }).then(loadHistory).then(refresh);
+    }).then(refreshWithHistory);
 }
 
 var STEP_LABEL = { check: "check", reserve: "reserve", unplug: "unplug", migrate: "VDSM migration",
@@ -420,7 +431,7 @@ function drain(dryRun) {
         state.drain = r.res;
         renderDrain(r.res, r.error);
         if (dryRun && r.res.plan && r.res.plan.feasible) $("drain-go").hidden = false;
-    }).then(loadHistory).then(refresh);
+    }).then(refreshWithHistory);
 }
 
 function drainState(r, dry) {
